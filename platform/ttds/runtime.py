@@ -1,0 +1,73 @@
+"""Process-level setup shared by every job and test: device choice and a loopback Ray.
+
+One place decides device and dtype (CUDA + bf16 when present, else CPU + fp32) and how
+Ray starts, so a job runs unchanged on a laptop, in CI and on a GPU cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def select_device(prefer: str = "auto") -> DeviceSpec:
+    """CUDA with bf16 when available (and not disabled by `prefer="cpu"`), else CPU fp32."""
+    if prefer != "cpu" and torch.cuda.is_available():
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return DeviceSpec(torch.device("cuda", torch.cuda.current_device()), dtype)
+    if prefer == "cuda":
+        raise RuntimeError("device=cuda was asked for but torch sees no CUDA device")
+    return DeviceSpec(torch.device("cpu"), torch.float32)
+
+
+def set_loopback_env() -> None:
+    """Environment that keeps Ray, gloo and DeepSpeed on 127.0.0.1 and CPU-friendly.
+
+    Without these, Ray and the gloo process groups bind the machine's external interface
+    (measured on this stack), and DeepSpeed probes for CUDA.
+    """
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def init_ray(num_cpus: int | None = None, object_store_mb: int = 512, **kwargs) -> None:
+    """Connect to the cluster in RAY_ADDRESS if set, else start a local Ray on loopback."""
+    import ray
+
+    set_loopback_env()
+    if ray.is_initialized():
+        return
+    runtime_env = kwargs.pop("runtime_env", None) or {}
+    env_vars = dict(runtime_env.get("env_vars", {}))
+    for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "GLOO_SOCKET_IFNAME", "MASTER_ADDR", "DS_ACCELERATOR", "TOKENIZERS_PARALLELISM"):
+        if key in os.environ:
+            env_vars.setdefault(key, os.environ[key])
+    runtime_env["env_vars"] = env_vars
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, log_to_driver=True, **kwargs)
+        return
+    ray.init(
+        num_cpus=num_cpus,
+        object_store_memory=object_store_mb * 1024 * 1024,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        runtime_env=runtime_env,
+        **kwargs,
+    )
