@@ -1,0 +1,290 @@
+"""Batched beam search over item semantic IDs, constrained by a :class:`PrefixTrie`.
+
+Why constrained beam search: the recommender ranks the whole catalogue by generating IDs, so
+every returned sequence must be a real item's ID and each item should appear once. The trie
+guarantees both; a per-position token set would not.
+
+Design choices (and why):
+
+- The prompt is encoded once; its KV cache is then indexed to ``B * beam_width`` rows and
+  re-indexed by source beam every step (``Cache.reorder_cache``), so each step feeds one
+  token per beam instead of re-encoding the prompt.
+- Scores are sums of ``log_softmax`` over the FULL vocabulary, so a constrained and an
+  unconstrained run give comparable numbers (the constraint removes candidates, it does not
+  renormalise). Constrained steps gather the scores of each beam's trie children
+  (``PrefixTrie.children``) instead of masking all other tokens to ``-inf``: the same
+  result, but top-k runs over a few dozen children instead of the whole vocabulary. The sum is ``log P(ID | prompt)``, the quantity to rank items by, so there is
+  no length penalty even though IDs have length M or M+1.
+- Variable-length IDs: a beam that reaches a terminal node is finished. It keeps its slot and
+  score in the candidate pool (it competes with live expansions) but is not expanded. Search
+  stops when every beam is finished or at ``trie.max_depth``.
+- Inputs are left-padded; position ids come from the attention mask so a prompt decodes the
+  same alone or in a padded batch.
+- Only the decoding steps are a Python loop; each step is batched tensor ops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ttds.decode.trie import PrefixTrie
+
+__all__ = ["BeamConfig", "BeamResult", "beam_search", "rank_items", "left_pad"]
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class BeamConfig:
+    """How wide to search and how many items to return.
+
+    ``constrained=False`` runs the same search without the trie mask for ``trie.max_depth``
+    steps and maps generated sequences back to items afterwards; it exists as a speed and
+    quality baseline.
+    """
+
+    beam_width: int = 20
+    top_k: int = 10
+    constrained: bool = True
+
+    def __post_init__(self) -> None:
+        if self.beam_width < 1:
+            raise ValueError(f"beam_width must be >= 1, got {self.beam_width}")
+        if not 1 <= self.top_k <= self.beam_width:
+            raise ValueError(f"top_k must be in [1, beam_width={self.beam_width}], got {self.top_k}")
+
+
+@dataclass
+class BeamResult:
+    """Ranked items per prompt, best first.
+
+    ``items[b, r]`` is ``-1`` (with score ``-inf`` and an all ``-1`` sequence) where fewer
+    than ``top_k`` valid, distinct items were found; ``sequences`` are the IDs' tokens,
+    ``-1``-padded after an ID ends.
+    """
+
+    items: torch.Tensor  # LongTensor[B, top_k]
+    scores: torch.Tensor  # FloatTensor[B, top_k]
+    sequences: torch.Tensor  # LongTensor[B, top_k, max_depth]
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    dev = getattr(model, "device", None)
+    if isinstance(dev, torch.device):
+        return dev
+    return next(model.parameters()).device
+
+
+def _last_logprobs(logits: torch.Tensor) -> torch.Tensor:
+    """Float32 log-softmax of the last position, over the full vocabulary."""
+    return torch.log_softmax(logits[:, -1].float(), dim=-1)
+
+
+def _select(
+    scores: torch.Tensor,
+    done: torch.Tensor,
+    cand: torch.Tensor,
+    cand_tokens: torch.Tensor | None,
+    width: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One beam step for ``[B, w]`` beams: choose the best ``width`` candidates per prompt.
+
+    ``cand[b, i, c]`` is the total score of extending beam ``i`` by candidate ``c`` (``-inf``
+    if not allowed); ``cand_tokens`` maps candidates to tokens (``None``: candidate = token,
+    the unconstrained case). The pool holds, per beam, its best ``width`` expansions (enough:
+    no beam can contribute more than ``width`` winners) plus, for finished beams, the beam
+    itself. Returns ``(new_scores, source_beam, token, is_stay)``, each ``[B, width']``;
+    ``token`` is ``-1`` for finished beams carried over unchanged.
+    """
+    b, w, c = cand.shape
+    cand = cand.masked_fill(done.unsqueeze(-1), NEG_INF)
+    k = min(width, c)
+    exp_scores, exp_idx = cand.topk(k, dim=-1)  # [B, w, k]
+    exp_tokens = exp_idx if cand_tokens is None else cand_tokens.gather(2, exp_idx)
+    stay = scores.masked_fill(~done, NEG_INF)  # finished beams compete as they are
+    pool = torch.cat([exp_scores.reshape(b, w * k), stay], dim=1)
+    new_scores, idx = pool.topk(min(width, pool.shape[1]), dim=1)
+    is_stay = idx >= w * k
+    src = torch.where(is_stay, idx - w * k, idx // max(k, 1))
+    if k == 0:
+        token = torch.full_like(idx, -1)
+    else:
+        token = exp_tokens.reshape(b, w * k).gather(1, idx.clamp(max=w * k - 1))
+        token = torch.where(is_stay, torch.full_like(token, -1), token)
+    return new_scores, src, token, is_stay
+
+
+def _finalize(
+    items: torch.Tensor, scores: torch.Tensor, seqs: torch.Tensor, top_k: int
+) -> BeamResult:
+    """Drop invalid and repeated items, move them to the end, cut to ``top_k``.
+
+    Why dedupe here: constrained beams are distinct paths and so distinct items, but an
+    unconstrained run can reach one item by two sequences (tokens after a complete ID).
+    """
+    b, w = items.shape
+    valid = (items >= 0) & torch.isfinite(scores)
+    earlier = torch.ones(w, w, dtype=torch.bool, device=items.device).tril(-1)  # [i, j]: j < i
+    repeated = ((items.unsqueeze(2) == items.unsqueeze(1)) & earlier & valid.unsqueeze(1)).any(-1)
+    valid &= ~repeated
+    key = torch.where(valid, scores, torch.full_like(scores, NEG_INF))
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices
+    items = torch.where(valid, items, torch.full_like(items, -1)).gather(1, order)
+    scores = key.gather(1, order)
+    seqs = seqs.masked_fill(~valid.unsqueeze(-1), -1).gather(1, order.unsqueeze(-1).expand_as(seqs))
+    if w < top_k:  # fewer beams than requested (tiny vocabularies): pad
+        pad = top_k - w
+        items = torch.cat([items, items.new_full((b, pad), -1)], 1)
+        scores = torch.cat([scores, scores.new_full((b, pad), NEG_INF)], 1)
+        seqs = torch.cat([seqs, seqs.new_full((b, pad, seqs.shape[2]), -1)], 1)
+    return BeamResult(items=items[:, :top_k], scores=scores[:, :top_k], sequences=seqs[:, :top_k])
+
+
+@torch.no_grad()
+def beam_search(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    trie: PrefixTrie,
+    cfg: BeamConfig,
+) -> BeamResult:
+    """Rank catalogue items for each left-padded prompt by beam search over semantic IDs.
+
+    ``model`` is a Hugging Face causal LM (anything that accepts ``input_ids``,
+    ``attention_mask``, ``position_ids``, ``past_key_values``, ``use_cache`` and
+    ``logits_to_keep`` and returns ``logits`` and a ``Cache``); its vocabulary must cover the
+    trie's. Runs on the model's device, in eval mode (restored afterwards).
+    """
+    device = _model_device(model)
+    input_ids = input_ids.to(device)
+    attention_mask = attention_mask.to(device=device, dtype=torch.long)
+    if trie.device != device:
+        trie = trie.to(device)
+    b = input_ids.shape[0]
+    width, depth = cfg.beam_width, trie.max_depth
+    was_training = model.training
+    model.eval()
+    try:
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        past = out.past_key_values
+        if not hasattr(past, "reorder_cache"):
+            raise TypeError(f"model returned {type(past).__name__} as cache; need a transformers Cache")
+        logp = _last_logprobs(out.logits)
+        if cfg.constrained and logp.shape[-1] < trie.vocab_size:
+            raise ValueError(f"model vocabulary {logp.shape[-1]} is smaller than the trie's {trie.vocab_size}")
+        next_pos = attention_mask.sum(-1)  # position of the first generated token
+
+        # One live beam (the root) per prompt; the first step widens it to `width`.
+        w = 1
+        nodes = trie.root(b).unsqueeze(1)
+        scores = torch.zeros(b, 1, device=device)
+        done = torch.zeros(b, 1, dtype=torch.bool, device=device)
+        seqs = torch.full((b, 1, depth), -1, dtype=torch.long, device=device)
+        logp = logp.unsqueeze(1)
+        for t in range(depth):
+            if cfg.constrained:
+                # Score only the trie children of each beam (gathered from the full-vocabulary
+                # log-probs, so the normalisation is unchanged): equivalent to masking the
+                # other tokens to -inf, without top-k over the whole vocabulary.
+                child_tok, child_ok = trie.children(nodes.reshape(-1))
+                child_tok = child_tok.view(b, w, -1)
+                cand = scores.unsqueeze(-1) + logp.gather(2, child_tok)
+                cand = cand.masked_fill(~child_ok.view(b, w, -1), NEG_INF)
+                scores, src, token, is_stay = _select(scores, done, cand, child_tok, width)
+            else:
+                cand = scores.unsqueeze(-1) + logp
+                scores, src, token, is_stay = _select(scores, done, cand, None, width)
+            nodes = nodes.gather(1, src)
+            seqs = seqs.gather(1, src.unsqueeze(-1).expand(-1, -1, depth)).clone()
+            seqs[:, :, t] = token
+            dead = ~torch.isfinite(scores)
+            if cfg.constrained:
+                nodes = torch.where(is_stay, nodes, trie.step(nodes, token))
+                done = is_stay | trie.is_terminal(nodes) | (nodes < 0) | dead
+            else:
+                done = dead
+            nodes = torch.where(dead, torch.full_like(nodes, -1), nodes)
+            if t == depth - 1 or bool(done.all()):
+                break
+            # Feed the chosen token of every beam; finished beams feed a dummy token whose
+            # output is ignored (keeping the batch rectangular is cheaper than compacting).
+            rows = (torch.arange(b, device=device) * w).unsqueeze(1) + src
+            w = src.shape[1]
+            past.reorder_cache(rows.reshape(-1))
+            step_mask = torch.cat(
+                [
+                    attention_mask.repeat_interleave(w, dim=0),
+                    attention_mask.new_ones(b * w, t + 1),
+                ],
+                dim=1,
+            )
+            step_pos = (next_pos + t).repeat_interleave(w).unsqueeze(1)
+            out = model(
+                input_ids=token.clamp(min=0).reshape(b * w, 1),
+                attention_mask=step_mask,
+                position_ids=step_pos,
+                past_key_values=past,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            past = out.past_key_values
+            logp = _last_logprobs(out.logits).view(b, w, -1)
+
+        if cfg.constrained:
+            items = torch.where(done, trie.item_at(nodes), torch.full_like(nodes, -1))
+        else:
+            items = trie.lookup(seqs)
+        return _finalize(items, scores, seqs, cfg.top_k)
+    finally:
+        model.train(was_training)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into ``(input_ids, attention_mask)`` (the layout beam search expects)."""
+    if not prompts:
+        raise ValueError("no prompts")
+    longest = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), longest), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), longest), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f"prompt {i} is empty")
+        ids[i, longest - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+        mask[i, longest - len(p) :] = 1
+    return ids, mask
+
+
+def rank_items(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    trie: PrefixTrie,
+    cfg: BeamConfig | None = None,
+    batch_size: int = 64,
+    pad_token_id: int = 0,
+) -> np.ndarray:
+    """Top-``cfg.top_k`` item ids (``-1`` = empty) for each prompt, as ``int64[n, top_k]``.
+
+    Convenience for evaluation loops: batches, left-pads, decodes, and returns numpy so the
+    result feeds :func:`ttds.eval.metrics.ranking_metrics` directly. Prompts are sorted by
+    length before batching so each batch carries little padding.
+    """
+    cfg = cfg or BeamConfig()
+    out = np.full((len(prompts), cfg.top_k), -1, dtype=np.int64)
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids, mask = left_pad([prompts[i] for i in idx], pad_token_id)
+        res = beam_search(model, ids, mask, trie, cfg)
+        out[idx] = res.items.cpu().numpy()
+    return out

@@ -1,0 +1,273 @@
+"""The semantic-ID table: entity id -> tokens; the contract between training and serving.
+
+A model is always saved with the table it was trained on, because the LLM's new tokens mean
+nothing without it. The table stores raw codes and suffixes (tokens are derived), writes
+Parquet for the rows and JSON for the facts a reader checks first (M, N, collision rate).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ttds.index.collisions import assign_suffixes, collision_rate, final_keys, max_suffix
+
+__all__ = [
+    "ITEM_PREFIXES",
+    "USER_PREFIXES",
+    "SUFFIX_PREFIX",
+    "KINDS",
+    "level_token",
+    "suffix_token",
+    "SemanticIDTable",
+]
+
+ITEM_PREFIXES = ("a", "b", "c", "d", "e", "f", "g", "h")
+USER_PREFIXES = ("ua", "ub", "uc", "ud", "ue", "uf", "ug", "uh")
+SUFFIX_PREFIX = "s"  # shared by items and users: `<s_k>` only ever follows a full code
+KINDS = ("item", "user")
+
+TABLE_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("id", pa.int64()),
+        ("tokens", pa.list_(pa.string())),
+        ("codes", pa.list_(pa.int64())),
+        ("suffix", pa.int64()),
+    ]
+)
+
+
+def _prefixes(kind: str) -> tuple[str, ...]:
+    if kind == "item":
+        return ITEM_PREFIXES
+    if kind == "user":
+        return USER_PREFIXES
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def level_token(kind: str, level: int, code: int) -> str:
+    """`<a_12>` for item level 0 code 12, `<ua_12>` for a user."""
+    return f"<{_prefixes(kind)[level]}_{int(code)}>"
+
+
+def suffix_token(k: int) -> str:
+    return f"<{SUFFIX_PREFIX}_{int(k)}>"
+
+
+@dataclass
+class SemanticIDTable:
+    """Rows of (entity id, M codes, suffix) for one kind of entity.
+
+    `suffix[i] == -1` means row i's M-token code is unique and its ID has M tokens; otherwise
+    the ID has M+1 tokens ending in `<s_k>` (see `collisions`).
+    """
+
+    kind: str
+    ids: np.ndarray
+    codes: np.ndarray
+    suffix: np.ndarray
+    codebook_size: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        prefixes = _prefixes(self.kind)
+        self.ids = np.asarray(self.ids, dtype=np.int64).reshape(-1)
+        self.codes = np.asarray(self.codes, dtype=np.int64)
+        if self.codes.ndim != 2 or len(self.codes) != len(self.ids):
+            raise ValueError(f"codes must be [{len(self.ids)}, M], got {self.codes.shape}")
+        self.suffix = np.asarray(self.suffix, dtype=np.int64).reshape(-1)
+        if len(self.suffix) != len(self.ids):
+            raise ValueError(f"suffix has {len(self.suffix)} rows, ids {len(self.ids)}")
+        if self.codes.shape[1] > len(prefixes):
+            raise ValueError(f"at most {len(prefixes)} levels have token names, got {self.codes.shape[1]}")
+        if self.codes.size and (self.codes.min() < 0 or self.codes.max() >= self.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.codebook_size})")
+        if len(np.unique(self.ids)) != len(self.ids):
+            raise ValueError("entity ids must be unique")
+        self._row_of: dict[int, int] | None = None
+        self._entity_of: dict[tuple[str, ...], int] | None = None
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def from_codes(
+        cls,
+        kind: str,
+        ids: Sequence[int] | np.ndarray,
+        codes: np.ndarray,
+        codebook_size: int,
+        meta: dict[str, Any] | None = None,
+    ) -> "SemanticIDTable":
+        """A table whose suffixes are computed from the codes (row order decides suffix order)."""
+        codes = np.asarray(codes, dtype=np.int64)
+        return cls(kind, np.asarray(ids), codes, assign_suffixes(codes), int(codebook_size), dict(meta or {}))
+
+    # -- shape and facts --------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def levels(self) -> int:
+        return int(self.codes.shape[1])
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        return _prefixes(self.kind)[: self.levels]
+
+    @property
+    def collision_rate(self) -> float:
+        """Share of rows whose M-token code another row already has (before suffixes)."""
+        return collision_rate(self.codes)
+
+    @property
+    def max_suffix(self) -> int:
+        return int(self.suffix.max()) if len(self.suffix) else -1
+
+    # -- tokens ------------------------------------------------------------------------------
+    def _row(self, row: int | None, entity_id: int | None) -> int:
+        if (row is None) == (entity_id is None):
+            raise ValueError("pass exactly one of row or entity_id")
+        if entity_id is not None:
+            return self.row_of(entity_id)
+        if not -len(self) <= row < len(self):
+            raise IndexError(f"row {row} out of range for {len(self)} rows")
+        return int(row)
+
+    def tokens(self, row: int | None = None, *, entity_id: int | None = None) -> list[str]:
+        """Tokens of one row (by position, or by `entity_id=`), suffix token last when present."""
+        r = self._row(row, entity_id)
+        out = [level_token(self.kind, level, c) for level, c in enumerate(self.codes[r].tolist())]
+        if self.suffix[r] >= 0:
+            out.append(suffix_token(self.suffix[r]))
+        return out
+
+    def token_strings(self) -> list[list[str]]:
+        """Tokens of every row, in row order."""
+        names = [[f"<{p}_" for p in self.prefixes]]
+        out = []
+        for codes, suf in zip(self.codes.tolist(), self.suffix.tolist()):
+            toks = [f"{names[0][level]}{c}>" for level, c in enumerate(codes)]
+            if suf >= 0:
+                toks.append(suffix_token(suf))
+            out.append(toks)
+        return out
+
+    def id_string(self, row: int | None = None, *, entity_id: int | None = None) -> str:
+        """The ID as one string, e.g. "<a_12><b_7><c_201><d_3>"."""
+        return "".join(self.tokens(row, entity_id=entity_id))
+
+    def vocabulary(self) -> list[str]:
+        """Every token the table could use: all M*N level tokens (level-major), then suffixes.
+
+        All N codes of every level are listed even when unused, so re-assigned IDs after a
+        re-index never need new LLM tokens; suffixes run 0..max_suffix of this table.
+        """
+        vocab = [level_token(self.kind, level, c) for level in range(self.levels) for c in range(self.codebook_size)]
+        vocab += [suffix_token(k) for k in range(self.max_suffix + 1)]
+        return vocab
+
+    # -- lookups -----------------------------------------------------------------------------
+    def row_of(self, entity_id: int) -> int:
+        """Row index of an entity id; KeyError when the table lacks it."""
+        if self._row_of is None:
+            self._row_of = {int(e): i for i, e in enumerate(self.ids.tolist())}
+        return self._row_of[int(entity_id)]
+
+    def entity_of(self, tokens: Sequence[str]) -> int | None:
+        """The entity a generated token sequence names, or None: decoding's inverse lookup."""
+        if self._entity_of is None:
+            self._entity_of = {tuple(t): int(e) for t, e in zip(self.token_strings(), self.ids.tolist())}
+        return self._entity_of.get(tuple(tokens))
+
+    def keys(self) -> list[tuple[int, ...]]:
+        """Each row's final ID as integers (codes, then suffix when present)."""
+        return final_keys(self.codes, self.suffix)
+
+    def assert_unique(self) -> None:
+        """Raise ValueError if two rows share a final ID (a broken or hand-edited table)."""
+        keys = self.keys()
+        if len(set(keys)) != len(keys):
+            seen: dict[tuple[int, ...], int] = {}
+            for i, k in enumerate(keys):
+                if k in seen:
+                    raise ValueError(
+                        f"{self.kind} ids {self.ids[seen[k]]} and {self.ids[i]} share the ID {self.id_string(i)}"
+                    )
+                seen[k] = i
+
+    def churn(self, other: "SemanticIDTable") -> float:
+        """Fraction of entity ids present in both tables whose final ID differs.
+
+        Measures how much a re-index moved things (the LLM must re-learn moved IDs). NaN when
+        the tables share no entity, since no change can be measured then.
+        """
+        common, mine, theirs = np.intersect1d(self.ids, other.ids, assume_unique=True, return_indices=True)
+        if len(common) == 0:
+            return float("nan")
+        if self.levels != other.levels:
+            return 1.0
+        same_codes = (self.codes[mine] == other.codes[theirs]).all(axis=1)
+        same_suffix = self.suffix[mine] == other.suffix[theirs]
+        return float(1.0 - (same_codes & same_suffix).mean())
+
+    # -- persistence -------------------------------------------------------------------------
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "levels": self.levels,
+            "codebook_size": self.codebook_size,
+            "rows": len(self),
+            "collision_rate": self.collision_rate,
+            "max_suffix": self.max_suffix,
+            "prefixes": list(self.prefixes),
+            "meta": self.meta,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `<kind>_ids.parquet` and `<kind>_ids.json` into `directory`; returns the Parquet path."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        table = pa.table(
+            {
+                "kind": pa.array([self.kind] * len(self), pa.string()),
+                "id": pa.array(self.ids, pa.int64()),
+                "tokens": pa.array(self.token_strings(), pa.list_(pa.string())),
+                "codes": pa.array(self.codes.tolist(), pa.list_(pa.int64())),
+                "suffix": pa.array(self.suffix, pa.int64()),
+            },
+            schema=TABLE_SCHEMA,
+        )
+        path = d / f"{self.kind}_ids.parquet"
+        pq.write_table(table, path)
+        (d / f"{self.kind}_ids.json").write_text(json.dumps(self._metadata(), indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path, kind: str) -> "SemanticIDTable":
+        """Read a table written by `save`; checks the JSON facts against the rows."""
+        _prefixes(kind)
+        d = Path(directory)
+        info = json.loads((d / f"{kind}_ids.json").read_text())
+        table = pq.read_table(d / f"{kind}_ids.parquet")
+        levels = int(info["levels"])
+        codes_col = table.column("codes").combine_chunks()
+        flat = np.asarray(codes_col.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
+        if len(flat) != levels * table.num_rows:
+            raise ValueError(f"{kind} table: codes do not all have {levels} levels")
+        out = cls(
+            kind=kind,
+            ids=table.column("id").to_numpy(),
+            codes=flat.reshape(table.num_rows, levels),
+            suffix=table.column("suffix").to_numpy(),
+            codebook_size=int(info["codebook_size"]),
+            meta=dict(info.get("meta", {})),
+        )
+        if info.get("kind", kind) != kind:
+            raise ValueError(f"{d} holds a {info['kind']} table under the name {kind}")
+        return out
