@@ -221,7 +221,7 @@ def overfit():
         loss.backward()
         opt.step()
     model.eval()
-    assert float(loss) < 0.05
+    assert loss.item() < 0.05
     return model, trie, [p1, p2]
 
 
@@ -238,8 +238,14 @@ def test_unconstrained_agrees_on_top1_of_overfit_model(overfit):
     con = beam_search(model, *left_pad(prompts), trie, BeamConfig(beam_width=20, top_k=10))
     unc = beam_search(model, *left_pad(prompts), trie, BeamConfig(beam_width=20, top_k=10, constrained=False))
     assert unc.items[:, 0].tolist() == [7, 3]
-    # same full-vocabulary normalisation: the top sequence has the same score in both modes
-    torch.testing.assert_close(unc.scores[:, 0], con.scores[:, 0], atol=1e-4, rtol=1e-4)
+    # Same full-vocabulary normalisation. Unconstrained always generates max_depth tokens, so
+    # for a shorter ID its score also holds the (<= 0) log-prob of the token after the ID.
+    for row in range(2):
+        id_len = int((con.sequences[row, 0] >= 0).sum())
+        if id_len == trie.max_depth:
+            assert float(unc.scores[row, 0]) == pytest.approx(float(con.scores[row, 0]), abs=1e-4)
+        else:
+            assert float(unc.scores[row, 0]) <= float(con.scores[row, 0]) + 1e-4
 
 
 def test_beam_config_validates():

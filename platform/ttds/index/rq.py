@@ -417,12 +417,17 @@ class FitConfig:
     """A single-process training loop's knobs (Ray Train workers may run their own loop).
 
     Dead codes are restarted every `restart_every` epochs except after the last one, so the
-    final codebooks are ones the decoder has trained with.
+    final codebooks are ones the decoder has trained with. Codebooks get
+    `codebook_lr_scale` x the learning rate: Adam moves a parameter by about lr per step, and
+    codes must chase latents whose scale grows quickly early in training; a lagging codebook
+    leaves the deep levels unable to split items (measured: 10x cut the collision rate on
+    2k and 10k item mixtures at the same epoch count).
     """
 
     epochs: int = 30
     batch_size: int = 512
     lr: float = 1e-3
+    codebook_lr_scale: float = 10.0
     weight_decay: float = 0.0
     restart_every: int = 1
     init_samples: int = 20000
@@ -453,7 +458,13 @@ def fit_tokenizer(model: RQTokenizer, x: torch.Tensor, config: FitConfig | None 
         torch.manual_seed(cfg.seed)
         if quantizer.kmeans_init and not bool(quantizer.initialized):
             quantizer.init_codebooks(model.latents(sample()))
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        books = [quantizer.codebooks]
+        rest = [p for p in model.parameters() if p is not quantizer.codebooks]
+        opt = torch.optim.Adam(
+            [{"params": rest}, {"params": books, "lr": cfg.lr * cfg.codebook_lr_scale, "weight_decay": 0.0}],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+        )
         model.train()
         for epoch in range(cfg.epochs):
             perm = torch.randperm(n, generator=gen)

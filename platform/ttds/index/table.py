@@ -149,10 +149,10 @@ class SemanticIDTable:
 
     def token_strings(self) -> list[list[str]]:
         """Tokens of every row, in row order."""
-        names = [[f"<{p}_" for p in self.prefixes]]
+        heads = [f"<{p}_" for p in self.prefixes]
         out = []
         for codes, suf in zip(self.codes.tolist(), self.suffix.tolist()):
-            toks = [f"{names[0][level]}{c}>" for level, c in enumerate(codes)]
+            toks = [f"{heads[level]}{c}>" for level, c in enumerate(codes)]
             if suf >= 0:
                 toks.append(suffix_token(suf))
             out.append(toks)

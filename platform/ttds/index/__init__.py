@@ -1,0 +1,64 @@
+"""The semantic token generator: learned RQ towers, ablation indexers and the ID table.
+
+Every indexer maps feature rows to M codes (`base.Indexer`); `collisions` turns codes into
+unique prefix-free IDs with a suffix token; `table.SemanticIDTable` names them as LLM tokens
+and is what training and serving share.
+"""
+
+from ttds.index.base import Indexer, check_codes
+from ttds.index.collisions import assign_suffixes, collision_rate, final_keys, is_prefix_free, max_suffix
+from ttds.index.lsh import LSHIndexer
+from ttds.index.precomputed import (
+    parse_lcrec_tokens,
+    table_from_arrow,
+    table_from_index_json,
+    table_from_precomputed,
+)
+from ttds.index.random_ids import RandomIndexer
+from ttds.index.rq import (
+    FitConfig,
+    RQConfig,
+    RQIndexer,
+    RQOutput,
+    RQTokenizer,
+    ResidualQuantizer,
+    codebook_report,
+    fit_tokenizer,
+    kmeans,
+    reconstruction_error,
+)
+from ttds.index.table import ITEM_PREFIXES, USER_PREFIXES, SemanticIDTable, level_token, suffix_token
+from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
+
+__all__ = [
+    "Indexer",
+    "check_codes",
+    "assign_suffixes",
+    "collision_rate",
+    "final_keys",
+    "is_prefix_free",
+    "max_suffix",
+    "LSHIndexer",
+    "RandomIndexer",
+    "parse_lcrec_tokens",
+    "table_from_arrow",
+    "table_from_index_json",
+    "table_from_precomputed",
+    "FitConfig",
+    "RQConfig",
+    "RQIndexer",
+    "RQOutput",
+    "RQTokenizer",
+    "ResidualQuantizer",
+    "codebook_report",
+    "fit_tokenizer",
+    "kmeans",
+    "reconstruction_error",
+    "ITEM_PREFIXES",
+    "USER_PREFIXES",
+    "SemanticIDTable",
+    "level_token",
+    "suffix_token",
+    "TwinTowerConfig",
+    "TwinTowerTokenizer",
+]

@@ -1,0 +1,78 @@
+"""Twin-tower tokenizer: one RQ tower for items, an optional one for users.
+
+TTDS gives users semantic IDs as well as items, so prompts can name a user in the same token
+language. The towers share nothing (inputs differ in kind and width); they are one module so
+that one optimiser, one checkpoint and one re-index step cover both. Without a user tower
+the model is the "STDS" ablation (items only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ttds.index.rq import RQConfig, RQOutput, RQTokenizer
+
+__all__ = ["TwinTowerConfig", "TwinTowerTokenizer"]
+
+
+@dataclass
+class TwinTowerConfig:
+    """Item tower config, user tower config (None: no user tower) and the user loss weight."""
+
+    item: RQConfig
+    user: RQConfig | None = None
+    user_weight: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TwinTowerConfig":
+        """From nested plain dicts (a YAML section)."""
+        item = d["item"] if isinstance(d["item"], RQConfig) else RQConfig(**d["item"])
+        user = d.get("user")
+        if user is not None and not isinstance(user, RQConfig):
+            user = RQConfig(**user)
+        return cls(item=item, user=user, user_weight=float(d.get("user_weight", 1.0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TwinTowerTokenizer(nn.Module):
+    """`item` and (optionally) `user` RQTokenizers trained under one summed loss."""
+
+    def __init__(self, config: TwinTowerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.item = RQTokenizer(config.item)
+        self.user = RQTokenizer(config.user) if config.user is not None else None
+
+    @property
+    def has_user_tower(self) -> bool:
+        return self.user is not None
+
+    def forward(self, item_x: torch.Tensor, user_x: torch.Tensor | None = None) -> dict[str, Any]:
+        """{"item": RQOutput, "user": RQOutput | None, "loss": item.loss + user_weight * user.loss}.
+
+        `user_x=None` trains only the item tower on this batch (batches of items and users
+        need not come together).
+        """
+        item_out: RQOutput = self.item(item_x)
+        loss = item_out.loss
+        user_out: RQOutput | None = None
+        if user_x is not None:
+            if self.user is None:
+                raise ValueError("user features given but this tokenizer has no user tower")
+            user_out = self.user(user_x)
+            loss = loss + self.config.user_weight * user_out.loss
+        return {"item": item_out, "user": user_out, "loss": loss}
+
+    def encode_items(self, x: torch.Tensor) -> torch.Tensor:
+        return self.item.encode(x)
+
+    def encode_users(self, x: torch.Tensor) -> torch.Tensor:
+        if self.user is None:
+            raise ValueError("this tokenizer has no user tower")
+        return self.user.encode(x)
