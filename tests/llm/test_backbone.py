@@ -200,8 +200,13 @@ def test_encode_texts_shape_and_padding_invariance(tiny):
     # Same answer wrapped in peft, and batching by one gives the same vectors.
     add_semantic_tokens(model, tok, SEMANTIC)
     plain = encode_texts(model, tok, [short, long])
-    wrapped = encode_texts(apply_lora(model, BackboneConfig()), tok, [short, long], batch_size=1)
+    peft_model = apply_lora(model, BackboneConfig())
+    wrapped = encode_texts(peft_model, tok, [short, long], batch_size=1)
     assert np.abs(plain - wrapped).max() < 1e-4
+    # The adapters are part of the encoder: a non-zero LoRA update moves the vectors.
+    with torch.no_grad():
+        peft_model.get_base_model().model.layers[0].self_attn.v_proj.lora_B["default"].weight.fill_(0.05)
+    assert np.abs(encode_texts(peft_model, tok, [short, long]) - plain).max() > 1e-3
 
 
 # --------------------------------------------------------------------------- save / reload

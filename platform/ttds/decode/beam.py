@@ -95,25 +95,24 @@ def _select(
 
     ``cand[b, i, c]`` is the total score of extending beam ``i`` by candidate ``c`` (``-inf``
     if not allowed); ``cand_tokens`` maps candidates to tokens (``None``: candidate = token,
-    the unconstrained case). The pool holds, per beam, its best ``width`` expansions (enough:
-    no beam can contribute more than ``width`` winners) plus, for finished beams, the beam
-    itself. Returns ``(new_scores, source_beam, token, is_stay)``, each ``[B, width']``;
-    ``token`` is ``-1`` for finished beams carried over unchanged.
+    the unconstrained case). The pool is every expansion of every unfinished beam plus every
+    finished beam as it is; one top-k over the flattened pool per prompt (several times
+    faster on CPU than a top-k per beam followed by a second one).
+    Returns ``(new_scores, source_beam, token, is_stay)``, each ``[B, width']``; ``token`` is
+    ``-1`` for finished beams carried over unchanged.
     """
     b, w, c = cand.shape
     cand = cand.masked_fill(done.unsqueeze(-1), NEG_INF)
-    k = min(width, c)
-    exp_scores, exp_idx = cand.topk(k, dim=-1)  # [B, w, k]
-    exp_tokens = exp_idx if cand_tokens is None else cand_tokens.gather(2, exp_idx)
     stay = scores.masked_fill(~done, NEG_INF)  # finished beams compete as they are
-    pool = torch.cat([exp_scores.reshape(b, w * k), stay], dim=1)
+    pool = torch.cat([cand.reshape(b, w * c), stay], dim=1)
     new_scores, idx = pool.topk(min(width, pool.shape[1]), dim=1)
-    is_stay = idx >= w * k
-    src = torch.where(is_stay, idx - w * k, idx // max(k, 1))
-    if k == 0:
+    is_stay = idx >= w * c
+    src = torch.where(is_stay, idx - w * c, idx // max(c, 1))
+    if c == 0:
         token = torch.full_like(idx, -1)
     else:
-        token = exp_tokens.reshape(b, w * k).gather(1, idx.clamp(max=w * k - 1))
+        flat = idx.clamp(max=w * c - 1)
+        token = flat % c if cand_tokens is None else cand_tokens.reshape(b, w * c).gather(1, flat)
         token = torch.where(is_stay, torch.full_like(token, -1), token)
     return new_scores, src, token, is_stay
 

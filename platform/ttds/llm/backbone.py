@@ -377,7 +377,9 @@ def encode_texts(
 
     Texts are batched in length order (less padding, same result) and position ids are taken
     from the attention mask, so a text gets the same vector alone or beside a longer one.
-    Works for a plain HF model and a peft-wrapped one.
+    Works for a plain HF model and a peft-wrapped one (its adapters included). The final
+    hidden state is read from the decoder body when the model exposes one (no LM head), else
+    from `output_hidden_states`.
     """
     if device is None:
         device = next(model.parameters()).device
@@ -385,6 +387,7 @@ def encode_texts(
     was_training = model.training
     model.eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    decoder = _decoder_of(model)
     hidden = _hidden_size(model)
     out = np.zeros((len(texts), hidden), dtype=np.float32)
     try:
@@ -394,9 +397,12 @@ def encode_texts(
                             return_tensors="pt")
             mask = enc["attention_mask"].to(device)
             positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
-            outputs = model(input_ids=enc["input_ids"].to(device), attention_mask=mask, position_ids=positions,
-                            output_hidden_states=True, use_cache=False)
-            last = outputs.hidden_states[-1].float()
+            inputs = {"input_ids": enc["input_ids"].to(device), "attention_mask": mask, "position_ids": positions,
+                      "use_cache": False}
+            if decoder is not None:
+                last = decoder(**inputs).last_hidden_state.float()
+            else:
+                last = model(**inputs, output_hidden_states=True).hidden_states[-1].float()
             keep = mask.bool().unsqueeze(-1)
             # where() rather than a product: a fully masked pad row may hold NaN, and NaN * 0 = NaN.
             summed = torch.where(keep, last, torch.zeros_like(last)).sum(1)
@@ -405,6 +411,22 @@ def encode_texts(
     finally:
         model.train(was_training)
     return out
+
+
+def _decoder_of(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The transformer body under the LM head, or None when the model does not expose one.
+
+    Running the body alone gives the same last hidden state as `output_hidden_states` but
+    skips the LM head: for SmolLM2 that is a [batch, length, 49k] logits tensor and about a
+    fifth of the compute. LoRA layers and peft's embedding copy sit inside the body, so a
+    peft-wrapped model encodes with its adapters.
+    """
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    get_decoder = getattr(base, "get_decoder", None)
+    decoder = get_decoder() if callable(get_decoder) else None
+    if decoder is None or decoder is base:
+        return None
+    return decoder
 
 
 def _hidden_size(model: torch.nn.Module) -> int:

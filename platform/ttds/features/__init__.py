@@ -1,0 +1,1 @@
+"""Inputs X of the semantic token generator: collaborative vectors and text embeddings."""

@@ -1,0 +1,124 @@
+"""Build the tokenizer inputs X for every item and user, by `index.source`.
+
+- `text`: item text (and user text) encoded by the LLM backbone, streamed through Ray Data
+  `map_batches` with one backbone per actor, so a large catalogue encodes in parallel.
+- `collaborative`: vectors learned from the training split (no text needed).
+- `text+collaborative`: both, each L2-normalised, concatenated.
+Users without text are the mean of their training items' X (never valid/test items).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ttds.data.corpus import Corpus
+from ttds.features.collaborative import CollaborativeConfig, collaborative_vectors
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("auto", "text", "collaborative", "text+collaborative")
+
+
+@dataclass
+class FeatureConfig:
+    source: str = "auto"  # auto = text when items have text, else collaborative
+    text_backbone: str = "tiny-llama"  # tiny-llama | smollm2-135m | a local HF model folder
+    text_max_length: int = 96
+    text_batch_size: int = 16
+    text_actors: int = 1  # Ray Data actors encoding text in parallel
+    collaborative: CollaborativeConfig = field(default_factory=CollaborativeConfig)
+
+
+@dataclass
+class Features:
+    item_x: np.ndarray
+    user_x: np.ndarray
+    source: str
+
+
+def resolve_source(source: str, corpus: Corpus) -> str:
+    if source not in SOURCES:
+        raise ValueError(f"index.source must be one of {SOURCES}, not {source!r}")
+    if source == "auto":
+        return "text" if corpus.has_item_text else "collaborative"
+    if "text" in source and not corpus.has_item_text:
+        raise ValueError(f"index.source={source!r} needs item text, but corpus {corpus.name!r} has none; use 'collaborative'")
+    return source
+
+
+def users_from_items(corpus: Corpus, item_x: np.ndarray) -> np.ndarray:
+    out = np.zeros((corpus.n_users, item_x.shape[1]), dtype=np.float32)
+    for u, seq in enumerate(corpus.train_sequences):
+        if len(seq):
+            out[u] = item_x[seq].mean(0)
+    return out
+
+
+class _TextEncoder:
+    """A Ray Data actor: loads the backbone once, encodes batches of texts."""
+
+    def __init__(self, backbone: str, corpus_texts: list[str], max_length: int, batch_size: int):
+        from ttds.llm.backbone import BackboneConfig, load_backbone
+
+        self.model, self.tokenizer = load_backbone(BackboneConfig(name=backbone), corpus_texts)
+        self.model.eval()
+        self.max_length, self.batch_size = max_length, batch_size
+
+    def __call__(self, batch: dict) -> dict:
+        from ttds.llm.backbone import encode_texts
+
+        vecs = encode_texts(self.model, self.tokenizer, list(batch["text"]), batch_size=self.batch_size, max_length=self.max_length)
+        return {"row": batch["row"], "x": vecs}
+
+
+def encode_with_backbone(texts: list[str], cfg: FeatureConfig, corpus_texts: list[str]) -> np.ndarray:
+    """Encode `texts` with Ray Data map_batches over `cfg.text_actors` backbone actors."""
+    import ray.data
+
+    ds = ray.data.from_items([{"row": i, "text": t or ""} for i, t in enumerate(texts)])
+    out = ds.map_batches(
+        _TextEncoder,
+        fn_constructor_kwargs={"backbone": cfg.text_backbone, "corpus_texts": corpus_texts, "max_length": cfg.text_max_length, "batch_size": cfg.text_batch_size},
+        batch_size=max(cfg.text_batch_size * 4, 32),
+        compute=ray.data.ActorPoolStrategy(size=cfg.text_actors),
+        num_cpus=0.5,
+    )
+    rows = out.take_all()
+    x = np.zeros((len(texts), len(rows[0]["x"])), dtype=np.float32)
+    for r in rows:
+        x[int(r["row"])] = r["x"]
+    return x
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
+
+
+def build_features(corpus: Corpus, cfg: FeatureConfig) -> Features:
+    source = resolve_source(cfg.source, corpus)
+    parts_item, parts_user = [], []
+    if "text" in source:
+        corpus_texts = corpus.item_titles
+        item_text = encode_with_backbone(corpus.item_texts, cfg, corpus_texts)
+        user_text = users_from_items(corpus, item_text)
+        if corpus.has_user_text:
+            has = np.array([bool(t) for t in corpus.user_texts])
+            if has.any():
+                enc = encode_with_backbone([t for t, h in zip(corpus.user_texts, has) if h], cfg, corpus_texts)
+                user_text[has] = enc
+        parts_item.append(_normalise(item_text))
+        parts_user.append(_normalise(user_text))
+    if "collaborative" in source:
+        item_c, user_c = collaborative_vectors(corpus.train_sequences, corpus.n_items, cfg.collaborative)
+        parts_item.append(_normalise(item_c))
+        parts_user.append(_normalise(user_c))
+    item_x = np.concatenate(parts_item, 1).astype(np.float32)
+    user_x = np.concatenate(parts_user, 1).astype(np.float32)
+    # centre and scale so the RQ encoder sees unit-variance inputs whatever the source
+    for x in (item_x, user_x):
+        x -= x.mean(0, keepdims=True)
+        x /= max(float(x.std()), 1e-8)
+    return Features(item_x=item_x, user_x=user_x, source=source)

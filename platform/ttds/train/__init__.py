@@ -1,0 +1,1 @@
+"""Ray Train plumbing shared by every training job: launch, DeepSpeed, checkpoints."""

@@ -1,0 +1,108 @@
+"""DeepSpeed configuration and engine setup that work on CPU (gloo) and GPU alike.
+
+On CPU we pass our own torch optimizer: DeepSpeed's own "AdamW" without `torch_adam`
+compiles a kernel for minutes. Ray Train has already created the process group, so
+DeepSpeed joins it instead of starting one.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import torch
+
+
+def deepspeed_config(stage: int, micro_batch: int, world_size: int, bf16: bool = False, offload: bool = False, grad_clip: float = 1.0) -> dict:
+    if stage not in (0, 1, 2, 3):
+        raise ValueError(f"zero_stage must be 0, 1, 2 or 3, not {stage}")
+    zero: dict = {"stage": stage}
+    if offload and stage >= 2:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if stage == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "train_batch_size": micro_batch * world_size,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": bool(bf16)},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def initialize(
+    model: torch.nn.Module,
+    lr: float,
+    stage: int,
+    micro_batch: int,
+    bf16: bool = False,
+    offload: bool = False,
+    weight_decay: float = 0.0,
+    param_groups: list[dict] | None = None,
+):
+    """Wrap `model` in a DeepSpeed engine inside a Ray Train worker; returns the engine.
+
+    `param_groups` (torch optimizer groups) lets a caller give some parameters their own
+    learning rate, e.g. codebooks that must move faster than the MLPs around them.
+    """
+    import deepspeed
+    import torch.distributed as dist
+
+    os.environ.setdefault("LOCAL_RANK", "0")
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if not dist.is_initialized():
+        deepspeed.init_distributed(dist_backend="gloo" if not torch.cuda.is_available() else "nccl", auto_mpi_discovery=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(param_groups or params, lr=lr, weight_decay=weight_decay)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=opt,
+        config=deepspeed_config(stage, micro_batch, world, bf16=bf16, offload=offload),
+    )
+    return engine
+
+
+@contextmanager
+def gathered(params, modifier_rank: int | None = None):
+    """Full parameters inside the block, also under ZeRO-3 (a no-op for replicated ones)."""
+    import deepspeed
+
+    params = [p for p in params if hasattr(p, "ds_id")]
+    if not params:
+        yield
+        return
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank):
+        yield
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Make every rank's copy of `module` equal rank `src`'s (after a rank-local change)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            if hasattr(t, "ds_id"):
+                continue  # ZeRO-3 partitioned: handled by `gathered(..., modifier_rank)`
+            dist.broadcast(t.data, src=src)
+
+
+def set_full_param(param: torch.nn.Parameter, value: torch.Tensor) -> None:
+    """Overwrite a parameter everywhere DeepSpeed keeps it (fp32 master copy and model copy).
+
+    Writing `param.data` alone is undone at the next step under ZeRO-1/2, whose optimizer
+    holds its own fp32 partition; dead-code restarts must survive that step.
+    """
+    from deepspeed.utils import safe_set_full_fp32_param
+
+    value = value.to(param.device, torch.float32)
+    if hasattr(param, "ds_id") or hasattr(param, "_hp_mapping"):
+        safe_set_full_fp32_param(param, value)
+    if not hasattr(param, "ds_id"):
+        with torch.no_grad():
+            param.data.copy_(value.to(param.dtype))

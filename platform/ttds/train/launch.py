@@ -1,0 +1,80 @@
+"""Launch a Ray Train `TorchTrainer` the same way for every job.
+
+Workers get fractional CPUs so Ray Data's read tasks still find a CPU on a 2-core machine
+(with whole CPUs the stream never starts: measured), failures are retried from the last
+checkpoint, and a re-run with the same run folder resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    num_workers: int = 1
+    cpus_per_worker: float = 0.5  # fractional so Ray Data tasks can run beside the workers
+    use_gpu: bool = False  # True on GPU clusters: one GPU per worker
+    zero_stage: int = 2  # DeepSpeed ZeRO stage 0-3
+    offload: bool = False  # ZeRO-2/3 CPU offload of optimizer state (big backbones, GPU)
+    max_failures: int = 2  # worker failures retried from the last checkpoint
+    resume: bool = True  # a re-run in the same run folder continues from its newest checkpoint
+    keep_checkpoints: int = 2
+
+
+def latest_checkpoint(run_dir: Path):
+    """The newest Ray Train checkpoint folder under `run_dir`, or None."""
+    from ray.train import Checkpoint
+
+    cands = [p for p in run_dir.glob("checkpoint_*") if p.is_dir() and any(p.iterdir())]
+    if not cands:
+        return None
+    newest = max(cands, key=lambda p: p.stat().st_mtime)
+    return Checkpoint.from_directory(str(newest))
+
+
+def run_trainer(
+    worker_fn: Callable[[dict], Any],
+    config: dict,
+    train: TrainConfig,
+    storage_path: str | Path,
+    name: str,
+    datasets: dict | None = None,
+    split_datasets: list[str] | None = None,
+    score_attribute: str | None = None,
+):
+    """Run `worker_fn(config)` on `train.num_workers` Ray Train workers; returns the Result."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    storage_path = Path(storage_path).resolve()
+    resume = latest_checkpoint(storage_path / name) if train.resume else None
+    if resume is not None:
+        log.info("resuming from %s", resume.path)
+    resources = {"CPU": train.cpus_per_worker}
+    if train.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        worker_fn,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage_path),
+            failure_config=FailureConfig(max_failures=train.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=train.keep_checkpoints,
+                checkpoint_score_attribute=score_attribute,
+                checkpoint_score_order="max",
+            ),
+        ),
+        datasets=datasets or {},
+        dataset_config=DataConfig(datasets_to_split=split_datasets if split_datasets is not None else "all"),
+        resume_from_checkpoint=resume,
+    )
+    return trainer.fit()

@@ -1,0 +1,194 @@
+"""Driver of the tokenizer job: features → (Ray Train RQ | static indexer) → ID tables.
+
+Output folder:
+  features.safetensors      item_x, user_x (the inputs X; reused by the recommender)
+  tokenizer.safetensors     tower weights (kind=rq) + tokenizer.json (tower config, epoch)
+  item_ids.parquet/.json    the item semantic-ID table (the contract with training/serving)
+  user_ids.parquet/.json    the user table (when the user tower is on)
+  metrics.json              collision rate before suffix, codebook usage per level, recon error
+  config.yaml               the resolved config
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file as load_np, save_file as save_np
+
+from ttds.config import save_config, to_dict
+from ttds.configs import IndexConfig, TokenizerJobConfig
+from ttds.data.corpus import Corpus
+from ttds.data.resolve import open_or_prepare
+from ttds.features.build import Features, build_features
+from ttds.index.rq import codebook_report
+from ttds.index.table import SemanticIDTable
+from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
+from ttds.train import checkpoint as ckpt_io
+from ttds.train.launch import run_trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizerArtifacts:
+    out_dir: Path
+    items: SemanticIDTable
+    users: SemanticIDTable | None
+    metrics: dict
+    model: TwinTowerTokenizer | None = None
+
+
+def default_out(job: str) -> Path:
+    return Path("runs") / job / time.strftime("%Y%m%d-%H%M%S")
+
+
+def save_features(f: Features, path: Path) -> None:
+    save_np({"item_x": f.item_x, "user_x": f.user_x}, str(path), metadata={"source": f.source})
+
+
+def load_features(path: Path) -> Features:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as fh:
+        source = (fh.metadata() or {}).get("source", "unknown")
+    t = load_np(str(path))
+    return Features(item_x=t["item_x"], user_x=t["user_x"], source=source)
+
+
+def index_metrics(table: SemanticIDTable, extra: dict | None = None) -> dict:
+    report = codebook_report(table.codes, table.codebook_size)
+    table.assert_unique()
+    return {
+        "entities": len(table),
+        "levels": table.levels,
+        "codebook_size": table.codebook_size,
+        "collision_rate_before_suffix": table.collision_rate,
+        "max_suffix": table.max_suffix,
+        "unique_after_suffix": True,
+        "codebook_usage": report,
+        **(extra or {}),
+    }
+
+
+def static_codes(index: IndexConfig, x: np.ndarray, levels: int, corpus: Corpus | None = None) -> np.ndarray:
+    from ttds.index.lsh import LSHIndexer
+    from ttds.index.random_ids import RandomIndexer
+
+    if index.kind == "lsh":
+        return LSHIndexer(levels, index.codebook_size, index.seed).fit(x).encode(x)
+    if index.kind == "random":
+        return RandomIndexer(levels, index.codebook_size, index.seed).fit(x).encode(x)
+    raise ValueError(f"index.kind must be rq, lsh, random or precomputed, not {index.kind!r}")
+
+
+def tables_from_model(model: TwinTowerTokenizer, f: Features, index: IndexConfig) -> tuple[SemanticIDTable, SemanticIDTable | None]:
+    model.eval()
+    item_codes = model.encode_items(torch.as_tensor(f.item_x)).numpy()
+    items = SemanticIDTable.from_codes("item", np.arange(len(f.item_x)), item_codes, index.codebook_size, {"source": f.source, "kind": "rq"})
+    users = None
+    if model.user is not None:
+        user_codes = model.encode_users(torch.as_tensor(f.user_x)).numpy()
+        users = SemanticIDTable.from_codes("user", np.arange(len(f.user_x)), user_codes, index.codebook_size, {"source": f.source, "kind": "rq"})
+    return items, users
+
+
+def train_rq(f: Features, index: IndexConfig, cfg: TokenizerJobConfig, out: Path) -> tuple[TwinTowerTokenizer, list[dict]]:
+    """Train the twin towers with Ray Train + DeepSpeed; returns the final model and history."""
+    import ray.data
+
+    towers = index.towers(f.item_x.shape[1], f.user_x.shape[1] if index.user_tower else None)
+    worker_cfg = {
+        "towers": towers,
+        "seed": index.seed,
+        "epochs": index.epochs,
+        "batch_size": index.batch_size,
+        "lr": index.lr,
+        "codebook_lr_scale": index.codebook_lr_scale,
+        "restart_every": index.restart_every,
+        "init_samples": index.init_samples,
+        "zero_stage": cfg.train.zero_stage,
+    }
+    datasets = {"items": ray.data.from_numpy(f.item_x), "items_all": ray.data.from_numpy(f.item_x)}
+    split = ["items"]
+    if index.user_tower:
+        datasets.update({"users": ray.data.from_numpy(f.user_x), "users_all": ray.data.from_numpy(f.user_x)})
+        split.append("users")
+    from ttds.train.tokenizer_worker import tokenizer_worker
+
+    result = run_trainer(tokenizer_worker, worker_cfg, cfg.train, out, "ray_train", datasets=datasets, split_datasets=split)
+    if result.error:
+        raise result.error
+    model = TwinTowerTokenizer(TwinTowerConfig.from_dict(towers))
+    with result.checkpoint.as_directory() as d:
+        tensors, state = ckpt_io.load_state(d, "tokenizer")
+    model.load_state_dict(tensors)
+    ckpt_io.save_state(out, model.state_dict(), {"towers": towers, "epoch": state["epoch"]}, "tokenizer")
+    history = []
+    if result.metrics_dataframe is not None:
+        history = json.loads(result.metrics_dataframe.to_json(orient="records"))
+    return model, history
+
+
+def train_tokenizer(cfg: TokenizerJobConfig, corpus: Corpus | None = None) -> TokenizerArtifacts:
+    from ttds.runtime import init_ray
+
+    t0 = time.time()
+    init_ray()
+    corpus = corpus or open_or_prepare(cfg.data.corpus, cfg.data.seed)
+    out = Path(cfg.output_dir) if cfg.output_dir else default_out("train_tokenizer")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    index = cfg.index
+    model = None
+    history: list[dict] = []
+    if index.kind == "precomputed":
+        from ttds.index.precomputed import table_from_arrow
+
+        pre = corpus.precomputed_index()
+        if pre is None:
+            raise ValueError(f"index.kind=precomputed but corpus {corpus.name!r} ships no X.index.json")
+        items = table_from_arrow(pre)
+        users, f = None, None
+    else:
+        feats_path = out / "features.safetensors"
+        if feats_path.exists():
+            f = load_features(feats_path)
+        else:
+            log.info("building tokenizer inputs X (source=%s)", index.features.source)
+            f = build_features(corpus, index.features)
+            save_features(f, feats_path)
+        if index.kind == "rq":
+            model, history = train_rq(f, index, cfg, out)
+            items, users = tables_from_model(model, f, index)
+        else:
+            items = SemanticIDTable.from_codes("item", np.arange(len(f.item_x)), static_codes(index, f.item_x, index.levels), index.codebook_size, {"kind": index.kind})
+            users = None
+            if index.user_tower:
+                users = SemanticIDTable.from_codes("user", np.arange(len(f.user_x)), static_codes(index, f.user_x, index.user_levels), index.codebook_size, {"kind": index.kind})
+    items.save(out)
+    if users is not None:
+        users.save(out)
+    metrics = {
+        "corpus": corpus.name,
+        "kind": index.kind,
+        "source": f.source if f is not None else "precomputed",
+        "items": index_metrics(items),
+        "users": index_metrics(users) if users is not None else None,
+        "history": history,
+        "wall_s": round(time.time() - t0, 1),
+        "config": to_dict(cfg),
+    }
+    if model is not None:
+        from ttds.index.rq import reconstruction_error
+
+        metrics["items"]["recon_error"] = reconstruction_error(model.item, torch.as_tensor(f.item_x))
+        if model.user is not None:
+            metrics["users"]["recon_error"] = reconstruction_error(model.user, torch.as_tensor(f.user_x))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    return TokenizerArtifacts(out, items, users, metrics, model)
