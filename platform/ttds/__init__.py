@@ -8,3 +8,9 @@ learns.
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# Ray reads this when it is imported: set it before any `import ray`, so a local Ray started
+# through ttds binds 127.0.0.1 (with `_node_ip_address` in ttds.runtime.init_ray).
+_os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

@@ -38,6 +38,10 @@ class IndexConfig:
     init_samples: int = 20000
     seed: int = 0
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    # TTDS-only: the index is re-learned while the recommender trains
+    dynamic: bool = True  # False = static index (TTSS / TIGER-style)
+    reindex_every: int = 1  # epochs between ID re-assignments
+    max_suffix_tokens: int = 16  # collision suffix tokens reserved in the LLM vocabulary
 
     def towers(self, item_dim: int, user_dim: int | None) -> dict:
         def tower(dim: int, levels: int) -> dict:
@@ -58,3 +62,86 @@ class TokenizerJobConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = ""  # default: runs/train_tokenizer/<timestamp>
+
+
+@dataclass
+class BackboneSection:
+    name: str = "tiny-llama"  # tiny-llama | smollm2-135m | a local HF causal-LM folder
+    hidden_size: int = 128  # tiny-llama only
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 384
+    finetune: str = "auto"  # auto (full for tiny-llama, LoRA for pretrained) | lora | full
+    lora_r: int = 8
+    lora_alpha: int = 16
+    max_len: int = 256  # tokens per training sequence
+
+
+@dataclass
+class TaskMix:
+    """Per-epoch sampling rate of each task's rows (0 disables a task)."""
+
+    next_item: float = 1.0
+    user_pred: float = 0.3
+    comment: float = 0.2
+    text2id: float = 0.3
+    id2text: float = 0.3
+    high_order: bool = True  # False = TTDS-HO ablation: next-item only
+
+
+@dataclass
+class LossConfig:
+    dmvae: bool = True  # False = TTDS-DM ablation (no L_ID, no L_token)
+    alpha: float = 0.1
+    beta: float = 0.5
+    id_batch: int = 64  # items per step in L_ID / L_token
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_epochs: int = -1  # backbone frozen for these epochs; -1 = auto (1 for pretrained, 0 for tiny-llama)
+    patience: int = 3  # early stopping on validation NDCG@10
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    beam_width: int = 20
+    top_k: int = 10
+    batch_size: int = 64
+    valid_users: int = 1000  # users scored for per-epoch validation (0 = all)
+    test_users: int = 0  # 0 = every test user (full leave-one-out evaluation)
+    templates: int = 0  # next-item templates averaged at test time (0 = all, as the paper)
+    workers: int = 2  # Ray actors for the final test evaluation
+
+
+@dataclass
+class TTDSJobConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    backbone: BackboneSection = field(default_factory=BackboneSection)
+    tasks: TaskMix = field(default_factory=TaskMix)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tokenizer_dir: str = ""  # reuse a trained tokenizer (jobs/train_tokenizer.py output) instead of training one
+    output_dir: str = ""  # default: runs/train_ttds/<timestamp>
+
+
+# One config per ablation of the paper (apply with --ablation NAME or in YAML).
+ABLATIONS: dict[str, list[str]] = {
+    "ttds": [],
+    "stds": ["--index.user_tower=false"],  # single tower: no user IDs
+    "ttss": ["--index.dynamic=false"],  # static semantic index
+    "ttds-dm": ["--loss.dmvae=false"],  # no DM-VAE alignment
+    "ttds-ho": ["--tasks.high_order=false"],  # no high-order tasks
+    "m3": ["--index.levels=3"],
+    "m5": ["--index.levels=5"],
+    "tiger": ["--index.dynamic=false", "--index.user_tower=false", "--loss.dmvae=false", "--tasks.high_order=false"],
+}

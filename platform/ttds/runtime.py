@@ -36,11 +36,15 @@ def set_loopback_env() -> None:
     """Environment that keeps Ray, gloo and DeepSpeed on 127.0.0.1 and CPU-friendly.
 
     Without these, Ray and the gloo process groups bind the machine's external interface
-    (measured on this stack), and DeepSpeed probes for CUDA.
+    (measured on this stack), and DeepSpeed probes for CUDA. Ray reads its variable when it
+    is imported, so this runs on `import ttds` too (see ttds/__init__.py).
     """
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if not os.environ.get("RAY_ADDRESS"):
+        # a local, single-machine run: keep every socket on loopback. On a cluster
+        # (RAY_ADDRESS set) gloo must use the real interface between nodes.
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not torch.cuda.is_available():
@@ -49,9 +53,14 @@ def set_loopback_env() -> None:
 
 def init_ray(num_cpus: int | None = None, object_store_mb: int = 512, **kwargs) -> None:
     """Connect to the cluster in RAY_ADDRESS if set, else start a local Ray on loopback."""
+    set_loopback_env()  # before `import ray`: Ray reads these at import time
     import ray
+    from ray._private import ray_constants
 
-    set_loopback_env()
+    if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+        # Ray read the variable when first imported; if that happened before ttds set it,
+        # the constant is stale and the node would bind the external interface.
+        ray_constants.ENABLE_RAY_CLUSTER = False
     if ray.is_initialized():
         return
     runtime_env = kwargs.pop("runtime_env", None) or {}

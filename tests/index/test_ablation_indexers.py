@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -21,9 +20,8 @@ from ttds.index import (
     table_from_index_json,
     table_from_precomputed,
 )
+from conftest import shared_dataset
 from ttds.index.collisions import is_prefix_free
-
-LCREC_INDEX = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "Instruments" / "Instruments.index.json"
 
 
 @pytest.fixture(autouse=True)
@@ -121,9 +119,8 @@ def test_table_from_precomputed_recomputes_suffixes():
 
 
 @pytest.mark.real_data
-@pytest.mark.skipif(not LCREC_INDEX.exists(), reason="../shared/data/Instruments is not present")
 def test_lcrec_instruments_index_parses_into_unique_ids():
-    index = json.loads(LCREC_INDEX.read_text())
+    index = json.loads((shared_dataset("Instruments") / "Instruments.index.json").read_text())
     table = table_from_index_json(index, codebook_size=256)
     assert len(table) == len(index) and table.levels == 4
     assert table.id_string(0) == "".join(index["0"])

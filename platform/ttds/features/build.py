@@ -37,6 +37,7 @@ class Features:
     item_x: np.ndarray
     user_x: np.ndarray
     source: str
+    text_dims: int = 0  # leading columns of X that come from the text encoder
 
 
 def resolve_source(source: str, corpus: Corpus) -> str:
@@ -97,6 +98,22 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
 
 
+def _standardise(x: np.ndarray) -> np.ndarray:
+    """Row-normalise, centre and scale to unit variance: each source part weighs the same."""
+    x = _normalise(x.astype(np.float32))
+    x = x - x.mean(0, keepdims=True)
+    return (x / max(float(x.std()), 1e-8)).astype(np.float32)
+
+
+def standardise_like(text_vecs: np.ndarray, old_x: np.ndarray, text_dims: int) -> np.ndarray:
+    """Replace the text part (first `text_dims` columns) of X with fresh text vectors."""
+    if text_vecs.shape[1] != text_dims:
+        raise ValueError(f"re-encoded text has {text_vecs.shape[1]} dims but X's text part has {text_dims}")
+    out = old_x.copy()
+    out[:, :text_dims] = _standardise(text_vecs)
+    return out
+
+
 def build_features(corpus: Corpus, cfg: FeatureConfig) -> Features:
     source = resolve_source(cfg.source, corpus)
     parts_item, parts_user = [], []
@@ -109,16 +126,13 @@ def build_features(corpus: Corpus, cfg: FeatureConfig) -> Features:
             if has.any():
                 enc = encode_with_backbone([t for t, h in zip(corpus.user_texts, has) if h], cfg, corpus_texts)
                 user_text[has] = enc
-        parts_item.append(_normalise(item_text))
-        parts_user.append(_normalise(user_text))
+        parts_item.append(_standardise(item_text))
+        parts_user.append(_standardise(user_text))
     if "collaborative" in source:
         item_c, user_c = collaborative_vectors(corpus.train_sequences, corpus.n_items, cfg.collaborative)
-        parts_item.append(_normalise(item_c))
-        parts_user.append(_normalise(user_c))
+        parts_item.append(_standardise(item_c))
+        parts_user.append(_standardise(user_c))
+    # text part first: the dynamic index re-encodes exactly those columns (standardise_like)
     item_x = np.concatenate(parts_item, 1).astype(np.float32)
     user_x = np.concatenate(parts_user, 1).astype(np.float32)
-    # centre and scale so the RQ encoder sees unit-variance inputs whatever the source
-    for x in (item_x, user_x):
-        x -= x.mean(0, keepdims=True)
-        x /= max(float(x.std()), 1e-8)
-    return Features(item_x=item_x, user_x=user_x, source=source)
+    return Features(item_x=item_x, user_x=user_x, source=source, text_dims=parts_item[0].shape[1] if "text" in source else 0)

@@ -61,9 +61,11 @@ def suffix_token(k: int) -> str:
     return f"<{SUFFIX_PREFIX}_{int(k)}>"
 
 
-@dataclass
+@dataclass(eq=False)
 class SemanticIDTable:
     """Rows of (entity id, M codes, suffix) for one kind of entity.
+
+    Equality is identity (arrays have no single truth value); compare tables with `churn`.
 
     `suffix[i] == -1` means row i's M-token code is unique and its ID has M tokens; otherwise
     the ID has M+1 tokens ending in `<s_k>` (see `collisions`).

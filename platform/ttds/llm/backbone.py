@@ -285,9 +285,10 @@ def _init_directions(tokens: list[str], vectors: dict[str, torch.Tensor], hidden
 def _fill_rows(
     weight: torch.Tensor, new_ids: list[int], old_rows: int, directions: torch.Tensor | None, generator: torch.Generator
 ) -> None:
+    # Statistics on a CPU float copy: the generator is a CPU one, and bf16 sums are coarse.
     is_new = torch.zeros(weight.shape[0], dtype=torch.bool)
     is_new[new_ids] = True
-    reference = weight[: old_rows][~is_new[:old_rows]].float()
+    reference = weight.detach()[:old_rows].float().cpu()[~is_new[:old_rows]]
     mean = reference.mean(0)
     std = reference.std(0)
     mean_norm = reference.norm(dim=1).mean()
@@ -296,7 +297,7 @@ def _fill_rows(
     if directions is not None:
         has_dir = directions.norm(dim=1) > 0
         rows = torch.where(has_dir.unsqueeze(1), directions * mean_norm, rows)
-    weight[torch.tensor(new_ids)] = rows.to(weight.dtype).to(weight.device)
+    weight[torch.tensor(new_ids, device=weight.device)] = rows.to(device=weight.device, dtype=weight.dtype)
 
 
 # --------------------------------------------------------------------------- fine-tuning
@@ -317,6 +318,8 @@ def apply_lora(model: PreTrainedModel, cfg: BackboneConfig) -> PreTrainedModel |
     could never learn what a code means. With `cfg.full_finetune` (or `lora=False`) the
     model is returned unchanged with every weight trainable.
     """
+    if isinstance(model, PeftModel):
+        raise ValueError("the model is already peft-wrapped; apply_lora expects the plain backbone")
     if not cfg.uses_lora:
         for param in model.parameters():
             param.requires_grad_(True)

@@ -49,16 +49,16 @@ def default_out(job: str) -> Path:
 
 
 def save_features(f: Features, path: Path) -> None:
-    save_np({"item_x": f.item_x, "user_x": f.user_x}, str(path), metadata={"source": f.source})
+    save_np({"item_x": f.item_x, "user_x": f.user_x}, str(path), metadata={"source": f.source, "text_dims": str(f.text_dims)})
 
 
 def load_features(path: Path) -> Features:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="numpy") as fh:
-        source = (fh.metadata() or {}).get("source", "unknown")
+        meta = fh.metadata() or {}
     t = load_np(str(path))
-    return Features(item_x=t["item_x"], user_x=t["user_x"], source=source)
+    return Features(item_x=t["item_x"], user_x=t["user_x"], source=meta.get("source", "unknown"), text_dims=int(meta.get("text_dims", 0)))
 
 
 def index_metrics(table: SemanticIDTable, extra: dict | None = None) -> dict:

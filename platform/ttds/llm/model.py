@@ -1,0 +1,56 @@
+"""TTDS: the LLM backbone, the twin-tower tokenizer and the ID head in one module.
+
+One forward computes every loss, so DeepSpeed sees a single module and a single scalar:
+L = L_LLM + alpha * (L_ID + beta * L_token). Gradients of L_LLM and L_ID reach the backbone,
+L_token reaches the tokenizer towers (trained jointly: the "dynamic" in TTDS).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ttds.index.towers import TwinTowerTokenizer
+from ttds.llm import dmvae
+
+
+class TTDSModel(nn.Module):
+    def __init__(self, backbone: nn.Module, towers: TwinTowerTokenizer, hidden_size: int, x_dim: int):
+        super().__init__()
+        self.backbone = backbone
+        self.towers = towers
+        self.id_head = nn.Linear(hidden_size, x_dim)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        id_input_ids: torch.Tensor | None = None,
+        id_attention_mask: torch.Tensor | None = None,
+        id_targets: torch.Tensor | None = None,
+        item_x: torch.Tensor | None = None,
+        user_x: torch.Tensor | None = None,
+        alpha: float = 0.0,
+        beta: float = 0.0,
+    ) -> dict[str, torch.Tensor]:
+        out = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=dmvae.position_ids_from_mask(attention_mask),
+            labels=labels,
+        )
+        llm = out.loss
+        l_id = l_token = None
+        if alpha > 0 and id_input_ids is not None:
+            l_id = dmvae.id_alignment_loss(self.backbone, self.id_head, id_input_ids, id_attention_mask, id_targets)
+        if alpha > 0 and beta > 0 and item_x is not None:
+            l_token = self.towers(item_x, user_x if self.towers.user is not None else None)["loss"]
+        loss = dmvae.total_loss(llm, l_id, l_token, alpha, beta)
+        zero = llm.detach() * 0
+        return {
+            "loss": loss,
+            "llm_loss": llm.detach(),
+            "id_loss": l_id.detach() if l_id is not None else zero,
+            "token_loss": l_token.detach() if l_token is not None else zero,
+        }

@@ -1,0 +1,82 @@
+"""Save and load a trained TTDS model folder: the unit that evaluation and serving load.
+
+A model is always saved with the ID tables it was trained on:
+  backbone/              peft adapter or full HF model + tokenizer (safetensors)
+  towers.safetensors     twin-tower tokenizer weights; towers.json its config
+  id_head.safetensors    the L_ID projection head
+  item_ids.parquet/.json user_ids.parquet/.json   the semantic-ID tables in force
+  features.safetensors   X of items and users (retrieval fast path, cold start)
+  ttds.json              what the prompts need: vocab layout, max history, templates, metrics
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ttds.index.table import SemanticIDTable
+from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
+from ttds.llm.model import TTDSModel
+from ttds.train.checkpoint import check_safe
+
+
+@dataclass
+class LoadedModel:
+    model: TTDSModel
+    tokenizer: object
+    items: SemanticIDTable
+    users: SemanticIDTable | None
+    meta: dict
+    path: Path
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_model(out_dir: str | Path, model: TTDSModel, tokenizer, items: SemanticIDTable, users: SemanticIDTable | None, meta: dict, features_path: Path | None = None) -> Path:
+    from ttds.llm.backbone import save_backbone
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_backbone(model.backbone, tokenizer, out / "backbone")
+    save_file(_state(model.towers), str(out / "towers.safetensors"))
+    (out / "towers.json").write_text(json.dumps(model.towers.config.to_dict(), indent=2))
+    save_file(_state(model.id_head), str(out / "id_head.safetensors"))
+    items.save(out)
+    if users is not None:
+        users.save(out)
+    elif (out / "user_ids.parquet").exists():
+        (out / "user_ids.parquet").unlink()
+    if features_path is not None and Path(features_path).exists() and not (out / "features.safetensors").exists():
+        import shutil
+
+        shutil.copy(features_path, out / "features.safetensors")
+    (out / "ttds.json").write_text(json.dumps(meta, indent=2, default=str))
+    return out
+
+
+def load_model(path: str | Path, trainable: bool = False, device: str | torch.device | None = None) -> LoadedModel:
+    from ttds.llm.backbone import load_trained
+
+    path = Path(path)
+    if not (path / "ttds.json").exists():
+        raise FileNotFoundError(f"{path} is not a TTDS model folder (no ttds.json); train one with jobs/train_ttds.py")
+    check_safe(path)
+    meta = json.loads((path / "ttds.json").read_text())
+    backbone, tokenizer = load_trained(path / "backbone", is_trainable=trainable)
+    towers = TwinTowerTokenizer(TwinTowerConfig.from_dict(json.loads((path / "towers.json").read_text())))
+    towers.load_state_dict(load_file(str(path / "towers.safetensors")))
+    head_state = load_file(str(path / "id_head.safetensors"))
+    model = TTDSModel(backbone, towers, head_state["weight"].shape[1], head_state["weight"].shape[0])
+    model.id_head.load_state_dict(head_state)
+    if device is not None:
+        model.to(device)
+    model.train(trainable)
+    items = SemanticIDTable.load(path, "item")
+    users = SemanticIDTable.load(path, "user") if (path / "user_ids.parquet").exists() else None
+    return LoadedModel(model, tokenizer, items, users, meta, path)

@@ -1,0 +1,290 @@
+"""The Ray Train worker loop of the TTDS recommender (a function of a config dict).
+
+Per epoch: stream this rank's share of task rows from Ray Data, turn them into prompts with
+the *current* semantic IDs, optimise L = L_LLM + alpha (L_ID + beta L_token) under DeepSpeed;
+then (dynamic index) re-encode X, re-assign IDs and report churn; validate by constrained
+beam search on a slice of users per rank (sums all-reduced); report metrics with a
+checkpoint; rank 0 keeps the best model folder; stop early when validation stalls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ttds.data.corpus import Corpus
+from ttds.decode.beam import BeamConfig
+from ttds.eval.evaluate import average, build_trie, evaluate_next_item
+from ttds.eval.metrics import MetricAccumulator
+from ttds.features.build import standardise_like
+from ttds.index.table import SemanticIDTable
+from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
+from ttds.llm.model import TTDSModel
+from ttds.llm.model_io import load_model, save_model
+from ttds.llm.prompts import PromptBuilder, TokenTable, left_pad, semantic_vocabulary
+from ttds.runtime import set_loopback_env
+from ttds.train import deepspeed_utils as dsu
+
+log = logging.getLogger(__name__)
+
+
+def backbone_config(c: dict):
+    from ttds.llm.backbone import TINY_LLAMA, BackboneConfig
+
+    b = c["backbone"]
+    finetune = b["finetune"]
+    if finetune == "auto":
+        finetune = "full" if b["name"] == TINY_LLAMA else "lora"
+    return BackboneConfig(
+        name=b["name"], hidden_size=b["hidden_size"], num_layers=b["num_layers"], num_heads=b["num_heads"],
+        num_kv_heads=b["num_kv_heads"], intermediate_size=b["intermediate_size"], lora=finetune == "lora",
+        full_finetune=finetune == "full", lora_r=b["lora_r"], lora_alpha=b["lora_alpha"], seed=c["seed"],
+    )
+
+
+def code_vector_map(towers: TwinTowerTokenizer) -> dict[str, torch.Tensor]:
+    """Token -> its code vector, the seed of the token's LLM embedding."""
+    from ttds.index.table import level_token
+
+    out = {}
+    for kind, tower in (("item", towers.item), ("user", towers.user)):
+        if tower is None:
+            continue
+        books = tower.code_vectors()
+        for lv in range(books.shape[0]):
+            for c in range(books.shape[1]):
+                out[level_token(kind, lv, c)] = books[lv, c]
+    return out
+
+
+def build_model(c: dict, corpus: Corpus, tok_dir: Path):
+    """Fresh model: backbone + semantic tokens (init from code vectors) + LoRA + towers + head."""
+    from safetensors.torch import load_file
+
+    from ttds.llm.backbone import add_semantic_tokens, apply_lora, load_backbone
+
+    towers = TwinTowerTokenizer(TwinTowerConfig.from_dict(c["towers"]))
+    towers.load_state_dict(load_file(str(tok_dir / "tokenizer.safetensors")))
+    bcfg = backbone_config(c)
+    backbone, tokenizer = load_backbone(bcfg, corpus.item_titles)
+    vocab = semantic_vocabulary(c["item_levels"], c["user_levels"] if towers.user is not None else 0, c["codebook_size"], c["suffixes"])
+    add_semantic_tokens(backbone, tokenizer, vocab, code_vector_map(towers), seed=c["seed"])
+    backbone = apply_lora(backbone, bcfg)
+    hidden = backbone.get_input_embeddings().weight.shape[1]
+    return TTDSModel(backbone, towers, hidden, c["x_dim"]), tokenizer
+
+
+class Indexer:
+    """Holds the ID tables in force and rebuilds them from the towers (dynamic index)."""
+
+    def __init__(self, items: SemanticIDTable, users: SemanticIDTable | None, suffixes: int):
+        self.items, self.users, self.suffixes = items, users, suffixes
+
+    def reassign(self, towers: TwinTowerTokenizer, item_x: np.ndarray, user_x: np.ndarray) -> dict:
+        towers.eval()
+        new_items = SemanticIDTable.from_codes("item", self.items.ids, towers.encode_items(torch.as_tensor(item_x)).numpy(), self.items.codebook_size, self.items.meta)
+        new_users = None
+        if self.users is not None and towers.user is not None:
+            new_users = SemanticIDTable.from_codes("user", self.users.ids, towers.encode_users(torch.as_tensor(user_x)).numpy(), self.users.codebook_size, self.users.meta)
+        too_many = new_items.max_suffix >= self.suffixes or (new_users is not None and new_users.max_suffix >= self.suffixes)
+        if too_many:
+            # the vocabulary has a fixed number of suffix tokens; keep the IDs in force
+            return {"reindexed": 0, "item_churn": 0.0, "reindex_skipped_max_suffix": max(new_items.max_suffix, new_users.max_suffix if new_users else 0)}
+        stats = {"reindexed": 1, "item_churn": new_items.churn(self.items), "item_collision_rate": new_items.collision_rate}
+        if new_users is not None:
+            stats["user_churn"] = new_users.churn(self.users)
+        self.items, self.users = new_items, new_users if new_users is not None else self.users
+        return stats
+
+
+def make_builder(tokenizer, corpus: Corpus, indexer: Indexer, c: dict) -> PromptBuilder:
+    vocab = tokenizer.get_vocab()
+    return PromptBuilder(
+        tokenizer,
+        TokenTable.from_table(indexer.items, vocab),
+        TokenTable.from_table(indexer.users, vocab) if indexer.users is not None else None,
+        item_titles=corpus.item_titles if corpus.has_item_text else None,
+        user_texts=corpus.user_texts if corpus.has_user_text else None,
+        max_len=c["max_len"],
+    )
+
+
+def rows_to_examples(batch: dict, builder: PromptBuilder, rates: dict, rng: random.Random):
+    """Sample rows by task rate, build prompts; never empty (ranks must step together)."""
+    seqs, labels = [], []
+    for r, (task, anchor, seq) in enumerate(zip(batch["task"], batch["anchor"], batch["seq"])):
+        task = str(task)
+        last_chance = r == len(batch["task"]) - 1 and not seqs
+        if rng.random() >= rates.get(task, 0.0) and not last_chance:
+            continue
+        t = rng.randrange(builder.n_templates(task))
+        if task == "next_item":
+            ids, lab = builder.next_item(int(anchor), seq, t)
+        elif task == "user_pred":
+            ids, lab = builder.user_pred(int(anchor), seq, t)
+        elif task == "comment":
+            ids, lab = builder.comment(int(anchor), list(seq), t)
+        elif task == "text2id":
+            ids, lab = builder.text2id(int(anchor), t)
+        else:
+            ids, lab = builder.id2text(int(anchor), t)
+        seqs.append(ids)
+        labels.append(lab)
+    return seqs, labels
+
+
+def _eval_slice(c: dict, corpus: Corpus, split: str, limit: int, rank: int, world: int):
+    uids, hists, targets = corpus.eval_arrays(split)
+    if limit and limit < len(uids):
+        pick = np.random.default_rng(c["seed"]).choice(len(uids), limit, replace=False)
+        pick.sort()
+        uids, hists, targets = uids[pick], [hists[i] for i in pick], targets[pick]
+    sl = slice(rank, None, world)
+    return uids[sl], hists[sl], targets[sl]
+
+
+def validate(c, corpus, model, builder, trie, rank, world) -> dict:
+    import torch.distributed as dist
+
+    uids, hists, targets = _eval_slice(c, corpus, "valid", c["eval"]["valid_users"], rank, world)
+    beam = BeamConfig(beam_width=c["eval"]["beam_width"], top_k=c["eval"]["top_k"])
+    accs = evaluate_next_item(model.backbone, builder, trie, uids, hists, targets, [0], beam, c["max_history"], c["eval"]["batch_size"])
+    acc = accs[0]
+    if dist.is_initialized() and world > 1:
+        keys = sorted(acc.sums)
+        t = torch.tensor([acc.count] + [acc.sums[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(t)
+        acc = MetricAccumulator(ks=acc.ks, count=int(t[0]), sums={k: float(v) for k, v in zip(keys, t[1:].tolist())})
+    return {f"valid_{k}": v for k, v in acc.result().items()}
+
+
+def ttds_worker(c: dict) -> None:
+    import ray.train
+    from safetensors.numpy import load_file as load_np
+
+    set_loopback_env()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(c["seed"] + rank)
+    rng = random.Random(c["seed"] * 7919 + rank)
+    corpus = Corpus.open(c["corpus_dir"])
+    tok_dir = Path(c["tokenizer_dir"])
+    feats = load_np(str(tok_dir / "features.safetensors"))
+    item_x, user_x = feats["item_x"], feats["user_x"]
+
+    start_epoch, best, stale = 0, -1.0, 0
+    resume = ray.train.get_checkpoint()
+    if resume is not None:
+        with resume.as_directory() as d:
+            loaded = load_model(d, trainable=True)
+            state = json.loads((Path(d) / "train_state.json").read_text())
+        model, tokenizer = loaded.model, loaded.tokenizer
+        indexer = Indexer(loaded.items, loaded.users, c["suffixes"])
+        start_epoch, best, stale = state["epoch"] + 1, state["best"], state["stale"]
+        if "item_x" in state:
+            item_x = np.asarray(state["item_x"], dtype=np.float32)
+    else:
+        model, tokenizer = build_model(c, corpus, tok_dir)
+        users = SemanticIDTable.load(tok_dir, "user") if model.towers.user is not None and (tok_dir / "user_ids.parquet").exists() else None
+        indexer = Indexer(SemanticIDTable.load(tok_dir, "item"), users, c["suffixes"])
+    builder = make_builder(tokenizer, corpus, indexer, c)
+    trie = build_trie(builder, len(tokenizer))
+
+    body = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.") and "embed_tokens" not in n and "lm_head" not in n]
+    body_ids = {id(p) for p in body}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in body_ids]
+    groups = [{"params": body}, {"params": rest}]
+    engine = dsu.initialize(model, lr=c["lr"], stage=c["zero_stage"], micro_batch=c["batch_size"], param_groups=groups, weight_decay=c["weight_decay"])
+    shard = ray.train.get_dataset_shard("train")
+    alpha = c["alpha"] if c["dmvae"] else 0.0
+    beta = c["beta"] if c["dmvae"] else 0.0
+    item_x_t, user_x_t = torch.as_tensor(item_x), torch.as_tensor(user_x)
+
+    for epoch in range(start_epoch, c["epochs"]):
+        frozen = epoch < c["warmup_epochs"]
+        engine.optimizer.param_groups[0]["lr"] = 0.0 if frozen else c["lr"]
+        model.train()
+        t0, n_examples, steps = time.time(), 0, 0
+        sums = {"loss": 0.0, "llm_loss": 0.0, "id_loss": 0.0, "token_loss": 0.0}
+        for batch in shard.iter_batches(batch_size=c["batch_size"], batch_format="numpy", local_shuffle_buffer_size=4096, local_shuffle_seed=c["seed"] + epoch):
+            seqs, labels = rows_to_examples(batch, builder, c["rates"], rng)
+            ids, mask, lab = left_pad(seqs, builder.pad_id, labels)
+            kw = {}
+            if alpha > 0:
+                pick = torch.randint(0, len(item_x_t), (c["id_batch"],))
+                id_ids, id_mask, _ = left_pad(builder.id_sequences(pick.tolist()), builder.pad_id)
+                kw = {"id_input_ids": id_ids, "id_attention_mask": id_mask, "id_targets": item_x_t[pick], "item_x": item_x_t[pick]}
+                if model.towers.user is not None:
+                    kw["user_x"] = user_x_t[torch.randint(0, len(user_x_t), (c["id_batch"],))]
+            out = engine(ids.to(engine.device), mask.to(engine.device), lab.to(engine.device), alpha=alpha, beta=beta, **{k: v.to(engine.device) for k, v in kw.items()})
+            engine.backward(out["loss"])
+            engine.step()
+            for k in sums:
+                sums[k] += float(out[k])
+            n_examples += len(seqs)
+            steps += 1
+        train_s = time.time() - t0
+        metrics = {"epoch": epoch, "frozen_backbone": int(frozen), "examples_per_s": n_examples / max(train_s, 1e-9), "train_s": train_s,
+                   **{k: v / max(steps, 1) for k, v in sums.items()}}
+        with dsu.gathered(model.parameters()):
+            if c["dynamic"] and (epoch + 1) % c["reindex_every"] == 0 and epoch + 1 < c["epochs"]:
+                if c["text_source"]:
+                    item_x = recompute_text_x(model, tokenizer, corpus, c, item_x)
+                    item_x_t = torch.as_tensor(item_x)
+                metrics.update(indexer.reassign(model.towers, item_x, user_x))
+                builder = make_builder(tokenizer, corpus, indexer, c)
+                trie = build_trie(builder, len(tokenizer))
+            t1 = time.time()
+            metrics.update(validate(c, corpus, model, builder, trie, rank, world))
+            metrics["valid_s"] = time.time() - t1
+            score = metrics["valid_NDCG@10"]
+            improved = score > best
+            best, stale = (score, 0) if improved else (best, stale + 1)
+            metrics.update({"best_valid_NDCG@10": best, "stale_epochs": stale})
+            with tempfile.TemporaryDirectory() as d:
+                checkpoint = None
+                if rank == 0:
+                    meta = model_meta(c, epoch, metrics)
+                    save_model(d, model, tokenizer, indexer.items, indexer.users, meta, tok_dir / "features.safetensors")
+                    state = {"epoch": epoch, "best": best, "stale": stale}
+                    if c["dynamic"] and c["text_source"]:
+                        state["item_x"] = item_x.tolist()
+                    (Path(d) / "train_state.json").write_text(json.dumps(state))
+                    if improved:
+                        save_model(c["best_dir"], model, tokenizer, indexer.items, indexer.users, meta, tok_dir / "features.safetensors")
+                    checkpoint = ray.train.Checkpoint.from_directory(d)
+                ray.train.report(metrics, checkpoint=checkpoint)
+        if stale >= c["patience"]:
+            break
+
+
+def model_meta(c: dict, epoch: int, metrics: dict) -> dict:
+    return {
+        "epoch": epoch,
+        "max_history": c["max_history"],
+        "max_len": c["max_len"],
+        "suffixes": c["suffixes"],
+        "item_levels": c["item_levels"],
+        "user_levels": c["user_levels"],
+        "codebook_size": c["codebook_size"],
+        "corpus_dir": c["corpus_dir"],
+        "source": c["source"],
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        "config": c["job_config"],
+    }
+
+
+def recompute_text_x(model: TTDSModel, tokenizer, corpus: Corpus, c: dict, old_x: np.ndarray) -> np.ndarray:
+    """X of items re-encoded by the backbone as it is now (the 'dynamic' part for text X)."""
+    from ttds.llm.backbone import encode_texts
+
+    vecs = encode_texts(model.backbone, tokenizer, corpus.item_texts, batch_size=32, max_length=c["text_max_length"])
+    return standardise_like(vecs, old_x, c["text_dims"])
