@@ -42,6 +42,8 @@ class IndexConfig:
     dynamic: bool = True  # False = static index (TTSS / TIGER-style)
     reindex_every: int = 1  # epochs between ID re-assignments
     max_suffix_tokens: int = 16  # collision suffix tokens reserved in the LLM vocabulary
+    reencode_text: str = "auto"  # re-encode text X with the current backbone at re-index: auto (pretrained backbones only) | true | false
+    joint_lr_scale: float = 0.1  # tower learning rate relative to the LLM's during joint training (limits ID churn)
 
     def towers(self, item_dim: int, user_dim: int | None) -> dict:
         def tower(dim: int, levels: int) -> dict:
@@ -95,7 +97,7 @@ class LossConfig:
     dmvae: bool = True  # False = TTDS-DM ablation (no L_ID, no L_token)
     alpha: float = 0.1
     beta: float = 0.5
-    id_batch: int = 64  # items per step in L_ID / L_token
+    id_batch: int = 32  # items per step in L_ID / L_token
 
 
 @dataclass

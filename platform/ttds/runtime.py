@@ -65,7 +65,10 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int = 512, **kwargs) 
         return
     runtime_env = kwargs.pop("runtime_env", None) or {}
     env_vars = dict(runtime_env.get("env_vars", {}))
-    for key in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "GLOO_SOCKET_IFNAME", "MASTER_ADDR", "DS_ACCELERATOR", "TOKENIZERS_PARALLELISM"):
+    # only a local run forwards the loopback/CPU settings: on a cluster the GPU workers pick
+    # their own accelerator and gloo must use the real network interface
+    local_keys = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "GLOO_SOCKET_IFNAME", "MASTER_ADDR", "DS_ACCELERATOR")
+    for key in ("TOKENIZERS_PARALLELISM",) + (() if os.environ.get("RAY_ADDRESS") else local_keys):
         if key in os.environ:
             env_vars.setdefault(key, os.environ[key])
     runtime_env["env_vars"] = env_vars

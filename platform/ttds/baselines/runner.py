@@ -9,6 +9,7 @@ figures (wall time, peak RSS, training examples per second).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import time
@@ -35,6 +36,16 @@ RUN_NAME = "ray_train"
 def score_users(model: SequentialRecommender, histories: Sequence[np.ndarray], k: int = 10, exclude_seen: bool = False, batch_size: int = 1024) -> np.ndarray:
     """Top-k item ids [n, k] for each history, batched, scoring every item."""
     return top_k(model, list(histories), k, exclude_seen, batch_size)
+
+
+def _run_name(out: Path, resume: bool) -> str:
+    """RUN_NAME to continue the run in `out`; a fresh numbered name to start over beside it."""
+    if resume or not (out / RUN_NAME).exists():
+        return RUN_NAME
+    n = 1
+    while (out / f"{RUN_NAME}_{n}").exists():
+        n += 1
+    return f"{RUN_NAME}_{n}"
 
 
 def _rss_mb() -> float:
@@ -73,13 +84,19 @@ def _train_neural(
         # map every epoch cost 1.5-7 s per epoch on the shared 2-core box (measured), ~0 s
         # from the object store.
         datasets = {k: ds.materialize() for k, ds in datasets.items()}
-    result = run_trainer(seq_worker, worker_cfg, train, out, RUN_NAME, datasets=datasets, split_datasets=["train"])
+    run_name = _run_name(out, train.resume)
+    # Ray Train v2 refuses `resume_from_checkpoint` and instead resumes by itself from the
+    # snapshot in storage_path/name, so resuming = reusing the run name (see `_run_name`).
+    result = run_trainer(
+        seq_worker, worker_cfg, dataclasses.replace(train, resume=False), out, run_name,
+        datasets=datasets, split_datasets=["train"],
+    )
     if result.error:
         raise result.error
     # A resumed run that had already stopped early reports nothing new: use the newest on disk.
-    ckpt = result.checkpoint or latest_checkpoint(out / RUN_NAME)
+    ckpt = result.checkpoint or latest_checkpoint(out / run_name)
     if ckpt is None:
-        raise RuntimeError(f"{name}: training produced no checkpoint under {out / RUN_NAME}")
+        raise RuntimeError(f"{name}: training produced no checkpoint under {out / run_name}")
     with ckpt.as_directory() as d:
         model, state = load_best(d, CKPT_NAME)
     history = []

@@ -22,12 +22,20 @@ class UnsafeCheckpointError(ValueError):
 def save_state(directory: str | Path, tensors: dict[str, torch.Tensor], state: dict, name: str = "model") -> None:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(d / f"{name}.safetensors"))
+    # safetensors refuses tensors that share storage (tied embeddings): give each its own copy
+    seen: set[int] = set()
+    flat = {}
+    for k, v in tensors.items():
+        v = v.detach().to("cpu").contiguous()
+        ptr = v.untyped_storage().data_ptr() if v.numel() else -1
+        flat[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    save_file(flat, str(d / f"{name}.safetensors"))
     (d / f"{name}.json").write_text(json.dumps(state, indent=2, default=str))
 
 
 def check_safe(directory: str | Path) -> None:
-    bad = [p.name for p in Path(directory).rglob("*") if p.suffix in UNSAFE_SUFFIXES]
+    bad = [p.name for p in Path(directory).rglob("*") if p.suffix.lower() in UNSAFE_SUFFIXES]
     if bad:
         raise UnsafeCheckpointError(
             f"checkpoint {directory} holds pickle-based files {bad}; ttds loads safetensors and JSON only "

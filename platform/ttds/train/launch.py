@@ -52,8 +52,9 @@ def run_trainer(
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    storage_path = Path(storage_path).resolve()
-    resume = latest_checkpoint(storage_path / name) if train.resume else None
+    remote = "://" in str(storage_path)  # s3://, gs://: shared storage for multi-node runs
+    storage = str(storage_path) if remote else str(Path(storage_path).resolve())
+    resume = latest_checkpoint(Path(storage) / name) if (train.resume and not remote) else None
     if resume is not None:
         log.info("resuming from %s", resume.path)
     resources = {"CPU": train.cpus_per_worker}
@@ -65,7 +66,7 @@ def run_trainer(
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
-            storage_path=str(storage_path),
+            storage_path=storage,
             failure_config=FailureConfig(max_failures=train.max_failures),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=train.keep_checkpoints,

@@ -91,7 +91,10 @@ def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) 
         "backbone": dataclasses.asdict(cfg.backbone),
         "x_dim": int(f.item_x.shape[1]),
         "text_dims": int(f.text_dims),
-        "text_source": "text" in f.source,
+        "text_source": "text" in f.source and (
+            cfg.index.reencode_text == "true" or (cfg.index.reencode_text == "auto" and cfg.backbone.name != "tiny-llama")
+        ),
+        "tower_lr": cfg.optim.lr * cfg.index.joint_lr_scale,
         "text_max_length": cfg.index.features.text_max_length,
         "source": f.source,
         "item_levels": items.levels,

@@ -199,9 +199,12 @@ def ttds_worker(c: dict) -> None:
     trie = build_trie(builder, len(tokenizer))
 
     body = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.") and "embed_tokens" not in n and "lm_head" not in n]
-    body_ids = {id(p) for p in body}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in body_ids]
-    groups = [{"params": body}, {"params": rest}]
+    tower = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("towers.")]
+    taken = {id(p) for p in body + tower}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    # group 0 (backbone body) is frozen during warm-up; towers move slower than the LLM so
+    # re-assigned IDs change gradually (reported as churn)
+    groups = [{"params": body}, {"params": rest}, {"params": tower, "lr": c["tower_lr"]}]
     engine = dsu.initialize(model, lr=c["lr"], stage=c["zero_stage"], micro_batch=c["batch_size"], param_groups=groups, weight_decay=c["weight_decay"])
     shard = ray.train.get_dataset_shard("train")
     alpha = c["alpha"] if c["dmvae"] else 0.0
