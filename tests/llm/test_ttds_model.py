@@ -107,4 +107,4 @@ def test_reindex_keeps_ids_when_suffix_tokens_would_run_out(parts):
     indexer = Indexer(items, users, suffixes=2)
     same_x = np.repeat(item_x[:1], N_ITEMS, axis=0)  # every item identical: N_ITEMS-way collision
     stats = indexer.reassign(model.towers, same_x, user_x)
-    assert stats["reindexed"] == 0 and indexer.items is items
+    assert stats["reindexed"] == 0 and indexer.items is items and "item_reindex_skipped_max_suffix" in stats

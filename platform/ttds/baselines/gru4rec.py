@@ -36,6 +36,7 @@ class GRU4RecConfig:
     batch_size: int = 256
     seed: int = 0
     threads: int = 0
+    time_budget_s: float = 0.0  # stop before an epoch that would end past this much training time (0 = none)
 
 
 def _shift_rows(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -36,12 +36,14 @@ def popularity_ranking(
     """
     counts = corpus.item_popularity()
     order = np.argsort(-counts, kind="stable")
+    top = np.full(k, -1, dtype=np.int64)  # -1 pads past the last item (toy corpora)
+    top[: min(k, len(order))] = order[:k]
     if histories is None:
         if exclude_seen:
             raise ValueError("exclude_seen needs the users' histories")
-        return order[:k].copy()
+        return top
     if not exclude_seen:
-        return np.tile(order[:k], (len(histories), 1))
+        return np.tile(top, (len(histories), 1))
     out = np.full((len(histories), k), -1, dtype=np.int64)
     head = order[: k + max((len(h) for h in histories), default=0)]  # enough to survive exclusion
     for i, h in enumerate(histories):

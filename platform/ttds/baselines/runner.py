@@ -74,22 +74,22 @@ def _train_neural(
 
     cfg = from_dict(MODELS[name][1], overrides)
     mc = to_dict(cfg)
-    worker_cfg = {"model": name, "model_config": mc, "n_items": corpus.n_items, "exclude_seen": exclude_seen}
-    datasets = {
-        "train": next_item_dataset(corpus.root, "train", max_history=cfg.max_len, layout="sequences"),
-        "valid": next_item_dataset(corpus.root, "valid", max_history=1 << 30),  # whole histories
+    worker_cfg = {
+        "model": name, "model_config": mc, "n_items": corpus.n_items,
+        "corpus_dir": str(corpus.root.resolve()), "exclude_seen": exclude_seen,
     }
+    train_ds = next_item_dataset(corpus.root, "train", max_history=cfg.max_len, layout="sequences")
     if materialize:
         # One row per user is small (Instruments: 24,772 rows); re-running the parquet read +
         # map every epoch cost 1.5-7 s per epoch on the shared 2-core box (measured), ~0 s
         # from the object store.
-        datasets = {k: ds.materialize() for k, ds in datasets.items()}
+        train_ds = train_ds.materialize()
     run_name = _run_name(out, train.resume)
     # Ray Train v2 refuses `resume_from_checkpoint` and instead resumes by itself from the
     # snapshot in storage_path/name, so resuming = reusing the run name (see `_run_name`).
     result = run_trainer(
         seq_worker, worker_cfg, dataclasses.replace(train, resume=False), out, run_name,
-        datasets=datasets, split_datasets=["train"],
+        datasets={"train": train_ds}, split_datasets=["train"],
     )
     if result.error:
         raise result.error
@@ -99,9 +99,7 @@ def _train_neural(
         raise RuntimeError(f"{name}: training produced no checkpoint under {out / run_name}")
     with ckpt.as_directory() as d:
         model, state = load_best(d, CKPT_NAME)
-    history = []
-    if result.metrics_dataframe is not None and len(result.metrics_dataframe):
-        history = json.loads(result.metrics_dataframe.to_json(orient="records"))
+    history = state.get("history", [])
     ckpt_io.save_state(out, model.state_dict(), {"model": name, "model_config": mc, "n_items": corpus.n_items, "best_epoch": state["best_epoch"]}, "model")
     return model, state, history
 
@@ -149,6 +147,7 @@ def train_and_evaluate(
             "config": {**state["model_config"], "exclude_seen": exclude_seen},
             "best_epoch": int(state["best_epoch"]),
             "epochs_run": int(state["epoch"]) + 1,
+            "resumed_from_epoch": int(state.get("resumed_from_epoch", -1)),
             "history": history,
         }
     res = {"name": name, "corpus": corpus.name, **res}

@@ -44,6 +44,7 @@ class SASRecConfig:
     batch_size: int = 256
     seed: int = 0
     threads: int = 0  # torch threads per worker; 0 = leave Ray's default (OMP_NUM_THREADS)
+    time_budget_s: float = 0.0  # stop before an epoch that would end past this much training time (0 = none)
 
 
 def left_pad(seqs: Sequence[Sequence[int]] | np.ndarray, length: int, pad_id: int, trim: bool = True) -> torch.Tensor:

@@ -27,6 +27,21 @@ class TrainConfig:
     keep_checkpoints: int = 2
 
 
+def starting_checkpoint(config: dict):
+    """What a worker resumes from: Ray's own (after a worker failure), else the newest
+    checkpoint of an earlier run in the same folder (the driver found it), else None.
+
+    Ray Train v2 deprecates `resume_from_checkpoint`; passing the path in the config is the
+    documented replacement.
+    """
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None and config.get("resume_from"):
+        ckpt = ray.train.Checkpoint.from_directory(config["resume_from"])
+    return ckpt
+
+
 def latest_checkpoint(run_dir: Path):
     """The newest Ray Train checkpoint folder under `run_dir`, or None."""
     from ray.train import Checkpoint
@@ -62,7 +77,7 @@ def run_trainer(
         resources["GPU"] = 1
     trainer = TorchTrainer(
         worker_fn,
-        train_loop_config=config,
+        train_loop_config={**config, "resume_from": resume.path if resume is not None else None},
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
@@ -76,6 +91,5 @@ def run_trainer(
         ),
         datasets=datasets or {},
         dataset_config=DataConfig(datasets_to_split=split_datasets if split_datasets is not None else "all"),
-        resume_from_checkpoint=resume,
     )
     return trainer.fit()

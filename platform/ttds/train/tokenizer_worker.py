@@ -23,6 +23,7 @@ from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.runtime import set_loopback_env
 from ttds.train import checkpoint as ckpt_io
 from ttds.train import deepspeed_utils as dsu
+from ttds.train.launch import starting_checkpoint
 
 
 def _full(name: str) -> torch.Tensor | None:
@@ -83,7 +84,7 @@ def tokenizer_worker(config: dict) -> None:
     items_all, users_all = _full("items_all"), _full("users_all")
     model = TwinTowerTokenizer(TwinTowerConfig.from_dict(config["towers"]))
     start_epoch = 0
-    resume = ray.train.get_checkpoint()
+    resume = starting_checkpoint(config)
     if resume is not None:
         with resume.as_directory() as d:
             tensors, state = ckpt_io.load_state(d, "tokenizer")

@@ -43,6 +43,10 @@ def ensure_tokenizer(cfg: TTDSJobConfig, corpus: Corpus, out: Path) -> Path:
     """The warm-up stage: train (or reuse) the twin-tower tokenizer; make sure X exists."""
     if cfg.tokenizer_dir:
         tok_dir = Path(cfg.tokenizer_dir)
+        if not (tok_dir / "item_ids.parquet").exists():
+            raise FileNotFoundError(f"tokenizer_dir {tok_dir} holds no item_ids.parquet; train one with jobs/train_tokenizer.py")
+    elif (out / "tokenizer" / "metrics.json").exists():
+        tok_dir = out / "tokenizer"  # a resumed run keeps the tokenizer it started with
     else:
         index = dataclasses.replace(cfg.index)
         index.features = dataclasses.replace(index.features, text_backbone=cfg.backbone.name)
@@ -87,6 +91,7 @@ def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) 
         "corpus_dir": str(corpus.root.resolve()),
         "tokenizer_dir": str(tok_dir.resolve()),
         "best_dir": str((out / "model").resolve()),
+        "history_path": str((out / "history.jsonl").resolve()),
         "towers": towers,
         "backbone": dataclasses.asdict(cfg.backbone),
         "x_dim": int(f.item_x.shape[1]),
@@ -151,7 +156,7 @@ def train_ttds(cfg: TTDSJobConfig) -> dict:
     result = run_trainer(ttds_worker, wc, cfg.train, out, "ray_train", datasets={"train": ds}, score_attribute=None)
     if result.error:
         raise result.error
-    history = json.loads(result.metrics_dataframe.to_json(orient="records")) if result.metrics_dataframe is not None else []
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()] if (out / "history.jsonl").exists() else []
     t_train = time.time() - t0 - t_tok
     templates = list(range(3)) if cfg.eval.templates == 0 else list(range(cfg.eval.templates))
     t1 = time.time()

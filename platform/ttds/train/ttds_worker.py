@@ -32,6 +32,7 @@ from ttds.llm.model_io import load_model, save_model
 from ttds.llm.prompts import PromptBuilder, TokenTable, left_pad, semantic_vocabulary
 from ttds.runtime import set_loopback_env
 from ttds.train import deepspeed_utils as dsu
+from ttds.train.launch import starting_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +90,23 @@ class Indexer:
         self.items, self.users, self.suffixes = items, users, suffixes
 
     def reassign(self, towers: TwinTowerTokenizer, item_x: np.ndarray, user_x: np.ndarray) -> dict:
+        """Re-encode every entity; a kind whose collisions would need more suffix tokens than
+        the vocabulary reserved keeps the IDs in force (reported, never silently)."""
         towers.eval()
+        stats: dict = {"reindexed": 0}
         new_items = SemanticIDTable.from_codes("item", self.items.ids, towers.encode_items(torch.as_tensor(item_x)).numpy(), self.items.codebook_size, self.items.meta)
-        new_users = None
+        if new_items.max_suffix < self.suffixes:
+            stats.update({"reindexed": 1, "item_churn": new_items.churn(self.items), "item_collision_rate": new_items.collision_rate})
+            self.items = new_items
+        else:
+            stats["item_reindex_skipped_max_suffix"] = new_items.max_suffix
         if self.users is not None and towers.user is not None:
             new_users = SemanticIDTable.from_codes("user", self.users.ids, towers.encode_users(torch.as_tensor(user_x)).numpy(), self.users.codebook_size, self.users.meta)
-        too_many = new_items.max_suffix >= self.suffixes or (new_users is not None and new_users.max_suffix >= self.suffixes)
-        if too_many:
-            # the vocabulary has a fixed number of suffix tokens; keep the IDs in force
-            return {"reindexed": 0, "item_churn": 0.0, "reindex_skipped_max_suffix": max(new_items.max_suffix, new_users.max_suffix if new_users else 0)}
-        stats = {"reindexed": 1, "item_churn": new_items.churn(self.items), "item_collision_rate": new_items.collision_rate}
-        if new_users is not None:
-            stats["user_churn"] = new_users.churn(self.users)
-        self.items, self.users = new_items, new_users if new_users is not None else self.users
+            if new_users.max_suffix < self.suffixes:
+                stats.update({"user_churn": new_users.churn(self.users), "user_collision_rate": new_users.collision_rate})
+                self.users = new_users
+            else:
+                stats["user_reindex_skipped_max_suffix"] = new_users.max_suffix
         return stats
 
 
@@ -181,7 +186,7 @@ def ttds_worker(c: dict) -> None:
     item_x, user_x = feats["item_x"], feats["user_x"]
 
     start_epoch, best, stale = 0, -1.0, 0
-    resume = ray.train.get_checkpoint()
+    resume = starting_checkpoint(c)
     if resume is not None:
         with resume.as_directory() as d:
             loaded = load_model(d, trainable=True)
@@ -264,6 +269,8 @@ def ttds_worker(c: dict) -> None:
                     if improved:
                         save_model(c["best_dir"], model, tokenizer, indexer.items, indexer.users, meta, tok_dir / "features.safetensors")
                     checkpoint = ray.train.Checkpoint.from_directory(d)
+                    with open(c["history_path"], "a") as fh:  # the full per-epoch record (Ray keeps only retained checkpoints' metrics)
+                        fh.write(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}) + "\n")
                 ray.train.report(metrics, checkpoint=checkpoint)
         if stale >= c["patience"]:
             break
