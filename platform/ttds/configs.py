@@ -102,7 +102,7 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.0

@@ -84,4 +84,7 @@ def evaluate_model_dir(
         accs[t] = MetricAccumulator(ks=(1, 5, 10)).update(mat, ranked["target"].to_numpy())
     result = average(accs)
     result["split"] = split
+    # popularity on exactly the same users, so the two rows of a table are comparable
+    top = np.argsort(-corpus.item_popularity(), kind="stable")[:top_k]
+    result["popularity"] = MetricAccumulator(ks=(1, 5, 10)).update(np.tile(top, (len(ranked), 1)), ranked["target"].to_numpy()).result()
     return result
