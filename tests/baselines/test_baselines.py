@@ -90,6 +90,32 @@ def test_forward_shapes_loss_and_causality(make):
     assert top.shape == (2, 10) and not set(top[0]) & {1, 2, 3}
 
 
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_models_learn_planted_transitions_in_process(name, synthetic_corpus):
+    """The same loss as the worker, without Ray (seconds): both encoders must learn."""
+    from ttds.baselines.seqmodel_worker import build_model, evaluate_ranks
+
+    c = Corpus.open(synthetic_corpus)
+    torch.manual_seed(0)
+    model = build_model(name, {"hidden": 32, "max_len": 20, **({"embedding": 32} if name == "gru4rec" else {})}, c.n_items)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    seqs = [s[-21:] for s in c.train_sequences if len(s) >= 2]
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        model.train()
+        order = rng.permutation(len(seqs))
+        for i in range(0, len(seqs), 32):
+            seq = left_pad([seqs[j] for j in order[i : i + 32]], 21, model.pad_id)
+            loss = model(seq[:, :-1], seq[:, 1:])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    _, hist, targets = c.eval_arrays("valid")
+    ndcg = evaluate_ranks(model, hist, targets).result()["NDCG@10"]
+    # popularity scores ~.11 here; both models reach ~.4 in 8 epochs (measured)
+    assert ndcg > evaluate_popularity(c, "valid")["NDCG@10"] + 0.15, ndcg
+
+
 def test_sasrec_ray_train_beats_popularity_and_resumes(ray_session, synthetic_corpus, tmp_path):
     train = TrainConfig(num_workers=2, cpus_per_worker=0.5)
     cfg = {"epochs": 8, "patience": 100, "batch_size": 32, "lr": 5e-3, "hidden": 32}

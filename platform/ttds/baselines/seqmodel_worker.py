@@ -16,7 +16,6 @@ from __future__ import annotations
 import resource
 import tempfile
 import time
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -245,8 +244,3 @@ def seq_worker(config: dict[str, Any]) -> None:
             break  # the next epoch would end past the budget (same decision on every rank)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def default_config(name: str) -> dict:
-    """The dataclass defaults of model `name` as a plain dict."""
-    return asdict(MODELS[name][1]())

@@ -68,6 +68,28 @@ def ensure_tokenizer(cfg: TTDSJobConfig, corpus: Corpus, out: Path) -> Path:
     return tok_dir
 
 
+def check_config(cfg: TTDSJobConfig) -> None:
+    """Fail before any work starts on values that would only break hours later."""
+    problems = []
+    if cfg.eval.beam_width < cfg.eval.top_k:
+        problems.append(f"eval.beam_width={cfg.eval.beam_width} must be >= eval.top_k={cfg.eval.top_k}")
+    if cfg.eval.top_k < 10:
+        problems.append("eval.top_k must be >= 10 (HR@10 / NDCG@10 are reported)")
+    if cfg.index.kind not in ("rq", "lsh", "random", "precomputed"):
+        problems.append(f"index.kind={cfg.index.kind!r}: expected rq, lsh, random or precomputed")
+    if cfg.backbone.finetune not in ("auto", "lora", "full"):
+        problems.append(f"backbone.finetune={cfg.backbone.finetune!r}: expected auto, lora or full")
+    if cfg.index.reencode_text not in ("auto", "true", "false"):
+        problems.append(f"index.reencode_text={cfg.index.reencode_text!r}: expected auto, true or false")
+    if cfg.train.zero_stage not in (0, 1, 2, 3):
+        problems.append(f"train.zero_stage={cfg.train.zero_stage}: expected 0-3")
+    for name in ("epochs", "batch_size"):
+        if getattr(cfg.optim, name) < 1:
+            problems.append(f"optim.{name} must be >= 1")
+    if problems:
+        raise ValueError("invalid config: " + "; ".join(problems))
+
+
 def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) -> dict:
     from ttds.index.table import SemanticIDTable
 
@@ -141,6 +163,7 @@ def train_ttds(cfg: TTDSJobConfig) -> dict:
     from ttds.runtime import init_ray
     from ttds.train.ttds_worker import ttds_worker
 
+    check_config(cfg)
     t0 = time.time()
     init_ray()
     corpus = open_or_prepare(cfg.data.corpus, cfg.data.seed)
