@@ -76,6 +76,7 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int = 512, **kwargs) 
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, log_to_driver=True, **kwargs)
         return
     ray.init(
+        address="local",  # never attach to a stray `ray start` cluster left on this machine
         num_cpus=num_cpus,
         object_store_memory=object_store_mb * 1024 * 1024,
         _node_ip_address="127.0.0.1",

@@ -113,6 +113,7 @@ def train_rq(f: Features, index: IndexConfig, cfg: TokenizerJobConfig, out: Path
         "restart_every": index.restart_every,
         "init_samples": index.init_samples,
         "zero_stage": cfg.train.zero_stage,
+        "history_path": str((out / "history.jsonl").resolve()),
     }
     datasets = {"items": ray.data.from_numpy(f.item_x), "items_all": ray.data.from_numpy(f.item_x)}
     split = ["items"]
@@ -129,9 +130,7 @@ def train_rq(f: Features, index: IndexConfig, cfg: TokenizerJobConfig, out: Path
         tensors, state = ckpt_io.load_state(d, "tokenizer")
     model.load_state_dict(tensors)
     ckpt_io.save_state(out, model.state_dict(), {"towers": towers, "epoch": state["epoch"]}, "tokenizer")
-    history = []
-    if result.metrics_dataframe is not None:
-        history = json.loads(result.metrics_dataframe.to_json(orient="records"))
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     return model, history
 
 

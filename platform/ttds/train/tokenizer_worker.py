@@ -11,6 +11,7 @@ reported; a restarted run continues from the last one.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import tempfile
 
@@ -145,4 +146,6 @@ def tokenizer_worker(config: dict) -> None:
             if rank == 0:
                 ckpt_io.save_state(d, model.state_dict(), {"epoch": epoch, "metrics": metrics, "towers": config["towers"]}, "tokenizer")
                 checkpoint = ray.train.Checkpoint.from_directory(d)
+                with open(config["history_path"], "a") as fh:  # every epoch, also across resumes
+                    fh.write(json.dumps(metrics) + "\n")
             ray.train.report(metrics, checkpoint=checkpoint)
