@@ -16,7 +16,6 @@ def main() -> None:
     set_loopback_env()
     t0 = time.time()
     try:
-        from deepspeed.ops.op_builder import CPUAdamBuilder  # noqa: F401
         from deepspeed.accelerator import get_accelerator
 
         acc = get_accelerator()

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 
 from ttds.index import (
     FitConfig,
@@ -24,12 +23,6 @@ from conftest import shared_dataset
 from ttds.index.collisions import is_prefix_free
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def features(n: int = 400, dim: int = 24, seed: int = 0) -> np.ndarray:

@@ -20,13 +20,6 @@ from ttds.index.rq import (
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: faster than two on a busy 2-core box, and the same numbers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def mixture(n: int, dim: int, clusters: int, seed: int = 0, spread: float = 3.0) -> torch.Tensor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import tempfile
 import time
@@ -22,7 +21,7 @@ import torch
 
 from ttds.data.corpus import Corpus
 from ttds.decode.beam import BeamConfig
-from ttds.eval.evaluate import average, build_trie, evaluate_next_item
+from ttds.eval.evaluate import build_trie, evaluate_next_item
 from ttds.eval.metrics import MetricAccumulator
 from ttds.features.build import standardise_like
 from ttds.index.table import SemanticIDTable
