@@ -238,6 +238,10 @@ def ttds_worker(c: dict) -> None:
                 sums[k] += float(out[k])
             n_examples += len(seqs)
             steps += 1
+            if rank == 0 and steps % c.get("log_every", 100) == 0:
+                # progress inside a long epoch (Ray shows worker logs on the driver)
+                print(f"epoch {epoch} step {steps}: {n_examples} examples, {n_examples / (time.time() - t0):.1f} ex/s, "
+                      f"loss {sums['loss'] / steps:.4f} (llm {sums['llm_loss'] / steps:.4f})", flush=True)
         train_s = time.time() - t0
         metrics = {"epoch": epoch, "frozen_backbone": int(frozen), "examples_per_s": n_examples / max(train_s, 1e-9), "train_s": train_s,
                    **{k: v / max(steps, 1) for k, v in sums.items()}}
