@@ -63,7 +63,7 @@ def test_train_ttds_through_ray_job_submit(local_cluster, synthetic_corpus, tmp_
     url, env = local_cluster
     out = tmp_path / "run"
     cmd = [RAY, "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
-           "python", "jobs/train_ttds.py", f"--data.corpus={synthetic_corpus}", f"--output_dir={out}",
+           sys.executable, "jobs/train_ttds.py", f"--data.corpus={synthetic_corpus}", f"--output_dir={out}",
            "--optim.epochs=1", "--index.epochs=2", "--index.codebook_size=16", "--index.code_dim=16", "--index.hidden_dims=[32]",
            "--index.levels=3", "--index.features.source=collaborative", "--eval.valid_users=50", "--eval.test_users=60",
            "--eval.templates=1", "--eval.workers=1", "--eval.beam_width=10", "--backbone.hidden_size=32", "--backbone.num_layers=1"]
