@@ -53,6 +53,9 @@ MODEL_ENV = "TTDS_MODEL_DIR"
 # --------------------------------------------------------------------------- model holder
 
 
+BATCH_KEYS = ("max_batch_size", "batch_wait_timeout_s")  # serving-layer keys of user_config
+
+
 def parse_user_config(config: dict | None) -> tuple[str, RecommenderConfig]:
     """`{"model_dir": ..., <RecommenderConfig fields>...}` → (model_dir, config); clear errors."""
     config = dict(config or {})
@@ -83,7 +86,17 @@ class ModelHolder:
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
 
+    BATCHED: str | None = None  # name of the @serve.batch method whose knobs user_config may set
+
     async def reconfigure(self, config: dict) -> None:
+        config = dict(config or {})
+        batching = {k: config.pop(k) for k in BATCH_KEYS if k in config}
+        if self.BATCHED:
+            method = getattr(self, self.BATCHED)
+            if "max_batch_size" in batching:
+                method.set_max_batch_size(int(batching["max_batch_size"]))
+            if "batch_wait_timeout_s" in batching:
+                method.set_batch_wait_timeout_s(float(batching["batch_wait_timeout_s"]))
         async with self._lock:
             try:
                 model_dir, cfg = parse_user_config(config)
@@ -127,6 +140,15 @@ def _empty_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def _rank(rec: Recommender, items: list) -> list:
+    """Rank a batch in which some entries are already Failures (from the encoder): pass those on."""
+    out = list(items)
+    live = [i for i, s in enumerate(items) if isinstance(s, PromptState)]
+    for i, r in zip(live, rec.run([items[i] for i in live]) if live else []):
+        out[i] = r
+    return out
+
+
 def _as_values(fn, *args):
     """Run fn; a RequestError becomes a Failure value (no exception, no traceback crosses Ray)."""
     try:
@@ -137,7 +159,10 @@ def _as_values(fn, *args):
 
 # --------------------------------------------------------------------------- deployments
 
-_COMMON = dict(health_check_period_s=10, health_check_timeout_s=30, graceful_shutdown_timeout_s=20, graceful_shutdown_wait_loop_s=2)
+# max_surge_percent=100: a restart (new code or actor options) starts the replacement before the
+# old replica stops, so a deployment is never without a replica while a model loads.
+_COMMON = dict(health_check_period_s=10, health_check_timeout_s=30, graceful_shutdown_timeout_s=30,
+               graceful_shutdown_wait_loop_s=2, max_surge_percent=100)
 
 
 @serve.deployment(
@@ -167,12 +192,13 @@ class SemanticIDGenerator(ModelHolder):
     """Trie-constrained beam search over item semantic IDs, batched across concurrent requests."""
 
     PARTS = ("generator",)
+    BATCHED = "generate"
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def generate(self, states: list[PromptState]) -> list[Recommendation | Failure]:
+    async def generate(self, states: list[PromptState | Failure]) -> list[Recommendation | Failure]:
         rec = self.current()
         # off the event loop: requests keep arriving (and forming the next batch) meanwhile
-        return await asyncio.to_thread(rec.run, states)
+        return await asyncio.to_thread(_rank, rec, states)
 
 
 @serve.deployment(
@@ -186,11 +212,12 @@ class Retriever(ModelHolder):
     """Fast path (prompt → id_head → faiss over item X), text cold start, item metadata."""
 
     PARTS = ("retriever",)
+    BATCHED = "retrieve"
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def retrieve(self, states: list[PromptState]) -> list[Recommendation | Failure]:
+    async def retrieve(self, states: list[PromptState | Failure]) -> list[Recommendation | Failure]:
         rec = self.current()
-        return await asyncio.to_thread(rec.run, states)
+        return await asyncio.to_thread(_rank, rec, states)
 
     async def item(self, item_id: int) -> dict | Failure:
         rec = self.current()
@@ -284,7 +311,8 @@ async def _awaited(response):
     max_ongoing_requests=64,
     max_queued_requests=128,
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 32},
-    **_COMMON,
+    # an Ingress request may wait for a downstream replica that is loading a model
+    **{**_COMMON, "graceful_shutdown_timeout_s": 60},
 )
 @serve.ingress(app)
 class Ingress:
@@ -303,12 +331,10 @@ class Ingress:
     async def recommend(self, req: RecommendRequest):
         """Top-k items for a known user, a raw history (cold start) or a text (text-sourced models)."""
         q = Query(user_id=req.user_id, history=req.history, text=req.text, k=req.k, mode=req.mode, exclude_seen=req.exclude_seen)
-        state = await _guard(self.encoder.resolve.remote(q))
-        if isinstance(state, JSONResponse):
-            return state
-        if isinstance(state, Failure):
-            return _failure(state)
-        step = self.generator.generate if (state.kind != "text" and q.mode == "beam") else self.retriever.retrieve
+        # The encoder's response is handed on unresolved: the ranking step receives the state
+        # (or the encoder's Failure) straight from the encoder, without a round trip through here.
+        state = self.encoder.resolve.remote(q)
+        step = self.generator.generate if (q.text is None and q.mode == "beam") else self.retriever.retrieve
         rec = await _guard(step.remote(state))
         if isinstance(rec, JSONResponse):
             return rec

@@ -1,0 +1,462 @@
+"""Ray Tune sweeps whose trials are whole TTDS training runs (tokenizer warm-up, Ray Train, test).
+
+How a trial reports: Ray 2.60 (Train v2) documents a Tune function trainable that launches the
+Ray Train trainer itself, with `ray.tune.integration.ray_train.TuneReportCallback` passed in
+the trainer's `RunConfig(callbacks=...)` to forward worker reports to Tune. `train_ttds` builds
+its `RunConfig` inside `train.launch.run_trainer`, which takes no callbacks, so a trial here
+runs `train_ttds` in a thread and forwards each line the worker appends to
+`<trial>/history.jsonl` (one per epoch, with `valid_NDCG@10`) through `tune.report` while the
+run is going. That is what ASHA needs: an epoch-level result it can act on mid-run. When ASHA
+stops a trial, Tune ends the trial's actor; the Ray Train controller and workers it started
+are owned by that actor and end with it.
+
+Sweep folder (runs/tune_ttds/<timestamp>/ by default):
+  sweep.yaml            the resolved sweep (settings, fixed config, space): what --resume reads
+  tune/                 Ray Tune's experiment folder (Tuner.restore resumes from it)
+  trials/<trial_id>/    each trial's train_ttds output folder (config, history, model, metrics)
+  trials.csv, trials.md the trial table: swept values, best valid NDCG@10, epochs, status, error
+  best.yaml             the winner's config for `jobs/train_ttds.py --config best.yaml`
+  best_model/           a copy of the winner's model folder (servable, evaluable)
+  ndcg_vs_params.png    best valid NDCG@10 against each swept parameter
+  summary.json          best trial, counts, wall time
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ttds.config import save_config
+from ttds.tune.space import METRIC, SweepSpec, TuneSettings, count_trials, load_sweep, param_space
+
+log = logging.getLogger(__name__)
+
+STATUS_DONE = "completed"
+STATUS_STOPPED = "stopped early"  # by the scheduler (ASHA) after a rung comparison
+STATUS_ERROR = "error"
+STATUS_NOT_RUN = "not run"
+
+
+# ----------------------------------------------------------------------------- the trainable
+
+
+class HistoryTail:
+    """Reads the lines appended to a JSONL file since the last call (the worker appends one
+    per epoch; a partly written last line is left for the next call)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+
+    def read_new(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        records = []
+        while b"\n" in chunk:
+            line, chunk = chunk.split(b"\n", 1)
+            self.offset += len(line) + 1
+            if line.strip():
+                records.append(json.loads(line))
+        return records
+
+
+class _Background:
+    """`train_ttds(cfg)` on a daemon thread, keeping its return value or exception.
+
+    Daemon, so that when Tune ends a stopped trial's actor the process does not wait for it.
+    """
+
+    def __init__(self, fn, *args):
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, *args), daemon=True, name="train_ttds")
+        self._thread.start()
+
+    def _run(self, fn, *args) -> None:
+        try:
+            self.result = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the trial's thread
+            self.error = e
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, seconds: float) -> None:
+        self._thread.join(seconds)
+
+
+def epoch_result(record: dict) -> dict:
+    """The numeric part of one history line (Tune results must be plain scalars)."""
+    return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def error_summary(text: str, limit: int = 300) -> str:
+    """The line of a (possibly remote, nested) traceback that names the root error."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    named = [ln for ln in lines if ln.split(":", 1)[0].replace(".", "").isidentifier()
+             and ln.split(":", 1)[0].endswith(("Error", "Exception", "Exit", "Interrupt"))]
+    pick = named[-1] if named else (lines[-1] if lines else "")
+    return pick[:limit]
+
+
+def ttds_trial(config: dict, spec_data: dict, trials_root: str) -> None:
+    """One Tune trial: a full `train_ttds` run whose per-epoch validation reaches Tune live."""
+    from ray import tune
+
+    from ttds.train.ttds_job import train_ttds
+
+    spec = spec_from_dict(spec_data)
+    out = Path(trials_root) / tune.get_context().get_trial_id()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "error.txt").unlink(missing_ok=True)  # a resumed, previously errored trial
+    try:
+        cfg = spec.trial_config(config, str(out))
+        (out / "trial.json").write_text(json.dumps({"params": config}, default=str))
+        tail = HistoryTail(out / "history.jsonl")
+        run = _Background(train_ttds, cfg)
+        while True:
+            finished = not run.alive()  # read after checking: lines written before the end are caught
+            for rec in tail.read_new():
+                tune.report(epoch_result(rec))
+            if finished:
+                break
+            run.wait(spec.tune.poll_s)
+        if run.error is not None:
+            raise run.error
+    except Exception as e:
+        text = "".join(traceback.format_exception(e))
+        (out / "error.txt").write_text(f"{error_summary(f'{type(e).__name__}: {e}')}\n\n{text}")
+        raise
+
+
+def spec_from_dict(data: dict) -> SweepSpec:
+    from ttds.config import from_dict
+    from ttds.tune.space import ParamSpec
+
+    space = {k: ParamSpec(k, v["type"], values=v.get("values", []), low=v.get("low"), high=v.get("high")) for k, v in data["space"].items()}
+    return SweepSpec(from_dict(TuneSettings, data["tune"]), data["base"], data["sweep_only"], space)
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
+@dataclass
+class SweepOutcome:
+    out_dir: Path
+    rows: list[dict]
+    best: dict | None
+    wall_s: float
+    resumed: bool = False
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def default_out() -> Path:
+    return Path("runs") / "tune_ttds" / time.strftime("%Y%m%d-%H%M%S")
+
+
+def auto_concurrency(spec: SweepSpec) -> int:
+    """Concurrent trials that fit the cluster, keeping one CPU free for Ray Data read tasks and
+    evaluation feeders (they ask for a whole CPU; with none free a trial's stream never starts)."""
+    import ray
+
+    res = ray.cluster_resources()
+    train = spec.base["train"]
+    per_trial = spec.tune.trial_cpus + train["num_workers"] * train["cpus_per_worker"]
+    n = max(1, int((res.get("CPU", 1.0) - 1.0 + 1e-9) // per_trial))
+    if train["use_gpu"]:
+        n = min(n, max(1, int(res.get("GPU", 0)) // max(1, train["num_workers"])))
+    return n
+
+
+def make_searcher(t: TuneSettings, concurrency: int = 0):
+    """The search algorithm; optuna / hyperopt only when installed (not a ttds dependency).
+
+    Tune ignores `TuneConfig.max_concurrent_trials` when `search_alg` is a BasicVariantGenerator
+    (it only wraps `Searcher`s in a ConcurrencyLimiter), so the random searcher takes the limit
+    itself; optuna / hyperopt get it from the TuneConfig.
+    """
+    import importlib.util
+
+    from ttds.config import ConfigError
+
+    if t.search == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=t.seed, max_concurrent=concurrency)
+    package = {"optuna": "optuna", "hyperopt": "hyperopt"}[t.search]
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f"--search {t.search} needs the '{package}' package (pip install {package}); or use --search random")
+    if t.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=t.seed)
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    return HyperOptSearch(random_state_seed=t.seed)
+
+
+def make_scheduler(spec: SweepSpec):
+    if spec.tune.scheduler == "fifo":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    # max_t above the epoch count: reaching the last epoch must not itself stop a trial, or its
+    # test evaluation (after the last report) would be cut off
+    epochs = spec.base["optim"]["epochs"]
+    swept = spec.space.get("optim.epochs")
+    if swept is not None:
+        epochs = max(epochs, *(swept.values or [swept.high]))
+    return ASHAScheduler(time_attr="training_iteration", max_t=int(epochs) + 1, grace_period=spec.tune.grace_period,
+                         reduction_factor=spec.tune.reduction_factor)
+
+
+def _trial_dirname(trial) -> str:
+    return trial.trial_id  # the same id names trials/<trial_id>/
+
+
+def make_trainable(spec: SweepSpec, out: Path):
+    from ray import tune
+
+    fn = tune.with_parameters(ttds_trial, spec_data=spec.to_yaml_dict(), trials_root=str((out / "trials").resolve()))
+    return tune.with_resources(fn, {"cpu": spec.tune.trial_cpus})
+
+
+def run_sweep(spec: SweepSpec, resume: bool = False) -> SweepOutcome:
+    """Run (or resume) the sweep and write the trial table, best config, plot and best model."""
+    from ray import tune
+
+    from ttds.data.resolve import open_or_prepare
+    from ttds.runtime import init_ray
+
+    t0 = time.time()
+    out = Path(spec.tune.output_dir) if spec.tune.output_dir else default_out()
+    out = out.resolve()
+    exp_dir = out / "tune"
+    resuming = resume and exp_dir.exists() and tune.Tuner.can_restore(str(exp_dir))
+    if resuming:
+        # the sweep as first started: the trainable and space must match the experiment's
+        spec = load_sweep(out / "sweep.yaml")
+        spec.tune.output_dir = str(out)
+    else:
+        if resume:
+            log.warning("--resume: no Tune experiment in %s; starting a new sweep there", exp_dir)
+        # one corpus for every trial, prepared once here (trials run in other working folders)
+        corpus = open_or_prepare(spec.base["data"]["corpus"], spec.base["data"]["seed"])
+        spec.base["data"]["corpus"] = str(corpus.root.resolve())
+        spec.tune.output_dir = str(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sweep.yaml").write_text(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False))
+    init_ray()
+    trainable = make_trainable(spec, out)
+    if resuming:
+        log.info("resuming the sweep in %s (errored trials are retried)", exp_dir)
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
+    else:
+        concurrency = spec.tune.max_concurrent or auto_concurrency(spec)
+        log.info("sweep of %d trial(s), %d at a time, into %s", count_trials(spec), concurrency, out)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(spec),
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode="max", search_alg=make_searcher(spec.tune, concurrency), scheduler=make_scheduler(spec),
+                num_samples=spec.tune.num_samples, max_concurrent_trials=None if spec.tune.search == "random" else concurrency,
+                trial_dirname_creator=_trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str(out),
+                # a failed trial is recorded (table: status + error) and the sweep goes on
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                verbose=1,
+            ),
+        )
+    grid = tuner.fit()
+    outcome = summarize(spec, out, grid, time.time() - t0)
+    outcome.resumed = resuming
+    return outcome
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def read_history(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "history.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def trial_row(spec: SweepSpec, trial_id: str, params: dict, error: BaseException | str | None, trial_dir: Path) -> dict:
+    hist = read_history(trial_dir)
+    scores = [h[METRIC] for h in hist if METRIC in h]
+    best_i = max(range(len(scores)), key=scores.__getitem__) if scores else None
+    metrics = json.loads((trial_dir / "metrics.json").read_text()) if (trial_dir / "metrics.json").exists() else None
+    planned = spec.base["optim"]["epochs"] if "optim.epochs" not in params else params["optim.epochs"]
+    err = ""
+    if error is not None:
+        err_file = trial_dir / "error.txt"
+        err = err_file.read_text().split("\n", 1)[0] if err_file.exists() else error_summary(str(error))
+        status = STATUS_ERROR
+    elif metrics is not None:
+        status = STATUS_DONE
+    elif hist:
+        status = STATUS_STOPPED
+    else:
+        status = STATUS_NOT_RUN
+    return {
+        "trial_id": trial_id,
+        **{k: params.get(k) for k in spec.space},
+        f"best_{METRIC}": scores[best_i] if best_i is not None else None,
+        "best_epoch": hist[best_i]["epoch"] if best_i is not None else None,
+        "epochs_run": len(hist),
+        "epochs_planned": planned,
+        "test_NDCG@10": metrics["test"]["NDCG@10"] if metrics else None,
+        "status": status,
+        "error": err,
+        "dir": str(trial_dir),
+    }
+
+
+def pick_best(rows: list[dict]) -> dict | None:
+    key = f"best_{METRIC}"
+    ok = [r for r in rows if r["status"] != STATUS_ERROR and r[key] is not None]
+    return max(ok, key=lambda r: r[key]) if ok else None
+
+
+def summarize(spec: SweepSpec, out: Path, grid, wall_s: float) -> SweepOutcome:
+    rows = []
+    for result in grid:
+        trial_id = Path(result.path).name
+        params = {k: v for k, v in (result.config or {}).items() if k in spec.space}
+        rows.append(trial_row(spec, trial_id, params, result.error, out / "trials" / trial_id))
+    rows.sort(key=lambda r: r["trial_id"])
+    best = pick_best(rows)
+    files = write_tables(spec, out, rows)
+    files["plot"] = str(plot_params(spec, rows, out / "ndcg_vs_params.png"))
+    if best is not None:
+        files.update(keep_best(spec, out, best))
+    summary = {
+        "best_trial": best["trial_id"] if best else None,
+        f"best_{METRIC}": best[f"best_{METRIC}"] if best else None,
+        "best_params": {k: best[k] for k in spec.space} if best else None,
+        "trials": len(rows),
+        "by_status": {s: sum(r["status"] == s for r in rows) for s in (STATUS_DONE, STATUS_STOPPED, STATUS_ERROR, STATUS_NOT_RUN)},
+        "wall_s": round(wall_s, 1),
+        "settings": spec.to_yaml_dict()["tune"],
+        "space": {k: s.describe() for k, s in spec.space.items()},
+        "files": files,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return SweepOutcome(out, rows, best, wall_s, files=files)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    return str(v)
+
+
+def write_tables(spec: SweepSpec, out: Path, rows: list[dict]) -> dict[str, str]:
+    cols = ["trial_id", *spec.space, f"best_{METRIC}", "best_epoch", "epochs_run", "epochs_planned", "test_NDCG@10", "status", "error"]
+    with open(out / "trials.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols + ["dir"])
+        w.writeheader()
+        w.writerows(rows)
+    best = pick_best(rows)
+    lines = [
+        f"# TTDS sweep: {len(rows)} trial(s), best {METRIC} = {_cell(best[f'best_{METRIC}']) if best else 'n/a'}"
+        + (f" (trial {best['trial_id']})" if best else ""),
+        "",
+        f"search: {spec.tune.search}, scheduler: {spec.tune.scheduler}, space: "
+        + "; ".join(f"`{k}` {s.describe()}" for k, s in spec.space.items()),
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for r in rows:
+        cells = [_cell(r[c]).replace("|", "\\|").replace("\n", " ") for c in cols]
+        if best is not None and r is best:
+            cells[0] = f"**{cells[0]}**"
+        lines.append("| " + " | ".join(cells) + " |")
+    (out / "trials.md").write_text("\n".join(lines) + "\n")
+    return {"csv": str(out / "trials.csv"), "markdown": str(out / "trials.md")}
+
+
+def keep_best(spec: SweepSpec, out: Path, best: dict) -> dict[str, str]:
+    """best.yaml (the full config, sweep-only knobs left out) and a copy of the best model."""
+    params = {k: best[k] for k in spec.space}
+    save_config(spec.final_config(params), out / "best.yaml")
+    files = {"best_yaml": str(out / "best.yaml")}
+    src = Path(best["dir"]) / "model"
+    if src.exists():
+        dst = out / "best_model"
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst)
+        files["best_model"] = str(dst)
+    return files
+
+
+def plot_params(spec: SweepSpec, rows: list[dict], path: Path) -> Path:
+    """One panel per swept parameter: each trial's best valid NDCG@10 at its value.
+
+    choice/grid values are evenly spaced categories (codebook sizes 64/128/256 read better that
+    way than on a linear axis); ranges use a numeric axis, logarithmic for log-uniform ones.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    keys = list(spec.space)
+    ncols = min(3, len(keys))
+    nrows = math.ceil(len(keys) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(6.0, 4.2 * ncols), 3.4 * nrows + 0.6), squeeze=False)
+    metric = f"best_{METRIC}"
+    marks = {STATUS_DONE: ("o", "tab:blue"), STATUS_STOPPED: ("v", "tab:orange")}
+    failed = sum(r["status"] == STATUS_ERROR for r in rows)
+    for ax, key in zip(axes.flat, keys):
+        s = spec.space[key]
+        categorical = s.kind in ("choice", "grid")
+        cats = [str(v) for v in s.values] if categorical else []
+        for status, (m, color) in marks.items():
+            pts = [(r[key], r[metric]) for r in rows if r["status"] == status and r[metric] is not None and r[key] is not None]
+            if pts:
+                xs = [cats.index(str(x)) if categorical and str(x) in cats else x for x, _ in pts]
+                ax.scatter(xs, [y for _, y in pts], marker=m, color=color, label=status, alpha=0.8)
+        if categorical:
+            ax.set_xticks(range(len(cats)), cats)
+            ax.set_xlim(-0.5, len(cats) - 0.5)
+        else:
+            if s.log_scale:
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            pad = (s.high / s.low) ** 0.05 if s.log_scale else 0.05 * (s.high - s.low)
+            ax.set_xlim(s.low / pad, s.high * pad) if s.log_scale else ax.set_xlim(s.low - pad, s.high + pad)
+        ax.set_xlabel(key)
+        ax.set_ylabel(METRIC)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    if axes.flat[0].get_legend_handles_labels()[0]:
+        axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"best {METRIC} per trial: {len(rows)} trials" + (f", {failed} failed (not shown)" if failed else ""), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,402 @@
+"""The Ray Serve app over real HTTP on 127.0.0.1: rankings, cold start, bad input, overload, rollout.
+
+The model folders are built directly with the training code's own pieces (towers fitted for a
+few epochs, a one-layer backbone with the semantic tokens, `save_model`), not by the full
+training job: the tests are about serving a model folder, and a Ray Train run would take most
+of the time budget on a 2-core machine. Set TTDS_SERVE_TEST_MODEL to a trained model folder to
+run the same tests against it (its copy is then the rollout target).
+
+One Serve instance for the module, torn down with `serve.shutdown()`. It runs on the session's
+Ray when one is up, else on its own loopback Ray (started with retries: on a saturated 2-core
+machine a raylet sometimes fails its 30 s start-up check) that it shuts down afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # serve_apps lives at the repository root, beside platform/
+
+httpx = pytest.importorskip("httpx")
+
+DEPLOYMENTS = ("Ingress", "UserEncoder", "SemanticIDGenerator", "Retriever")
+SMALL = {"ray_actor_options": {"num_cpus": 0.05}, "autoscaling_config": None, "num_replicas": 1}
+TEXT_DIMS = 32
+
+
+# --------------------------------------------------------------------------- tiny model folders
+
+
+def build_tiny_model(corpus_dir: Path, out: Path, seed: int, text_features: bool) -> Path:
+    """A model folder in the exact layout jobs/train_ttds.py writes (untrained backbone).
+
+    text_features=True: item X = the backbone's own text vectors (so text cold start works);
+    False: collaborative X of another width (so text cold start must answer 400).
+    """
+    import torch
+
+    from ttds.data.corpus import Corpus
+
+    corpus = Corpus.open(corpus_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: OpenMP threads only contend on a busy 2-core machine
+    try:
+        return _build(corpus, corpus_dir, out, seed, text_features)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(corpus, corpus_dir: Path, out: Path, seed: int, text_features: bool) -> Path:
+    import torch
+
+    from ttds.configs import IndexConfig
+    from ttds.features.build import Features, users_from_items
+    from ttds.features.collaborative import CollaborativeConfig, collaborative_vectors
+    from ttds.index.rq import FitConfig, fit_tokenizer
+    from ttds.index.table import SemanticIDTable
+    from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
+    from ttds.llm.backbone import BackboneConfig, add_semantic_tokens, encode_texts, load_backbone
+    from ttds.llm.model import TTDSModel
+    from ttds.llm.model_io import save_model
+    from ttds.llm.prompts import semantic_vocabulary
+    from ttds.train.tokenizer_job import save_features
+    from ttds.train.ttds_worker import code_vector_map
+
+    torch.manual_seed(seed)
+    bcfg = BackboneConfig(hidden_size=TEXT_DIMS, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                          text_vocab_size=600, seed=seed, dtype="float32")
+    backbone, tok = load_backbone(bcfg, corpus.item_titles)
+    if text_features:
+        raw, source, text_dims = encode_texts(backbone, tok, corpus.item_texts, batch_size=64), "text", TEXT_DIMS
+    else:
+        raw, _ = collaborative_vectors(corpus.train_sequences, corpus.n_items, CollaborativeConfig(dim=16, epochs=3, seed=seed))
+        source, text_dims = "collaborative", 0
+    item_x = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-8)
+    item_x = ((item_x - item_x.mean(0)) / max(float(item_x.std()), 1e-8)).astype(np.float32)
+    user_x = users_from_items(corpus, item_x)
+    dim = item_x.shape[1]
+    idx = IndexConfig(levels=3, user_levels=2, codebook_size=16, code_dim=16, hidden_dims=[32], seed=seed)
+    towers = TwinTowerTokenizer(TwinTowerConfig.from_dict(idx.towers(dim, dim)))
+    fit_tokenizer(towers.item, torch.from_numpy(item_x), FitConfig(epochs=4, seed=seed))
+    fit_tokenizer(towers.user, torch.from_numpy(user_x), FitConfig(epochs=4, seed=seed))
+    items = SemanticIDTable.from_codes("item", np.arange(corpus.n_items), towers.encode_items(torch.from_numpy(item_x)).numpy(), 16)
+    users = SemanticIDTable.from_codes("user", np.arange(corpus.n_users), towers.encode_users(torch.from_numpy(user_x)).numpy(), 16)
+    suffixes = max(items.max_suffix, users.max_suffix, 0) + 1
+    add_semantic_tokens(backbone, tok, semantic_vocabulary(3, 2, 16, suffixes), code_vector_map(towers), seed=seed)
+    model = TTDSModel(backbone, towers, TEXT_DIMS, dim)
+    feats = out.parent / f"{out.name}-features.safetensors"
+    save_features(Features(item_x, user_x, source, text_dims), feats)
+    meta = {"epoch": 0, "max_history": 20, "max_len": 256, "suffixes": suffixes, "item_levels": 3, "user_levels": 2,
+            "codebook_size": 16, "corpus_dir": str(Path(corpus_dir).resolve()), "source": source, "metrics": {}, "config": {}}
+    return save_model(out, model, tok, items, users, meta, feats)
+
+
+@pytest.fixture(scope="module")
+def models(synthetic_corpus, tmp_path_factory) -> tuple[Path, Path]:
+    """(A, B): B is the rollout target (another ID table, or a copy of a given trained model)."""
+    root = tmp_path_factory.mktemp("serve_models")
+    given = os.environ.get("TTDS_SERVE_TEST_MODEL")
+    if given:
+        b = root / "copy"
+        shutil.copytree(given, b)
+        return Path(given), b
+    return build_tiny_model(synthetic_corpus, root / "a", seed=0, text_features=True), build_tiny_model(
+        synthetic_corpus, root / "b", seed=1, text_features=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_config(name: str, prefix: str, model_dir: Path) -> dict:
+    """serve_apps/config.yaml's application, pointed at `model_dir` and shrunk to one replica of
+    each deployment (autoscaling off, tiny CPU shares): the shipped config is what is deployed."""
+    import yaml
+
+    app = yaml.safe_load((ROOT / "serve_apps" / "config.yaml").read_text())["applications"][0]
+    app.update(name=name, route_prefix=prefix)
+    for dep in app["deployments"]:
+        dep.pop("autoscaling_config", None)
+        dep.update(num_replicas=1, ray_actor_options=SMALL["ray_actor_options"])
+        dep["user_config"]["model_dir"] = str(model_dir)
+    return app
+
+
+def deploy(apps: list[dict]) -> None:
+    """What `serve deploy config.yaml` does: hand the controller a declarative config."""
+    from ray.serve import context
+    from ray.serve.schema import ServeDeploySchema
+
+    context._get_global_client().deploy_apps(ServeDeploySchema(applications=apps), _blocking=False)
+
+
+def wait_deployed(app: str, timeout: float = 150) -> None:
+    """Until the controller reports the app RUNNING with every deployment HEALTHY and no
+    replica of an older version left (a code change restarts replicas)."""
+    from ray import serve
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = serve.status().applications.get(app)
+        if st is not None and st.status == "RUNNING" and all(d.status == "HEALTHY" for d in st.deployments.values()):
+            return
+        time.sleep(1)
+    raise AssertionError(f"app {app} not deployed within {timeout}s: {serve.status().applications.get(app)}")
+
+
+def wait_ready(url: str, version: str | None = None, timeout: float = 150) -> dict:
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        try:
+            r = httpx.get(f"{url}/healthz", timeout=10)
+            last = r.text
+            body = r.json()
+            if r.status_code == 200 and (version is None or body["model_version"] == version):
+                return body
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(1)
+    raise AssertionError(f"{url} not ready within {timeout}s: {last}")
+
+
+@pytest.fixture(scope="module")
+def ray_for_serve():
+    import ray
+
+    from ttds.runtime import init_ray
+
+    if ray.is_initialized():
+        yield ray
+        return
+    for attempt in range(3):
+        try:
+            init_ray(num_cpus=2, object_store_mb=300)
+            break
+        except Exception:  # noqa: BLE001 - start-up timeouts under load; retried
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            time.sleep(5)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(ray_for_serve, models):
+    """The app (from serve.run) on a free loopback port; yields (base url, model A, model B)."""
+    from ray import serve
+
+    from serve_apps.app import compose
+
+    a, b = models
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(compose(str(a), {d: SMALL for d in DEPLOYMENTS}, {"num_threads": 1}), name="ttds", route_prefix="/", blocking=False)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+        yield url, a, b
+    finally:
+        serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(models):
+    from ttds.data.corpus import Corpus
+
+    return Corpus.open(json.loads((models[0] / "ttds.json").read_text())["corpus_dir"])
+
+
+def post(url: str, body=None, **kw) -> httpx.Response:
+    return httpx.post(f"{url}/recommend", json=body, timeout=60, **kw) if body is not None else httpx.post(f"{url}/recommend", timeout=60, **kw)
+
+
+def assert_ranked(r: httpx.Response, k: int, n_items: int) -> list[int]:
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ids = [it["item_id"] for it in body["items"]]
+    assert len(ids) == k and len(set(ids)) == k and all(0 <= i < n_items for i in ids), ids
+    scores = [it["score"] for it in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    return ids
+
+
+def assert_clean_4xx(r: httpx.Response, status: int | tuple[int, ...], *words: str) -> None:
+    statuses = (status,) if isinstance(status, int) else status
+    assert r.status_code in statuses, (r.status_code, r.text)
+    assert "Traceback" not in r.text and 'File "' not in r.text, r.text
+    text = r.text.lower()
+    for w in words:
+        assert w.lower() in text, (w, r.text)
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def test_recommender_in_process(models, corpus):
+    """The object under the deployments: prompts match the evaluation's, inputs are checked."""
+    from ttds.decode.beam import BeamConfig
+    from ttds.eval.evaluate import rank_next_items
+    from ttds.recommender import Query, Recommender, RequestError
+
+    a, b = models
+    rec = Recommender.load(a)
+    state = rec.resolve(Query(user_id=3))
+    assert state.kind == "known"
+    assert rec.prompt_ids(state) == rec.builder.next_item_prompt(3, state.history, 0)
+    ranked = rank_next_items(rec.backbone, rec.builder, rec.trie, [3], [state.history], 0, BeamConfig(20, 10), rec.max_history)
+    assert [i for i, _ in rec.recommend(user_id=3)] == ranked[0].tolist()  # serving == evaluation
+
+    hist = corpus.train_sequences[5][:4].tolist()
+    toks = rec.cold_start_user_tokens(hist)
+    assert len(toks) == rec.towers.config.user.levels and set(toks) <= set(rec.vocab.values())  # one per level
+    cold = rec.resolve(Query(history=hist))
+    assert cold.kind == "cold_start" and rec.prompt_ids(cold)[: len(rec.builder.bos)] == rec.builder.bos
+    assert set(toks) <= set(rec.prompt_ids(cold))
+    seen = set(hist)
+    assert not seen & {i for i, _ in rec.recommend(history=hist, k=10, exclude_seen=True, mode="retrieval")}
+    for bad, status in [({"user_id": 10**6}, 404), ({"history": [rec.n_items]}, 400), ({"history": []}, 400),
+                        ({"history": [1] * 201}, 400), ({"user_id": 1, "k": 0}, 400), ({"user_id": 1, "k": 101}, 400)]:
+        with pytest.raises(RequestError) as err:
+            rec.recommend(**bad)
+        assert err.value.status == status
+    if not os.environ.get("TTDS_SERVE_TEST_MODEL"):
+        with pytest.raises(RequestError, match="text-sourced model"):
+            Recommender.load(b, parts=("retriever",)).recommend(text="a red guitar")
+
+
+# --------------------------------------------------------------------------- over HTTP
+
+
+def test_known_user_both_modes(server, corpus):
+    url, a, _ = server
+    for mode in ("beam", "retrieval"):
+        r = post(url, {"user_id": 3, "k": 10, "mode": mode})
+        assert_ranked(r, 10, corpus.n_items)
+        body = r.json()
+        assert body["user"] == "known" and body["mode"] == mode and body["user_semantic_id"].startswith("<ua_")
+    seen = set(corpus.train_sequences[3].tolist())
+    r = post(url, {"user_id": 3, "k": 20, "exclude_seen": True})
+    assert not seen & set(assert_ranked(r, 20, corpus.n_items))
+
+
+def test_raw_history_cold_start_and_text(server, corpus):
+    url, a, _ = server
+    hist = [int(i) for i in corpus.train_sequences[7][:5]]
+    for mode in ("beam", "retrieval"):
+        r = post(url, {"history": hist, "k": 5, "mode": mode})
+        assert_ranked(r, 5, corpus.n_items)
+        body = r.json()
+        assert body["user"] == "cold_start" and body["user_semantic_id"].startswith("<ua_")  # ID from the user tower
+    # known user + a fresh session history: the user's tokens, the given items
+    assert_ranked(post(url, {"user_id": 7, "history": hist[:2], "k": 3}), 3, corpus.n_items)
+    if not os.environ.get("TTDS_SERVE_TEST_MODEL"):  # model A's X are its backbone's text vectors
+        r = post(url, {"text": corpus.item_titles[4], "k": 5})
+        assert_ranked(r, 5, corpus.n_items)
+        assert r.json()["mode"] == "text"
+    item = httpx.get(f"{url}/items/4", timeout=30).json()
+    assert item["item_id"] == 4 and item["semantic_id"].startswith("<a_") and item["title"] == corpus.item_titles[4]
+    sim = httpx.get(f"{url}/items/4/similar", params={"k": 5}, timeout=30).json()
+    assert len(sim["items"]) == 5 and 4 not in [i["item_id"] for i in sim["items"]]
+    assert httpx.get(f"{url}/docs", timeout=30).status_code == 200
+    assert "/recommend" in httpx.get(f"{url}/openapi.json", timeout=30).json()["paths"]
+
+
+def test_bad_input_is_a_helpful_4xx(server, corpus):
+    url, _, _ = server
+    n = corpus.n_items
+    assert_clean_4xx(post(url, {"user_id": 10**6}), 404, "unknown", "history")
+    assert_clean_4xx(post(url, {"history": [1, n + 5]}), 400, str(n + 5), "unknown item")
+    assert_clean_4xx(post(url, {"history": []}), 422, "history")
+    assert_clean_4xx(post(url, {}), 422, "user_id")
+    assert_clean_4xx(post(url, {"history": list(range(201))}), 422, "history", "200")
+    assert_clean_4xx(post(url, {"user_id": 1, "k": 0}), 422, "k")
+    assert_clean_4xx(post(url, {"user_id": 1, "k": 1000}), 422, "k", "100")
+    assert_clean_4xx(post(url, {"user_id": "seven"}), 422, "user_id", "integer")
+    assert_clean_4xx(post(url, {"user_id": 1, "k": "10"}), 422, "k")
+    assert_clean_4xx(post(url, {"history": [1.5, 2]}), 422, "history")
+    assert_clean_4xx(post(url, {"user_id": 1, "mode": "magic"}), 422, "mode")
+    assert_clean_4xx(post(url, {"user_id": 1, "bogus": 1}), 422, "bogus")
+    assert_clean_4xx(post(url, {"text": "x", "user_id": 1}), 422, "text alone")
+    assert_clean_4xx(post(url, content=b'{"user_id": 1,', headers={"content-type": "application/json"}), 400, "json")
+    assert_clean_4xx(post(url, content=b"[1, 2]", headers={"content-type": "application/json"}), 422)
+    big = json.dumps({"history": list(range(30000))}).encode()
+    assert_clean_4xx(post(url, content=big, headers={"content-type": "application/json"}), 413)
+    assert_clean_4xx(httpx.get(f"{url}/items/{n}", timeout=30), 404, "unknown")
+    assert_clean_4xx(httpx.get(f"{url}/items/abc", timeout=30), 422, "item_id")
+    assert_clean_4xx(httpx.get(f"{url}/items/1/similar", params={"k": 0}, timeout=30), 422, "k")
+
+
+def test_overload_answers_503(server, models):
+    """A second app whose Ingress takes 1 request at a time with a queue of 1: a burst gets 503s."""
+    url, a, _ = server
+    from ray import serve
+
+    from serve_apps.app import compose
+
+    tight = {d: SMALL for d in DEPLOYMENTS}
+    tight["Ingress"] = {**SMALL, "max_ongoing_requests": 1, "max_queued_requests": 1}
+    serve.run(compose(str(a), tight, {"num_threads": 1}), name="tight", route_prefix="/tight", blocking=False)
+    try:
+        wait_ready(f"{url}/tight")
+        with ThreadPoolExecutor(24) as pool:
+            codes = list(pool.map(lambda i: post(f"{url}/tight", {"user_id": i, "k": 50}).status_code, range(48)))
+        assert 503 in codes and 200 in codes, codes
+        assert set(codes) <= {200, 503}, codes
+    finally:
+        serve.delete("tight")
+
+
+def test_rollout_drops_no_request(server, corpus):
+    """`serve deploy` with a new model_dir in user_config while requests flow: every request
+    answers 200 and the new version takes over (loaded beside the old, then swapped)."""
+    url, a, b = server
+    from ttds.recommender import model_version
+
+    old, new = model_version(a), model_version(b)
+    deploy([app_config("ttds", "/", a)])  # same model under a declarative config (replicas restart once)
+    time.sleep(2)
+    wait_deployed("ttds")
+    wait_ready(url, old)
+    failures, versions, stop = [], [], threading.Event()
+
+    def loop(mode: str) -> None:
+        i = 0
+        while not stop.is_set():
+            r = post(url, {"user_id": i % 50, "k": 5, "mode": mode})
+            (versions.append(r.json()["model_version"]) if r.status_code == 200 else failures.append((r.status_code, r.text)))
+            i += 1
+
+    threads = [threading.Thread(target=loop, args=(m,)) for m in ("beam", "retrieval")]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        deploy([app_config("ttds", "/", b)])
+        wait_ready(url, new, timeout=120)
+        time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not failures, failures[:5]
+    assert versions[-1] == new and old in versions, (versions[:3], versions[-3:])
+    health = httpx.get(f"{url}/healthz", timeout=30).json()
+    assert health["status"] == "ok" and not health["rolling_out"]
+    if not os.environ.get("TTDS_SERVE_TEST_MODEL"):  # B is collaborative: text cold start now says why not
+        assert_clean_4xx(post(url, {"text": "a red guitar"}), 400, "text-sourced")

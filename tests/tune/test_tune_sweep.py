@@ -1,0 +1,148 @@
+"""Ray Tune sweeps of the TTDS job: the sweep file, the CLI checks, and a 2-trial sweep end to end
+where one trial fails on a bad config value and the sweep still finishes with a best config."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ttds.config import ConfigError, load_config
+from ttds.configs import TTDSJobConfig
+from ttds.tune.space import count_trials, load_sweep, param_space
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = ROOT / "configs" / "tune_default.yaml"
+
+# the TINY model of tests/train/test_train_ttds_e2e.py (trains an epoch in seconds)
+TINY = [
+    "--index.levels=3", "--index.user_levels=2", "--index.codebook_size=16", "--index.code_dim=16",
+    "--index.hidden_dims=[32]", "--index.epochs=6", "--index.features.source=collaborative",
+    "--backbone.hidden_size=64", "--backbone.num_layers=2", "--backbone.num_heads=2", "--backbone.num_kv_heads=1",
+    "--backbone.intermediate_size=128", "--optim.batch_size=32", "--optim.lr=3e-3",
+    "--eval.valid_users=150", "--eval.templates=1", "--eval.workers=1", "--eval.beam_width=10",
+]
+
+
+def test_default_sweep_file_loads_and_covers_the_issue_space():
+    spec = load_sweep(DEFAULT)
+    assert {"index.levels", "index.codebook_size", "loss.alpha", "loss.beta", "optim.lr", "backbone.lora_r"} <= set(spec.space)
+    assert spec.space["index.levels"].values == [3, 4, 5]
+    assert spec.space["loss.alpha"].kind == "loguniform" and spec.space["optim.lr"].kind == "loguniform"
+    assert count_trials(spec) == spec.tune.num_samples
+    assert set(param_space(spec)) == set(spec.space)
+    # a trial's config is a valid TTDSJobConfig with the sampled value in place
+    cfg = spec.trial_config({"index.levels": 5, "loss.alpha": 0.3}, "/tmp/x")
+    assert cfg.index.levels == 5 and cfg.loss.alpha == 0.3 and cfg.output_dir == "/tmp/x"
+    assert cfg.train.max_failures == 0  # sweep_only applies to trials ...
+    assert spec.final_config({"index.levels": 5}).train.max_failures == TTDSJobConfig().train.max_failures  # ... not to best.yaml
+
+
+def test_pins_and_grids_from_the_command_line():
+    spec = load_sweep(DEFAULT, pins=["--index.codebook_size=16", "--optim.epochs=2"], grids=["index.levels=3,4,5", "loss.alpha=0.05,0.5"],
+                      tune_overrides={"num_samples": 1})
+    assert "index.codebook_size" not in spec.space and spec.base["index"]["codebook_size"] == 16
+    assert spec.base["optim"]["epochs"] == 2
+    assert spec.space["index.levels"].kind == "grid" and spec.space["loss.alpha"].values == [0.05, 0.5]
+    assert count_trials(spec) == 6
+    # a grid on a pinned key is swept (the explicit --grid wins)
+    spec = load_sweep(None, pins=["--index.levels=4"], grids=["index.levels=3,4"])
+    assert spec.space["index.levels"].values == [3, 4]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"grids": ["index.levelz=3,4"]}, "index.levels"),  # typo: suggestion names the real key
+    ({"pins": ["--optim.nope=1"]}, "unknown config key"),
+    ({"grids": ["index.levels=3,4"], "tune_overrides": {"search": "optuna"}}, "only work with --search random"),
+    ({"tune_overrides": {"scheduler": "hyperband"}}, "scheduler"),
+    ({}, "search space is empty"),
+])
+def test_bad_sweeps_fail_before_any_trial(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(None, **kwargs)
+
+
+def test_missing_searcher_package_is_a_clear_error():
+    from ttds.tune.sweep import make_searcher
+
+    for name in ("optuna", "hyperopt"):
+        spec = load_sweep(DEFAULT, tune_overrides={"search": name})
+        if importlib.util.find_spec(name) is None:
+            with pytest.raises(ConfigError, match=f"pip install {name}"):
+                make_searcher(spec.tune)
+        else:
+            assert make_searcher(spec.tune) is not None
+
+
+def test_cli_rejects_bad_arguments_without_traceback():
+    r = subprocess.run([sys.executable, str(ROOT / "jobs" / "tune_ttds.py"), "--grid", "index.levels=3,4", "--search", "optuna"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "only work with --search random" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "jobs" / "tune_ttds.py"), "--resume"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--output_dir" in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "jobs" / "tune_ttds.py"), "--print-config", "--grid", "index.levels=3,4,5",
+                        "--num-samples", "2"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "# 6 trial(s)" in r.stdout
+
+
+def test_history_tail_reads_whole_lines_only(tmp_path):
+    from ttds.tune.sweep import HistoryTail, error_summary
+
+    path = tmp_path / "history.jsonl"
+    tail = HistoryTail(path)
+    assert tail.read_new() == []
+    path.write_text('{"epoch": 0, "valid_NDCG@10": 0.1}\n{"epoch": 1, "val')
+    assert [r["epoch"] for r in tail.read_new()] == [0]
+    with open(path, "a") as f:
+        f.write('id_NDCG@10": 0.2}\n')
+    assert tail.read_new() == [{"epoch": 1, "valid_NDCG@10": 0.2}]
+    assert tail.read_new() == []
+    text = "TrainingFailedError: Training failed\nTraceback (most recent call last):\n  File x\nValueError: need codebook_size >= 2\n"
+    assert error_summary(text) == "ValueError: need codebook_size >= 2"
+
+
+@pytest.mark.slow
+def test_two_trial_sweep_with_one_failure(ray_session, synthetic_corpus, tmp_path):
+    """Trial 1 trains (codebook 16); trial 2 asks for codebook_size=0, which the RQ tokenizer
+    rejects. The sweep must finish, table both, and hand back a loadable best config."""
+    from ttds.tune.sweep import STATUS_DONE, STATUS_ERROR, run_sweep
+
+    out = tmp_path / "sweep"
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(
+        "tune: {num_samples: 1, max_concurrent: 1, scheduler: asha, poll_s: 1.0}\n"
+        "sweep_only: {eval: {test_users: 100}, train: {max_failures: 0}}\n"
+        "space:\n  index.codebook_size: {type: grid, values: [16, 0]}\n"
+    )
+    # 2 tokenizer epochs (TINY has 6): this test checks the sweep, not the tokenizer's quality
+    pins = [f"--data.corpus={synthetic_corpus}", "--optim.epochs=2", *[p for p in TINY if "codebook_size" not in p], "--index.epochs=2"]
+    spec = load_sweep(sweep_file, pins=pins, tune_overrides={"output_dir": str(out)})
+    assert list(spec.space) == ["index.codebook_size"] and count_trials(spec) == 2
+    outcome = run_sweep(spec)
+
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert len(rows) == 2, rows
+    by_size = {r["index.codebook_size"]: r for r in rows}
+    good, bad = by_size["16"], by_size["0"]
+    assert bad["status"] == STATUS_ERROR and "codebook_size" in bad["error"], bad
+    assert good["status"] == STATUS_DONE and float(good["best_valid_NDCG@10"]) > 0, good
+    assert good["epochs_run"] == "2" and good["error"] == ""
+    md = (out / "trials.md").read_text()
+    assert md.count("| ") > 2 and "error" in md and "codebook_size" in md
+
+    best = load_config(TTDSJobConfig, out / "best.yaml")
+    assert best.index.codebook_size == 16 and best.optim.epochs == 2 and best.output_dir == ""
+    assert best.train.max_failures == TTDSJobConfig().train.max_failures  # sweep-only knobs left out
+    assert (out / "best_model" / "ttds.json").exists()
+    assert (out / "ndcg_vs_params.png").stat().st_size > 1000
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_trial"] == good["trial_id"] and summary["by_status"][STATUS_ERROR] == 1
+    assert outcome.best["trial_id"] == good["trial_id"]
+    # per-epoch results reached Tune while the trial ran (what ASHA acts on)
+    progress = list((out / "tune").glob(f"{good['trial_id']}/progress.csv"))
+    assert progress and len(progress[0].read_text().strip().splitlines()) == 1 + 2
