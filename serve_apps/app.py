@@ -1,16 +1,22 @@
 """Ray Serve application of the TTDS recommender: four deployments composed with handles.
 
-  Ingress (FastAPI)  ──► UserEncoder          user id / history / text → PromptState
-         │          ──► SemanticIDGenerator  trie-constrained beam search, @serve.batch
-         └─────────────► Retriever            faiss fast path, text cold start, item metadata
+  Ingress (FastAPI) ─► UserEncoder ─(PromptState)─► SemanticIDGenerator   beam search, @serve.batch
+        │                                      └─► Retriever             faiss fast path, text cold start
+        └─► Retriever (GET /items/{id}, /items/{id}/similar)
+
+The UserEncoder validates and resolves user id / history / text into a PromptState; its
+response is passed unresolved to the ranking step, which receives it straight from the encoder.
 
 Why split this way: the encoder is cheap CPU work that needs no backbone; beam search is the
 expensive, batchable part and the one to put on GPUs and autoscale; retrieval needs one
-forward pass and a faiss index and scales separately. Each deployment loads the model folder
-named in its `user_config` (`reconfigure`): a new model rolls out with `serve deploy` (or
-`serve.run` again) by loading it beside the old one and swapping one reference, so requests in
-flight finish on the model they started with and none are dropped. States carry the model
-version; a step on another version re-resolves (see `ttds.recommender`).
+forward pass and a faiss index and scales separately.
+
+Rollout: each deployment loads the model folder named in its `user_config` (`reconfigure`).
+`serve deploy` with a changed model_dir reconfigures the running replicas in place: the new
+model loads beside the old one and one reference is swapped, so requests in flight finish on
+the model they started with and none is dropped. `serve.run` again (or a code change) replaces
+replicas instead; `max_surge_percent` starts the new ones before the old ones stop. States carry
+the model version; a step on another version re-resolves (see `ttds.recommender`).
 
 Run:  serve run serve_apps/config.yaml                 (edit model_dir there first)
       serve run serve_apps.app:build_app model_dir=runs/train_ttds/<ts>/model
@@ -78,15 +84,14 @@ class ModelHolder:
     the replica with nothing; a failed FIRST load fails the replica so `serve status` shows it.
     """
 
-    PARTS: tuple[str, ...] = ()
+    PARTS: tuple[str, ...] = ()  # Recommender parts this deployment needs (see Recommender.load)
+    BATCHED: str | None = None  # name of the @serve.batch method whose knobs user_config may set
 
     def __init__(self) -> None:
         self.rec: Recommender | None = None
         self._key: tuple | None = None
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
-
-    BATCHED: str | None = None  # name of the @serve.batch method whose knobs user_config may set
 
     async def reconfigure(self, config: dict) -> None:
         config = dict(config or {})

@@ -189,7 +189,7 @@ class Recommender:
         self.device = spec.device if needs_backbone else torch.device("cpu")
         self.tokenizer = lm.tokenizer
         self.items_table, self.users_table = lm.items, lm.users
-        self.towers = lm.model.towers.eval()
+        self.towers = lm.model.towers.to("cpu").eval()  # cold start encodes one vector: CPU, no transfer
         self.id_head = lm.model.id_head.eval()
         self.backbone = lm.model.backbone.eval() if needs_backbone else None
         vocab = lm.tokenizer.get_vocab()
@@ -297,7 +297,7 @@ class Recommender:
             "users": self.n_users,
             "user_tower": self.towers.user is not None,
             "features": self.feature_source,
-            "text_cold_start": self.text_dims > 0,
+            "text_cold_start": self.text_dims > 0 and self.text_dims == self.id_head.in_features,
             "device": str(self.device),
             "parts": list(self.parts),
         }
@@ -508,7 +508,7 @@ class Recommender:
     def _check_text(self) -> None:
         if self.backbone is None:
             raise RuntimeError("this Recommender was loaded without a backbone")
-        hidden = int(self.backbone.get_input_embeddings().weight.shape[1])
+        hidden = int(self.id_head.in_features)  # the backbone's width (the head reads its states)
         if self.text_index is None or self.text_dims != hidden:
             raise RequestError(
                 "text cold start needs a text-sourced model: item X must hold text vectors of the backbone's width "

@@ -6,7 +6,8 @@ training job: the tests are about serving a model folder, and a Ray Train run wo
 of the time budget on a 2-core machine. Set TTDS_SERVE_TEST_MODEL to a trained model folder to
 run the same tests against it (its copy is then the rollout target).
 
-One Serve instance for the module, torn down with `serve.shutdown()`. It runs on the session's
+One Serve instance for the module (serve_apps/config.yaml, deployed declaratively), torn down
+with `serve.shutdown()`. It runs on the session's
 Ray when one is up, else on its own loopback Ray (started with retries: on a saturated 2-core
 machine a raylet sometimes fails its 30 s start-up check) that it shuts down afterwards.
 """
@@ -123,7 +124,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def app_config(name: str, prefix: str, model_dir: Path) -> dict:
+def app_config(name: str, prefix: str, model_dir: Path, ingress: dict | None = None) -> dict:
     """serve_apps/config.yaml's application, pointed at `model_dir` and shrunk to one replica of
     each deployment (autoscaling off, tiny CPU shares): the shipped config is what is deployed."""
     import yaml
@@ -134,6 +135,8 @@ def app_config(name: str, prefix: str, model_dir: Path) -> dict:
         dep.pop("autoscaling_config", None)
         dep.update(num_replicas=1, ray_actor_options=SMALL["ray_actor_options"])
         dep["user_config"]["model_dir"] = str(model_dir)
+        if dep["name"] == "Ingress":
+            dep.update(ingress or {})
     return app
 
 
@@ -198,17 +201,22 @@ def ray_for_serve():
 
 @pytest.fixture(scope="module")
 def server(ray_for_serve, models):
-    """The app (from serve.run) on a free loopback port; yields (base url, model A, model B)."""
-    from ray import serve
+    """serve_apps/config.yaml deployed on a free loopback port (what `serve deploy` does);
+    yields (base url, model A, model B).
 
-    from serve_apps.app import compose
+    Declarative from the start, not `serve.run`: a rollout by user_config (reconfigure in
+    place) needs a declaratively deployed app, and switching an imperative app over restarts
+    every replica (~40 s here). `serve.run(compose(...))` is what benchmarks/serve_load.py runs.
+    """
+    from ray import serve
 
     a, b = models
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(compose(str(a), {d: SMALL for d in DEPLOYMENTS}, {"num_threads": 1}), name="ttds", route_prefix="/", blocking=False)
+    deploy([app_config("ttds", "/", a)])
     url = f"http://127.0.0.1:{port}"
     try:
+        wait_deployed("ttds", timeout=240)
         wait_ready(url)
         yield url, a, b
     finally:
@@ -280,6 +288,19 @@ def test_recommender_in_process(models, corpus):
             Recommender.load(b, parts=("retriever",)).recommend(text="a red guitar")
 
 
+def test_build_app_entry_point(models, tmp_path):
+    """`serve run serve_apps.app:build_app model_dir=...`: the graph binds every deployment to
+    the model, and a wrong folder fails at build time with a message that says what to fix."""
+    from ray.serve import Application
+
+    from serve_apps.app import build_app
+
+    app = build_app({"model_dir": str(models[0])})
+    assert isinstance(app, Application)
+    with pytest.raises(FileNotFoundError, match="not a TTDS model folder"):
+        build_app({"model_dir": str(tmp_path)})
+
+
 # --------------------------------------------------------------------------- over HTTP
 
 
@@ -342,26 +363,6 @@ def test_bad_input_is_a_helpful_4xx(server, corpus):
     assert_clean_4xx(httpx.get(f"{url}/items/1/similar", params={"k": 0}, timeout=30), 422, "k")
 
 
-def test_overload_answers_503(server, models):
-    """A second app whose Ingress takes 1 request at a time with a queue of 1: a burst gets 503s."""
-    url, a, _ = server
-    from ray import serve
-
-    from serve_apps.app import compose
-
-    tight = {d: SMALL for d in DEPLOYMENTS}
-    tight["Ingress"] = {**SMALL, "max_ongoing_requests": 1, "max_queued_requests": 1}
-    serve.run(compose(str(a), tight, {"num_threads": 1}), name="tight", route_prefix="/tight", blocking=False)
-    try:
-        wait_ready(f"{url}/tight")
-        with ThreadPoolExecutor(24) as pool:
-            codes = list(pool.map(lambda i: post(f"{url}/tight", {"user_id": i, "k": 50}).status_code, range(48)))
-        assert 503 in codes and 200 in codes, codes
-        assert set(codes) <= {200, 503}, codes
-    finally:
-        serve.delete("tight")
-
-
 def test_rollout_drops_no_request(server, corpus):
     """`serve deploy` with a new model_dir in user_config while requests flow: every request
     answers 200 and the new version takes over (loaded beside the old, then swapped)."""
@@ -369,9 +370,6 @@ def test_rollout_drops_no_request(server, corpus):
     from ttds.recommender import model_version
 
     old, new = model_version(a), model_version(b)
-    deploy([app_config("ttds", "/", a)])  # same model under a declarative config (replicas restart once)
-    time.sleep(2)
-    wait_deployed("ttds")
     wait_ready(url, old)
     failures, versions, stop = [], [], threading.Event()
 
@@ -400,3 +398,34 @@ def test_rollout_drops_no_request(server, corpus):
     assert health["status"] == "ok" and not health["rolling_out"]
     if not os.environ.get("TTDS_SERVE_TEST_MODEL"):  # B is collaborative: text cold start now says why not
         assert_clean_4xx(post(url, {"text": "a red guitar"}), 400, "text-sourced")
+
+    # a rollout to a folder that is not a model: the old model keeps serving, /healthz says why
+    deploy([app_config("ttds", "/", b.parent / "not-a-model")])
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        health = httpx.get(f"{url}/healthz", timeout=30).json()
+        if health["rolling_out"] and all(c.get("last_error") for c in health["components"].values()):
+            break
+        time.sleep(1)
+    assert health["rolling_out"] and "not a TTDS model folder" in health["components"]["generator"]["last_error"], health
+    r = post(url, {"user_id": 1, "k": 5})
+    assert r.status_code == 200 and r.json()["model_version"] == new
+
+
+def test_overload_answers_503(server):
+    """Ingress limited to 1 request at a time with a queue of 1 (a lightweight config update,
+    no restart): a burst gets 503s from Serve's backpressure and nothing else but 200s."""
+    url, _, b = server
+    tight = {"max_ongoing_requests": 1, "max_queued_requests": 1}
+    deploy([app_config("ttds", "/", b, ingress=tight)])
+    time.sleep(2)
+    wait_deployed("ttds")
+    wait_ready(url)
+    try:
+        with ThreadPoolExecutor(24) as pool:
+            codes = list(pool.map(lambda i: post(url, {"user_id": i, "k": 50}).status_code, range(48)))
+        assert 503 in codes and 200 in codes, codes
+        assert set(codes) <= {200, 503}, codes
+    finally:
+        deploy([app_config("ttds", "/", b)])
+

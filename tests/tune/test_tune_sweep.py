@@ -146,3 +146,43 @@ def test_two_trial_sweep_with_one_failure(ray_session, synthetic_corpus, tmp_pat
     # per-epoch results reached Tune while the trial ran (what ASHA acts on)
     progress = list((out / "tune").glob(f"{good['trial_id']}/progress.csv"))
     assert progress and len(progress[0].read_text().strip().splitlines()) == 1 + 2
+
+
+def test_reaper_frees_the_placement_group_of_a_dead_creator(ray_session):
+    """What an ASHA stop leaves behind: a Ray Train controller (an actor) that created its
+    workers' placement group dies with the trial; Ray keeps the group (and its CPUs) until the
+    job ends unless someone removes it."""
+    import time
+
+    import ray
+    from ray.util.placement_group import placement_group
+
+    from ttds.tune.sweep import OrphanPlacementGroupReaper, orphan_placement_groups
+
+    @ray.remote(num_cpus=0)
+    class Creator:
+        def make(self) -> str:
+            pg = placement_group([{"CPU": 0.5}])
+            ray.get(pg.ready())
+            return pg.id.hex()
+
+    driver_pg = placement_group([{"CPU": 0.25}])  # like Tune's trial groups: made by the driver
+    ray.get(driver_pg.ready())
+    creator = Creator.remote()
+    pg_id = ray.get(creator.make.remote())
+    orphans = {pg.id.hex() for pg in orphan_placement_groups()}
+    assert pg_id not in orphans and driver_pg.id.hex() not in orphans  # creator alive / a driver's group
+    ray.kill(creator)
+    deadline = time.time() + 60
+    while pg_id not in {pg.id.hex() for pg in orphan_placement_groups()}:
+        assert time.time() < deadline, "the killed creator's placement group never showed as orphaned"
+        time.sleep(0.5)
+    with OrphanPlacementGroupReaper(every_s=0.2) as reaper:
+        while pg_id in {pg.id.hex() for pg in orphan_placement_groups()}:
+            assert time.time() < deadline, "the reaper did not remove the orphaned placement group"
+            time.sleep(0.5)
+    assert reaper.reaped >= 1
+    assert pg_id not in {pg.id.hex() for pg in orphan_placement_groups()}
+    assert ray.util.placement_group_table()[pg_id]["state"] == "REMOVED"
+    assert ray.util.placement_group_table()[driver_pg.id.hex()]["state"] == "CREATED"  # never reaped
+    ray.util.remove_placement_group(driver_pg)

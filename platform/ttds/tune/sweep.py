@@ -8,7 +8,13 @@ runs `train_ttds` in a thread and forwards each line the worker appends to
 `<trial>/history.jsonl` (one per epoch, with `valid_NDCG@10`) through `tune.report` while the
 run is going. That is what ASHA needs: an epoch-level result it can act on mid-run. When ASHA
 stops a trial, Tune ends the trial's actor; the Ray Train controller and workers it started
-are owned by that actor and end with it.
+are owned by that actor and end with it, but their placement group does not (Ray keeps an
+actor's placement group until the job ends): `OrphanPlacementGroupReaper` removes it.
+
+Resume (`run_sweep(resume=True)`): `Tuner.restore(..., resume_errored=True)` re-runs errored
+and unfinished trials; a re-run trial's train_ttds resumes from its own Ray Train checkpoint
+in trials/<id>/. Tune 2.60 does not restore the scheduler's state (ASHAScheduler.save/restore
+exist but the controller never calls them), so after a resume ASHA's rungs start empty.
 
 Sweep folder (runs/tune_ttds/<timestamp>/ by default):
   sweep.yaml            the resolved sweep (settings, fixed config, space): what --resume reads
@@ -151,6 +157,95 @@ def spec_from_dict(data: dict) -> SweepSpec:
     return SweepSpec(from_dict(TuneSettings, data["tune"]), data["base"], data["sweep_only"], space)
 
 
+# ----------------------------------------------------------------------------- orphaned resources
+
+
+def orphan_placement_groups() -> list:
+    """Placement groups whose creating actor is dead while this job lives on.
+
+    Ray removes an actor-created placement group only when both its creator actor and the
+    creator's job are dead (measured: after `ray.kill` of the creator the group stays CREATED
+    and its CPUs stay reserved). When ASHA stops a trial, Tune ends the trial's actor, which
+    ends the Ray Train controller it owns; the controller's worker placement group then leaks
+    until the sweep driver exits. Ray Train v2 has a detached PlacementGroupCleaner for this,
+    but it asks the State API (the dashboard, off in `runtime.init_ray`) and, on a machine with
+    several local Ray instances, connects to the wrong one and exits at once (seen in the
+    logs). Each leak holds `train.cpus_per_worker`; on 2 CPUs one leak leaves no whole CPU
+    for the next trial's Ray Data read tasks, and the sweep hangs (it did, before this).
+
+    Reads the GCS placement-group table directly (private Ray API: `ray._private.state`), so
+    it returns [] with a warning if that API moves.
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup
+
+    try:
+        from ray._private.state import state
+        from ray.core.generated import gcs_pb2
+
+        table = state._connect_and_get_accessor().get_placement_group_table()
+        removed = gcs_pb2.PlacementGroupTableData.REMOVED
+    except Exception as e:  # noqa: BLE001 - a best-effort cleanup must not fail a sweep
+        log.warning("cannot read the placement group table (%s); orphaned groups are not reaped", e)
+        return []
+    nil = ray.ActorID.nil().binary()
+    out = []
+    for raw in table:
+        d = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        # a group made by a driver (Tune's trial groups) has a nil creator actor that GCS reports
+        # as dead: only groups made by a real, now dead, actor are orphans (measured both)
+        made_by_actor = bool(d.creator_actor_id) and d.creator_actor_id != nil
+        if made_by_actor and d.creator_actor_dead and not d.creator_job_dead and not d.is_detached and d.state != removed:
+            out.append(PlacementGroup(ray.PlacementGroupID(d.placement_group_id)))
+    return out
+
+
+class OrphanPlacementGroupReaper:
+    """Removes orphaned placement groups (see above) from a driver thread while the sweep runs.
+
+    A thread rather than a Tune callback: Tuner.restore takes callbacks from the pickled run
+    config of the first start, so a sweep started before a callback existed would resume
+    without it (that happened); a thread started by `run_sweep` is there on every start.
+    """
+
+    def __init__(self, every_s: float = 5.0):
+        self.every_s = every_s
+        self.reaped = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def reap_once(self) -> int:
+        from ray.util.placement_group import remove_placement_group
+
+        n = 0
+        for pg in orphan_placement_groups():
+            log.info("removing placement group %s left by a stopped trial's Ray Train run", pg.id.hex())
+            try:
+                remove_placement_group(pg)
+                n += 1
+            except Exception as e:  # noqa: BLE001 - removed meanwhile, or GCS busy: retried next round
+                log.warning("could not remove placement group %s: %s", pg.id.hex(), e)
+        self.reaped += n
+        return n
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.reap_once()
+            except Exception as e:  # noqa: BLE001 - keep the sweep going; try again next round
+                log.warning("placement group reaper: %s", e)
+
+    def __enter__(self) -> "OrphanPlacementGroupReaper":
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="pg-reaper")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
 # ----------------------------------------------------------------------------- the driver
 
 
@@ -283,7 +378,10 @@ def run_sweep(spec: SweepSpec, resume: bool = False) -> SweepOutcome:
                 verbose=1,
             ),
         )
-    grid = tuner.fit()
+    with OrphanPlacementGroupReaper() as reaper:
+        grid = tuner.fit()
+    if reaper.reaped:
+        log.info("removed %d placement group(s) left by stopped trials", reaper.reaped)
     outcome = summarize(spec, out, grid, time.time() - t0)
     outcome.resumed = resuming
     return outcome
