@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ttds.index.balanced import LAST_LEVEL_MODES, spread_last_level
+
 __all__ = [
     "RQConfig",
     "RQOutput",
@@ -57,6 +59,7 @@ class RQConfig:
     dead_code_threshold: float = 1.0
     dropout: float = 0.0
     seed: int = 0
+    last_level: str = "balanced"  # balanced: colliding entities get distinct last codes (LC-Rec) | nearest
 
     def __post_init__(self) -> None:
         # YAML gives lists; a tuple keeps the config hashable and comparable.
@@ -67,6 +70,8 @@ class RQConfig:
             raise ValueError(f"need levels >= 1 and codebook_size >= 2, got {self.levels}, {self.codebook_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.last_level not in LAST_LEVEL_MODES:
+            raise ValueError(f"last_level must be one of {LAST_LEVEL_MODES}, got {self.last_level!r}")
 
 
 @dataclass
@@ -201,14 +206,25 @@ class ResidualQuantizer(nn.Module):
         return z_q_st, torch.stack(codes, dim=1), quant_loss
 
     @torch.no_grad()
-    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(codes [B, M], z_q [B, D]) without touching usage counts or gradients."""
+    def quantize(self, z: torch.Tensor, last_level: str = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes [B, M], z_q [B, D]) without touching usage counts or gradients.
+
+        last_level="balanced" gives entities of `z` that share the first M-1 codes distinct
+        last-level codes (see `ttds.index.balanced`): the batch is the whole catalogue then.
+        """
+        if last_level not in LAST_LEVEL_MODES:
+            raise ValueError(f"last_level must be one of {LAST_LEVEL_MODES}, not {last_level!r}")
         residual = z.detach()
         z_q = torch.zeros_like(residual)
         codes = []
         for level in range(self.levels):
             book = self.codebooks[level].detach()
-            idx = _nearest(residual, book)
+            if last_level == "balanced" and level == self.levels - 1:
+                prefix = torch.stack(codes, 1) if codes else residual.new_zeros((len(residual), 0), dtype=torch.long)
+                spread = spread_last_level(prefix.cpu().numpy(), _sq_dists(residual, book).cpu().numpy())
+                idx = torch.from_numpy(spread).to(residual.device)
+            else:
+                idx = _nearest(residual, book)
             e = book[idx]
             z_q += e
             residual = residual - e
@@ -348,11 +364,14 @@ class RQTokenizer(nn.Module):
             self.train(was_training)
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
-        """Semantic codes LongTensor [B, M] (eval mode, no grad, usage counts untouched)."""
+    def encode(self, x: torch.Tensor, batch_size: int = 8192, last_level: str | None = None) -> torch.Tensor:
+        """Semantic codes LongTensor [B, M] (eval mode, no grad, usage counts untouched).
+
+        `last_level` overrides the config's rule (e.g. "nearest" to report plain RQ collisions).
+        """
         if len(x) == 0:
             return torch.zeros(0, self.levels, dtype=torch.long, device=x.device)
-        codes, _ = self.quantizer.quantize(self.latents(x, batch_size))
+        codes, _ = self.quantizer.quantize(self.latents(x, batch_size), last_level or self.config.last_level)
         return codes
 
     @torch.no_grad()
