@@ -10,6 +10,9 @@ Examples:
   python jobs/train_tokenizer.py --data.corpus=../shared/data/Scientific --index.features.source=text \\
       --index.features.text_backbone=smollm2-135m --train.num_workers=2
   python jobs/train_tokenizer.py --index.kind=lsh        # ablation indexers: lsh | random | precomputed
+  python jobs/train_tokenizer.py --index.kind=kway_masked --index.mask_ratio=0.2   # TokenRec's masked K-way tokenizer
+  python jobs/train_tokenizer.py --index.kind=moc --index.moc_codebooks=6          # Mixture-of-Codes, 6 parallel codebooks
+  python jobs/train_tokenizer.py --index.features.source=lightgcn                  # LightGCN graph vectors as X
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@
   `map_batches` with one backbone per actor, so a large catalogue encodes in parallel.
 - `collaborative`: vectors learned from the training split (no text needed).
 - `text+collaborative`: both, each L2-normalised, concatenated.
+- `lightgcn` / `text+lightgcn`: LightGCN graph vectors of users and items (BPR on the
+  training split, a Ray Train job; `ttds.features.lightgcn`), alone or after the text part.
 Users without text are the mean of their training items' X (never valid/test items).
 """
 
@@ -16,10 +18,11 @@ import numpy as np
 
 from ttds.data.corpus import Corpus
 from ttds.features.collaborative import CollaborativeConfig, collaborative_vectors
+from ttds.features.lightgcn import LightGCNConfig, lightgcn_vectors
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("auto", "text", "collaborative", "text+collaborative")
+SOURCES = ("auto", "text", "collaborative", "text+collaborative", "lightgcn", "text+lightgcn")
 
 
 @dataclass
@@ -30,6 +33,7 @@ class FeatureConfig:
     text_batch_size: int = 16
     text_actors: int = 1  # Ray Data actors encoding text in parallel
     collaborative: CollaborativeConfig = field(default_factory=CollaborativeConfig)
+    lightgcn: LightGCNConfig = field(default_factory=LightGCNConfig)
 
 
 @dataclass
@@ -132,6 +136,10 @@ def build_features(corpus: Corpus, cfg: FeatureConfig) -> Features:
         item_c, user_c = collaborative_vectors(corpus.train_sequences, corpus.n_items, cfg.collaborative)
         parts_item.append(_standardise(item_c))
         parts_user.append(_standardise(user_c))
+    if "lightgcn" in source:
+        item_g, user_g = lightgcn_vectors(corpus.train_sequences, corpus.n_items, cfg.lightgcn)
+        parts_item.append(_standardise(item_g))
+        parts_user.append(_standardise(user_g))
     # text part first: the dynamic index re-encodes exactly those columns (standardise_like)
     item_x = np.concatenate(parts_item, 1).astype(np.float32)
     user_x = np.concatenate(parts_user, 1).astype(np.float32)

@@ -1,4 +1,4 @@
-"""The semantic token generator: learned RQ towers, ablation indexers and the ID table.
+"""The semantic token generator: learned towers (RQ, K-way, MoC), ablation indexers and the ID table.
 
 Every indexer maps feature rows to M codes (`base.Indexer`); `collisions` turns codes into
 unique prefix-free IDs with a suffix token; `table.SemanticIDTable` names them as LLM tokens
@@ -7,7 +7,10 @@ and is what training and serving share.
 
 from ttds.index.base import Indexer, check_codes
 from ttds.index.collisions import assign_suffixes, collision_rate, final_keys, is_prefix_free, max_suffix
+from ttds.index.kinds import INDEX_KINDS, LEARNED_KINDS, STATIC_KINDS, build_tower, tower_config_from_dict
+from ttds.index.kway import KWayConfig, KWayTokenizer, ParallelQuantizer, tokenize_unseen_users
 from ttds.index.lsh import LSHIndexer
+from ttds.index.moc import MoCConfig, MoCTokenizer
 from ttds.index.precomputed import (
     parse_lcrec_tokens,
     table_from_arrow,
@@ -39,6 +42,17 @@ __all__ = [
     "is_prefix_free",
     "max_suffix",
     "LSHIndexer",
+    "INDEX_KINDS",
+    "LEARNED_KINDS",
+    "STATIC_KINDS",
+    "build_tower",
+    "tower_config_from_dict",
+    "KWayConfig",
+    "KWayTokenizer",
+    "ParallelQuantizer",
+    "tokenize_unseen_users",
+    "MoCConfig",
+    "MoCTokenizer",
     "RandomIndexer",
     "parse_lcrec_tokens",
     "table_from_arrow",

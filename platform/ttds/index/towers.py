@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ttds.index.kinds import build_tower, tower_config_from_dict
 from ttds.index.rq import RQConfig, RQOutput, RQTokenizer
 
 __all__ = ["TwinTowerConfig", "TwinTowerTokenizer"]
@@ -29,11 +30,11 @@ class TwinTowerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TwinTowerConfig":
-        """From nested plain dicts (a YAML section)."""
-        item = d["item"] if isinstance(d["item"], RQConfig) else RQConfig(**d["item"])
+        """From nested plain dicts (a YAML section); each tower dict's `kind` picks its class."""
+        item = tower_config_from_dict(d["item"])
         user = d.get("user")
-        if user is not None and not isinstance(user, RQConfig):
-            user = RQConfig(**user)
+        if user is not None:
+            user = tower_config_from_dict(user)
         return cls(item=item, user=user, user_weight=float(d.get("user_weight", 1.0)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -46,8 +47,8 @@ class TwinTowerTokenizer(nn.Module):
     def __init__(self, config: TwinTowerConfig) -> None:
         super().__init__()
         self.config = config
-        self.item = RQTokenizer(config.item)
-        self.user = RQTokenizer(config.user) if config.user is not None else None
+        self.item = build_tower(config.item)  # RQ, K-way or MoC by the config's kind
+        self.user = build_tower(config.user) if config.user is not None else None
 
     @property
     def has_user_tower(self) -> bool:

@@ -4,6 +4,7 @@ A model is always saved with the ID tables it was trained on:
   backbone/              peft adapter or full HF model + tokenizer (safetensors)
   towers.safetensors     twin-tower tokenizer weights; towers.json its config
   id_head.safetensors    the L_ID projection head
+  fusion.safetensors/.json  MoC's code-embedding fusion module (index.kind=moc only)
   item_ids.parquet/.json user_ids.parquet/.json   the semantic-ID tables in force
   features.safetensors   X of items and users (retrieval fast path, cold start)
   ttds.json              what the prompts need: vocab layout, max history, templates, metrics
@@ -47,6 +48,10 @@ def save_model(out_dir: str | Path, model: TTDSModel, tokenizer, items: Semantic
     save_file(_state(model.towers), str(out / "towers.safetensors"))
     (out / "towers.json").write_text(json.dumps(model.towers.config.to_dict(), indent=2))
     save_file(_state(model.id_head), str(out / "id_head.safetensors"))
+    if getattr(model, "fusion", None) is not None:  # MoC code fusion (ttds.llm.fusion)
+        from ttds.llm.fusion import save_fusion
+
+        save_fusion(out, model.fusion)
     items.save(out)
     if users is not None:
         users.save(out)
@@ -72,7 +77,9 @@ def load_model(path: str | Path, trainable: bool = False, device: str | torch.de
     towers = TwinTowerTokenizer(TwinTowerConfig.from_dict(json.loads((path / "towers.json").read_text())))
     towers.load_state_dict(load_file(str(path / "towers.safetensors")))
     head_state = load_file(str(path / "id_head.safetensors"))
-    model = TTDSModel(backbone, towers, head_state["weight"].shape[1], head_state["weight"].shape[0])
+    from ttds.llm.fusion import load_fusion
+
+    model = TTDSModel(backbone, towers, head_state["weight"].shape[1], head_state["weight"].shape[0], fusion=load_fusion(path))
     model.id_head.load_state_dict(head_state)
     if device is not None:
         model.to(device)

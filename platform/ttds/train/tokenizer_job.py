@@ -2,10 +2,12 @@
 
 Output folder:
   features.safetensors      item_x, user_x (the inputs X; reused by the recommender)
-  tokenizer.safetensors     tower weights (kind=rq) + tokenizer.json (tower config, epoch)
+  tokenizer.safetensors     tower weights (learned kinds: rq | kway_masked | moc) + tokenizer.json (tower config, epoch)
   item_ids.parquet/.json    the item semantic-ID table (the contract with training/serving)
   user_ids.parquet/.json    the user table (when the user tower is on)
-  metrics.json              collision rate before suffix, codebook usage per level, recon error
+  metrics.json              collision rate before suffix, codebook usage per level, recon error, diagnostics
+  diagnostics.json          NMI of codes with item categories, code-embedding singular spectra
+  code_spectrum.png         the spectra plotted
   config.yaml               the resolved config
 """
 
@@ -26,6 +28,7 @@ from ttds.configs import IndexConfig, TokenizerJobConfig
 from ttds.data.corpus import Corpus
 from ttds.data.resolve import open_or_prepare
 from ttds.features.build import Features, build_features
+from ttds.index.kinds import INDEX_KINDS, LEARNED_KINDS
 from ttds.index.rq import codebook_report
 from ttds.index.table import SemanticIDTable
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
@@ -61,6 +64,17 @@ def load_features(path: Path) -> Features:
     return Features(item_x=t["item_x"], user_x=t["user_x"], source=meta.get("source", "unknown"), text_dims=int(meta.get("text_dims", 0)))
 
 
+def nearest_code_collisions(tower, x: np.ndarray) -> dict:
+    """Plain nearest-code RQ collisions beside the table's (balanced last level, see ttds.index.balanced)."""
+    rule = getattr(getattr(tower, "config", None), "last_level", None)
+    if rule is None:  # towers without the rule (K-way, MoC) have nothing to compare
+        return {}
+    from ttds.index.collisions import collision_rate
+
+    nearest = tower.encode(torch.as_tensor(x), last_level="nearest").numpy()
+    return {"last_level": rule, "collision_rate_nearest_code": collision_rate(nearest)}
+
+
 def index_metrics(table: SemanticIDTable, extra: dict | None = None) -> dict:
     report = codebook_report(table.codes, table.codebook_size)
     table.assert_unique()
@@ -84,17 +98,17 @@ def static_codes(index: IndexConfig, x: np.ndarray, levels: int, corpus: Corpus 
         return LSHIndexer(levels, index.codebook_size, index.seed).fit(x).encode(x)
     if index.kind == "random":
         return RandomIndexer(levels, index.codebook_size, index.seed).fit(x).encode(x)
-    raise ValueError(f"index.kind must be rq, lsh, random or precomputed, not {index.kind!r}")
+    raise ValueError(f"index.kind must be one of {', '.join(INDEX_KINDS)}, not {index.kind!r}")
 
 
 def tables_from_model(model: TwinTowerTokenizer, f: Features, index: IndexConfig) -> tuple[SemanticIDTable, SemanticIDTable | None]:
     model.eval()
     item_codes = model.encode_items(torch.as_tensor(f.item_x)).numpy()
-    items = SemanticIDTable.from_codes("item", np.arange(len(f.item_x)), item_codes, index.codebook_size, {"source": f.source, "kind": "rq"})
+    items = SemanticIDTable.from_codes("item", np.arange(len(f.item_x)), item_codes, index.codebook_size, {"source": f.source, "kind": index.kind})
     users = None
     if model.user is not None:
         user_codes = model.encode_users(torch.as_tensor(f.user_x)).numpy()
-        users = SemanticIDTable.from_codes("user", np.arange(len(f.user_x)), user_codes, index.codebook_size, {"source": f.source, "kind": "rq"})
+        users = SemanticIDTable.from_codes("user", np.arange(len(f.user_x)), user_codes, index.codebook_size, {"source": f.source, "kind": index.kind})
     return items, users
 
 
@@ -137,6 +151,8 @@ def train_rq(f: Features, index: IndexConfig, cfg: TokenizerJobConfig, out: Path
 def train_tokenizer(cfg: TokenizerJobConfig, corpus: Corpus | None = None) -> TokenizerArtifacts:
     from ttds.runtime import init_ray
 
+    if cfg.index.kind not in INDEX_KINDS:  # before any work: Ray, corpus preparation
+        raise ValueError(f"index.kind must be one of {', '.join(INDEX_KINDS)}, not {cfg.index.kind!r}")
     t0 = time.time()
     init_ray()
     corpus = corpus or open_or_prepare(cfg.data.corpus, cfg.data.seed)
@@ -162,7 +178,7 @@ def train_tokenizer(cfg: TokenizerJobConfig, corpus: Corpus | None = None) -> To
             log.info("building tokenizer inputs X (source=%s)", index.features.source)
             f = build_features(corpus, index.features)
             save_features(f, feats_path)
-        if index.kind == "rq":
+        if index.kind in LEARNED_KINDS:  # rq | kway_masked | moc: the same Ray Train job, another tower class
             model, history = train_rq(f, index, cfg, out)
             items, users = tables_from_model(model, f, index)
         else:
@@ -189,5 +205,27 @@ def train_tokenizer(cfg: TokenizerJobConfig, corpus: Corpus | None = None) -> To
         metrics["items"]["recon_error"] = reconstruction_error(model.item, torch.as_tensor(f.item_x))
         if model.user is not None:
             metrics["users"]["recon_error"] = reconstruction_error(model.user, torch.as_tensor(f.user_x))
+        metrics["items"].update(nearest_code_collisions(model.item, f.item_x))
+        if model.user is not None:
+            metrics["users"].update(nearest_code_collisions(model.user, f.user_x))
+    metrics["diagnostics"] = diagnostics(out, corpus, items, users, model)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     return TokenizerArtifacts(out, items, users, metrics, model)
+
+
+def diagnostics(out: Path, corpus: Corpus, items: SemanticIDTable, users: SemanticIDTable | None, model: TwinTowerTokenizer | None) -> dict:
+    """NMI with item categories (when the corpus has them) and code-embedding spectra (PNG)."""
+    from ttds.index.diagnostics import index_diagnostics
+
+    cats = None
+    if "categories" in corpus.items.column_names:
+        col = corpus.items.column("categories").to_pylist()
+        if any(col):
+            ids = corpus.items.column("item_id").to_numpy()
+            by_id = dict(zip(ids.tolist(), col))
+            cats = [by_id.get(int(i)) for i in items.ids.tolist()]
+    try:
+        return index_diagnostics(out, items, users, cats, model.item if model is not None else None, model.user if model is not None else None)
+    except Exception as e:  # diagnostics must never cost a trained tokenizer
+        log.warning("index diagnostics failed: %s", e)
+        return {"error": str(e)}
