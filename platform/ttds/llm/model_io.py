@@ -73,7 +73,9 @@ def load_model(path: str | Path, trainable: bool = False, device: str | torch.de
         raise FileNotFoundError(f"{path} is not a TTDS model folder (no ttds.json); train one with jobs/train_ttds.py")
     check_safe(path)
     meta = json.loads((path / "ttds.json").read_text())
-    backbone, tokenizer = load_trained(path / "backbone", is_trainable=trainable)
+    # trainable: fp32 master weights (a GPU run computes in bf16 under autocast, see ttds_worker);
+    # inference: the device's dtype (bf16 on CUDA)
+    backbone, tokenizer = load_trained(path / "backbone", dtype="float32" if trainable else "auto", is_trainable=trainable)
     towers = TwinTowerTokenizer(TwinTowerConfig.from_dict(json.loads((path / "towers.json").read_text())))
     towers.load_state_dict(load_file(str(path / "towers.safetensors")))
     head_state = load_file(str(path / "id_head.safetensors"))

@@ -14,13 +14,20 @@ import torch
 
 
 def deepspeed_config(stage: int, micro_batch: int, world_size: int, bf16: bool = False, offload: bool = False, grad_clip: float = 1.0) -> dict:
+    """The DeepSpeed config dict. `offload` (ZeRO-2/3 only) moves optimizer state to CPU memory,
+    and under ZeRO-3 the parameters too: for backbones whose states do not fit one GPU."""
     if stage not in (0, 1, 2, 3):
         raise ValueError(f"zero_stage must be 0, 1, 2 or 3, not {stage}")
     zero: dict = {"stage": stage}
+    extra: dict = {}
     if offload and stage >= 2:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
         if stage == 3:
             zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+        # our torch AdamW then steps the offloaded fp32 partition on the CPU; DeepSpeed refuses
+        # a client optimizer with offload unless told (its CPUAdam is faster, but is a kernel
+        # compiled on first use, minutes per node). Measured: without this, offload=True crashed.
+        extra["zero_force_ds_cpu_optimizer"] = False
     return {
         "train_micro_batch_size_per_gpu": micro_batch,
         "train_batch_size": micro_batch * world_size,
@@ -31,6 +38,7 @@ def deepspeed_config(stage: int, micro_batch: int, world_size: int, bf16: bool =
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
+        **extra,
     }
 
 

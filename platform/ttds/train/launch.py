@@ -21,7 +21,7 @@ class TrainConfig:
     cpus_per_worker: float = 0.5  # fractional so Ray Data tasks can run beside the workers
     use_gpu: bool = False  # True on GPU clusters: one GPU per worker
     zero_stage: int = 2  # DeepSpeed ZeRO stage 0-3
-    offload: bool = False  # ZeRO-2/3 CPU offload of optimizer state (big backbones, GPU)
+    offload: bool = False  # ZeRO-2/3 CPU offload of optimizer state (+ params at ZeRO-3): big backbones (TTDS job)
     max_failures: int = 2  # worker failures retried from the last checkpoint
     resume: bool = True  # a re-run in the same run folder continues from its newest checkpoint
     keep_checkpoints: int = 2
@@ -39,7 +39,33 @@ def starting_checkpoint(config: dict):
     ckpt = ray.train.get_checkpoint()
     if ckpt is None and config.get("resume_from"):
         ckpt = ray.train.Checkpoint.from_directory(config["resume_from"])
+    record_worker_start(config, ckpt)
     return ckpt
+
+
+def record_worker_start(config: dict, ckpt) -> None:
+    """Leave `worker_pids/<rank>.pid` and a line in `worker_starts.jsonl` in the run folder.
+
+    Every worker calls this once as it starts (through `starting_checkpoint`), so an operator
+    can find the process of a rank and see, after Ray restarted a failed worker group, which
+    checkpoint the new workers resumed from (tests/train/test_worker_kill_resume.py kills one).
+    Local runs only: with remote storage there is no shared folder to write to.
+    """
+    import json
+    import os
+    import time
+
+    import ray.train
+
+    if not config.get("run_dir"):
+        return
+    rank = ray.train.get_context().get_world_rank()
+    run_dir = Path(config["run_dir"])
+    (run_dir / "worker_pids").mkdir(parents=True, exist_ok=True)
+    (run_dir / "worker_pids" / f"{rank}.pid").write_text(str(os.getpid()))
+    line = {"rank": rank, "pid": os.getpid(), "checkpoint": ckpt.path if ckpt is not None else None, "time": time.time()}
+    with open(run_dir / "worker_starts.jsonl", "a") as fh:  # one short line per worker: appends do not interleave
+        fh.write(json.dumps(line) + "\n")
 
 
 def latest_checkpoint(run_dir: Path):
@@ -77,7 +103,8 @@ def run_trainer(
         resources["GPU"] = 1
     trainer = TorchTrainer(
         worker_fn,
-        train_loop_config={**config, "resume_from": resume.path if resume is not None else None},
+        train_loop_config={**config, "resume_from": resume.path if resume is not None else None,
+                           "run_dir": None if remote else str(Path(storage) / name)},
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,

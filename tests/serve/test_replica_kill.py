@@ -1,0 +1,152 @@
+"""Fault tolerance of serving: SIGKILL one of two SemanticIDGenerator replicas under load.
+
+serve_apps/config.yaml is deployed (as in test_serve_app.py, whose helpers this reuses) on a
+tiny model with two generator replicas; client threads send beam-search requests over HTTP on
+127.0.0.1 while one replica's process is killed. Requests in flight on the dead replica may
+fail (they are counted and printed); Serve must route everything else to the survivor, start a
+replacement, and every request sent once it has noticed must succeed.
+
+The replica's process id comes from the GCS actor table (`ray._private.state.actors`): the
+public state API (`ray.util.state`) needs the dashboard, which ttds keeps off.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from test_serve_app import app_config, build_tiny_model, deploy, free_port, ray_for_serve, wait_deployed, wait_ready  # noqa: F401 (fixture)
+
+httpx = pytest.importorskip("httpx")
+
+APP = "ttds_ft"
+GENERATOR = "SemanticIDGenerator"
+CLIENTS = 6
+MAX_FAILED_SHARE = 0.05
+SETTLE_S = 5.0  # after the kill, requests sent later than this must all succeed
+
+
+def generator_replicas() -> dict[str, int]:
+    """Alive generator replicas of this app: actor name -> process id."""
+    from ray._private import state
+
+    out = {}
+    for info in state.actors(actor_state_name="ALIVE").values():
+        if info["ActorClassName"] == f"ServeReplica:{APP}:{GENERATOR}" and info["Pid"]:
+            out[info["Name"]] = int(info["Pid"])
+    return out
+
+
+def running_generators() -> int:
+    from ray import serve
+
+    app = serve.status().applications.get(APP)
+    if app is None or GENERATOR not in app.deployments:
+        return 0
+    return app.deployments[GENERATOR].replica_states.get("RUNNING", 0)
+
+
+@pytest.fixture(scope="module")
+def server_two_generators(ray_for_serve, synthetic_corpus, tmp_path_factory):
+    from ray import serve
+
+    model = build_tiny_model(synthetic_corpus, tmp_path_factory.mktemp("ft_model") / "m", seed=0, text_features=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = app_config(APP, "/", model)
+    for dep in app["deployments"]:
+        if dep["name"] == GENERATOR:
+            # the code's autoscaling_config applies when the config names none: pin it to 2
+            dep.update(num_replicas=None, autoscaling_config={"min_replicas": 2, "max_replicas": 2, "initial_replicas": 2})
+    deploy([app])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_deployed(APP, timeout=240)
+        wait_ready(url)
+        yield url
+    finally:
+        serve.shutdown()
+
+
+class Clients:
+    """Threads posting /recommend (beam search: through the generator) until stopped."""
+
+    def __init__(self, url: str, n: int):
+        self.url, self.stop = url, threading.Event()
+        self.results: list[tuple[float, float, int, str]] = []  # (sent, answered, status, body head)
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.loop, args=(i,), daemon=True) for i in range(n)]
+
+    def loop(self, seed: int) -> None:
+        i = seed
+        with httpx.Client(timeout=60) as client:
+            while not self.stop.is_set():
+                t = time.time()
+                try:
+                    r = client.post(f"{self.url}/recommend", json={"user_id": i % 200, "k": 5, "mode": "beam"})
+                    status, body = r.status_code, r.text[:200]
+                except httpx.HTTPError as e:  # a dropped connection counts as a failed request
+                    status, body = -1, repr(e)[:200]
+                with self.lock:
+                    self.results.append((t, time.time(), status, body))
+                i += CLIENTS
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(70)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_generator_replica_killed_under_load(server_two_generators):
+    url = server_two_generators
+    deadline = time.time() + 60
+    while len(before := generator_replicas()) < 2 and time.time() < deadline:
+        time.sleep(1)
+    assert len(before) == 2, before
+
+    with Clients(url, CLIENTS) as clients:
+        time.sleep(6)  # steady load on both replicas
+        victim_name, victim = sorted(before.items())[0]
+        cmdline = Path(f"/proc/{victim}/cmdline").read_bytes().decode(errors="replace")
+        assert cmdline.startswith("ray::ServeReplica"), cmdline  # never kill anything but our replica
+        t_kill = time.time()
+        os.kill(victim, signal.SIGKILL)
+        # load goes on while Serve notices and replaces the replica
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            now = generator_replicas()
+            if len(now) == 2 and victim_name not in now and running_generators() == 2:
+                break
+            time.sleep(1)
+        t_replaced = time.time()
+        time.sleep(5)  # and some load on the replacement
+        n_before_stop = len(clients.results)
+
+    results = list(clients.results)
+    failed = [r for r in results if r[2] != 200]
+    share = len(failed) / max(len(results), 1)
+    before_kill = [r for r in results if r[1] < t_kill]
+    late = [r for r in results if r[0] > t_kill + SETTLE_S]
+    print(f"\n{len(results)} requests ({len(before_kill)} answered before the kill), {len(failed)} failed = {share:.2%}; "
+          f"replacement RUNNING {t_replaced - t_kill:.1f} s after the kill; first failures: {failed[:3]}")
+
+    now = generator_replicas()
+    assert victim_name not in now and len(now) == 2 and victim not in now.values(), now  # replaced
+    with pytest.raises(ProcessLookupError):
+        os.kill(victim, 0)
+    assert len(before_kill) >= 10 and n_before_stop > len(before_kill) + 10, "too little load to judge"
+    assert share <= MAX_FAILED_SHARE, (share, failed[:5])
+    assert late and all(r[2] == 200 for r in late), [r for r in late if r[2] != 200][:5]
+    assert all(r[2] in (200, 500, 503, -1) for r in failed)  # a failure is a clean error, never a hang or a 4xx

@@ -1,0 +1,90 @@
+"""DeepSpeed ZeRO-2/3 with CPU offload: the config dict, and engines that really step on CPU.
+
+The offload options are for backbones that do not fit one GPU; nothing about building the
+engine needs a GPU, so it is checked here (the GPU figures are in tests/gpu/test_gpu_path.py).
+The engines run in a subprocess: DeepSpeed initialises torch.distributed, which must not leak
+into the rest of the test session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from ttds.train.deepspeed_utils import deepspeed_config
+
+ENGINE_SCRIPT = r"""
+import json, os, sys
+import torch, torch.distributed as dist
+torch.set_num_threads(1)
+dist.init_process_group("gloo", rank=0, world_size=1)
+from ttds.train import deepspeed_utils as dsu
+out = {}
+for stage in (2, 3):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+    engine = dsu.initialize(model, lr=1e-2, stage=stage, micro_batch=16, offload=True)
+    x, y = torch.randn(16, 8), torch.randn(16, 1)
+    losses = []
+    for _ in range(8):
+        loss = ((engine(x) - y) ** 2).mean()
+        engine.backward(loss)
+        engine.step()
+        losses.append(float(loss))
+    with dsu.gathered(model.parameters()):
+        finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    zero = engine.config["zero_optimization"] if isinstance(engine.config, dict) else {}
+    out[stage] = {"losses": losses, "optimizer": type(engine.optimizer).__name__, "finite": finite,
+                  "partitioned": any(hasattr(p, "ds_id") for p in model.parameters()),
+                  "offload_optimizer": engine.zero_offload_optimizer() is not None,
+                  "offload_param": engine.zero_offload_param() is not None}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_zero3_offload_config_dict():
+    cfg = deepspeed_config(3, micro_batch=4, world_size=2, bf16=True, offload=True)
+    zero = cfg["zero_optimization"]
+    assert zero["stage"] == 3
+    assert zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"
+    assert cfg["train_batch_size"] == 8 and cfg["bf16"]["enabled"] is True
+    assert cfg["zero_force_ds_cpu_optimizer"] is False  # our torch AdamW is allowed to step the offloaded state
+    z2 = deepspeed_config(2, 4, 1, offload=True)["zero_optimization"]
+    assert "offload_optimizer" in z2 and "offload_param" not in z2  # ZeRO-2 does not partition parameters
+    plain = deepspeed_config(3, 4, 1)
+    assert "offload_optimizer" not in plain["zero_optimization"] and "zero_force_ds_cpu_optimizer" not in plain
+    assert "offload_optimizer" not in deepspeed_config(1, 4, 1, offload=True)["zero_optimization"]  # stage 1: ignored
+    with pytest.raises(ValueError, match="zero_stage"):
+        deepspeed_config(4, 4, 1)
+
+
+def test_offload_is_a_job_option():
+    from ttds.config import load_config
+    from ttds.configs import TTDSJobConfig
+
+    cfg = load_config(TTDSJobConfig, None, ["--train.zero_stage=3", "--train.offload=true"])
+    assert cfg.train.zero_stage == 3 and cfg.train.offload is True
+
+
+@pytest.mark.timeout(300)
+def test_zero2_and_zero3_offload_engines_step_on_cpu():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+           "LOCAL_RANK": "0", "GLOO_SOCKET_IFNAME": "lo", "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu")}
+    r = subprocess.run([sys.executable, "-c", ENGINE_SCRIPT], capture_output=True, text=True, timeout=280, env=env)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert r.returncode == 0 and lines, r.stderr[-3000:]
+    out = json.loads(lines[-1][len("RESULT "):])
+    for stage in ("2", "3"):
+        res = out[stage]
+        assert res["finite"] and res["offload_optimizer"], res
+        assert res["losses"][-1] < res["losses"][0], res["losses"]  # it trains
+    assert out["3"]["partitioned"] and out["3"]["offload_param"] and out["3"]["optimizer"].endswith("Stage3")
+    assert not out["2"]["offload_param"]
