@@ -22,12 +22,16 @@ class DataConfig:
 class IndexConfig:
     """The semantic token generator (TTDS defaults: M=4 levels, N=256 codes, code dim 256)."""
 
-    kind: str = "rq"  # rq | lsh | random | precomputed (the corpus's shipped X.index.json)
+    kind: str = "rq"  # rq | kway_masked (TokenRec) | moc (Mixture-of-Codes) | lsh | random | precomputed (the corpus's shipped X.index.json)
+    mask_ratio: float = 0.2  # kway_masked: share of input features each sub-encoder loses in training
+    kway_combine: str = "sum"  # kway_masked: decoder input from the K code vectors: sum | concat
+    moc_codebooks: int = 0  # moc: parallel codebooks for items (the scaling factor); 0 = levels
     levels: int = 4
     codebook_size: int = 256
     code_dim: int = 256
     hidden_dims: list[int] = field(default_factory=lambda: [512])
     commitment: float = 0.25
+    last_level: str = "balanced"  # rq: balanced = entities sharing M-1 codes get distinct last codes (LC-Rec's uniform mapping) | nearest
     user_tower: bool = True  # False = STDS ablation (users have no semantic ID)
     user_levels: int = 3  # users: fewer levels suffice and keep prompts short
     epochs: int = 30
@@ -47,13 +51,20 @@ class IndexConfig:
 
     def towers(self, item_dim: int, user_dim: int | None) -> dict:
         def tower(dim: int, levels: int) -> dict:
-            return {
+            t = {
                 "input_dim": dim, "code_dim": self.code_dim, "levels": levels, "codebook_size": self.codebook_size,
                 "hidden_dims": tuple(self.hidden_dims), "commitment": self.commitment, "seed": self.seed,
             }
+            t["last_level"] = self.last_level  # every learned kind (rq, kway_masked, moc) has the rule
+            if self.kind == "kway_masked":  # learned kinds other than rq name themselves (ttds.index.kinds)
+                t.update({"kind": self.kind, "mask_ratio": self.mask_ratio, "combine": self.kway_combine})
+            elif self.kind == "moc":
+                t["kind"] = self.kind
+            return t
 
+        item_levels = self.moc_codebooks if (self.kind == "moc" and self.moc_codebooks > 0) else self.levels
         return {
-            "item": tower(item_dim, self.levels),
+            "item": tower(item_dim, item_levels),
             "user": tower(user_dim, self.user_levels) if (self.user_tower and user_dim) else None,
         }
 
@@ -98,6 +109,9 @@ class LossConfig:
     alpha: float = 0.1
     beta: float = 0.5
     id_batch: int = 32  # items per step in L_ID / L_token
+    retrieval_weight: float = 0.0  # >0: joint ranking loss for the retrieval fast path (id_head + faiss), see ttds.decode.retrieval
+    retrieval_temperature: float = 0.1  # softmax temperature of cos(prompt query, item X)
+    retrieval_batch: int = 32  # next-item prompts per step in the retrieval loss
 
 
 @dataclass
@@ -109,6 +123,7 @@ class OptimConfig:
     warmup_epochs: int = -1  # backbone frozen for these epochs; -1 = auto (1 for pretrained, 0 for tiny-llama)
     patience: int = 3  # early stopping on validation NDCG@10
     seed: int = 0
+    time_budget_s: float = 0.0  # stop before an epoch that would end past this much training-loop time (0 = none)
 
 
 @dataclass

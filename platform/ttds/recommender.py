@@ -457,21 +457,16 @@ class Recommender:
         return out  # type: ignore[return-value]
 
     def _pooled_prompts(self, prompts: list[list[int]]) -> np.ndarray:
-        """Mean-pooled last hidden state of each prompt through the L_ID head: the same map
-        L_ID trains from an ID's tokens to the item's X, applied to the whole prompt."""
+        """Each prompt's last-layer state through the L_ID head, pooled as the model was trained
+        (`retrieval_pool` in ttds.json: "last" with the retrieval loss, else "mean", the pooling
+        L_ID uses on an ID's tokens). One function with the benchmark: ttds.decode.retrieval."""
         from ttds.decode.beam import left_pad
-        from ttds.llm import dmvae
+        from ttds.decode.retrieval import pool_of, prompt_queries
 
         ids, mask = left_pad(prompts, self.builder.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         with torch.no_grad():
-            out = self.backbone(
-                input_ids=ids, attention_mask=mask, position_ids=dmvae.position_ids_from_mask(mask),
-                output_hidden_states=True, use_cache=False, logits_to_keep=1,
-            )
-            pooled = dmvae.masked_mean(out.hidden_states[-1].float(), mask)
-            head_dtype = self.id_head.weight.dtype
-            return self.id_head(pooled.to(head_dtype)).float().cpu().numpy()
+            return prompt_queries(self.backbone, self.id_head, ids, mask, pool_of(self.meta)).cpu().numpy()
 
     def _check_retrieval(self) -> None:
         if self.item_index is None:

@@ -15,11 +15,15 @@ from ttds.llm import dmvae
 
 
 class TTDSModel(nn.Module):
-    def __init__(self, backbone: nn.Module, towers: TwinTowerTokenizer, hidden_size: int, x_dim: int):
+    def __init__(self, backbone: nn.Module, towers: TwinTowerTokenizer, hidden_size: int, x_dim: int, fusion: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.towers = towers
         self.id_head = nn.Linear(hidden_size, x_dim)
+        # index.kind == "moc" only: CodeFusion hooked on the input embedding (ttds.llm.fusion)
+        self.fusion = fusion
+        if fusion is not None:
+            fusion.attach(backbone)
 
     def forward(
         self,
@@ -33,6 +37,12 @@ class TTDSModel(nn.Module):
         user_x: torch.Tensor | None = None,
         alpha: float = 0.0,
         beta: float = 0.0,
+        ret_input_ids: torch.Tensor | None = None,
+        ret_attention_mask: torch.Tensor | None = None,
+        ret_targets: torch.Tensor | None = None,
+        ret_item_x: torch.Tensor | None = None,
+        ret_weight: float = 0.0,
+        ret_temperature: float = 0.1,
     ) -> dict[str, torch.Tensor]:
         out = self.backbone(
             input_ids=input_ids,
@@ -47,10 +57,19 @@ class TTDSModel(nn.Module):
         if alpha > 0 and beta > 0 and item_x is not None:
             l_token = self.towers(item_x, user_x if self.towers.user is not None else None)["loss"]
         loss = dmvae.total_loss(llm, l_id, l_token, alpha, beta)
+        l_ret = None
+        if ret_weight > 0 and ret_input_ids is not None:
+            # optional generative-retrieval ranking loss (ttds.decode.retrieval): trains the
+            # id_head fast path jointly; off (0) by default, as in the paper
+            from ttds.decode.retrieval import retrieval_loss
+
+            l_ret = retrieval_loss(self.backbone, self.id_head, ret_input_ids, ret_attention_mask, ret_targets, ret_item_x, ret_temperature)
+            loss = loss + ret_weight * l_ret
         zero = llm.detach() * 0
         return {
             "loss": loss,
             "llm_loss": llm.detach(),
             "id_loss": l_id.detach() if l_id is not None else zero,
             "token_loss": l_token.detach() if l_token is not None else zero,
+            "retrieval_loss": l_ret.detach() if l_ret is not None else zero,
         }

@@ -75,8 +75,10 @@ def check_config(cfg: TTDSJobConfig) -> None:
         problems.append(f"eval.beam_width={cfg.eval.beam_width} must be >= eval.top_k={cfg.eval.top_k}")
     if cfg.eval.top_k < 10:
         problems.append("eval.top_k must be >= 10 (HR@10 / NDCG@10 are reported)")
-    if cfg.index.kind not in ("rq", "lsh", "random", "precomputed"):
-        problems.append(f"index.kind={cfg.index.kind!r}: expected rq, lsh, random or precomputed")
+    from ttds.index.kinds import INDEX_KINDS
+
+    if cfg.index.kind not in INDEX_KINDS:
+        problems.append(f"index.kind={cfg.index.kind!r}: expected one of {', '.join(INDEX_KINDS)}")
     if cfg.backbone.finetune not in ("auto", "lora", "full"):
         problems.append(f"backbone.finetune={cfg.backbone.finetune!r}: expected auto, lora or full")
     if cfg.index.reencode_text not in ("auto", "true", "false"):
@@ -99,7 +101,9 @@ def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) 
     has_users = cfg.index.user_tower and towers.get("user") is not None and (tok_dir / "user_ids.parquet").exists()
     if not has_users:
         towers["user"] = None
-    static = cfg.index.kind != "rq"
+    from ttds.index.kinds import LEARNED_KINDS
+
+    static = cfg.index.kind not in LEARNED_KINDS  # rq, kway_masked, moc towers learn jointly; lsh/random/precomputed do not
     rates = {
         "next_item": cfg.tasks.next_item,
         "user_pred": cfg.tasks.user_pred if (cfg.tasks.high_order and has_users) else 0.0,
@@ -137,6 +141,10 @@ def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) 
         "alpha": cfg.loss.alpha,
         "beta": cfg.loss.beta if not static else 0.0,
         "id_batch": cfg.loss.id_batch,
+        "retrieval_weight": cfg.loss.retrieval_weight,
+        "retrieval_temperature": cfg.loss.retrieval_temperature,
+        "retrieval_batch": cfg.loss.retrieval_batch,
+        "time_budget_s": cfg.optim.time_budget_s,
         "epochs": cfg.optim.epochs,
         "batch_size": cfg.optim.batch_size,
         "lr": cfg.optim.lr,
@@ -145,6 +153,7 @@ def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) 
         "patience": cfg.optim.patience,
         "seed": cfg.optim.seed,
         "zero_stage": cfg.train.zero_stage,
+        "offload": cfg.train.offload,
         "eval": dataclasses.asdict(cfg.eval),
         "job_config": to_dict(cfg),
     }

@@ -47,6 +47,9 @@ def backbone_config(c: dict):
         name=b["name"], hidden_size=b["hidden_size"], num_layers=b["num_layers"], num_heads=b["num_heads"],
         num_kv_heads=b["num_kv_heads"], intermediate_size=b["intermediate_size"], lora=finetune == "lora",
         full_finetune=finetune == "full", lora_r=b["lora_r"], lora_alpha=b["lora_alpha"], seed=c["seed"],
+        # fp32 parameters everywhere: DeepSpeed refuses mixed bf16 backbone / fp32 towers, and the
+        # quantiser's distances need fp32; on CUDA the forward runs under bf16 autocast instead
+        dtype="float32",
     )
 
 
@@ -79,7 +82,10 @@ def build_model(c: dict, corpus: Corpus, tok_dir: Path):
     add_semantic_tokens(backbone, tokenizer, vocab, code_vector_map(towers), seed=c["seed"])
     backbone = apply_lora(backbone, bcfg)
     hidden = backbone.get_input_embeddings().weight.shape[1]
-    return TTDSModel(backbone, towers, hidden, c["x_dim"]), tokenizer
+    from ttds.llm.fusion import fusion_for_towers  # MoC towers only (index.kind == "moc"): fuse ID code embeddings
+
+    fusion = fusion_for_towers(c["towers"], c["item_levels"], c["codebook_size"], backbone, tokenizer)
+    return TTDSModel(backbone, towers, hidden, c["x_dim"], fusion=fusion), tokenizer
 
 
 class Indexer:
@@ -209,18 +215,22 @@ def ttds_worker(c: dict) -> None:
     # group 0 (backbone body) is frozen during warm-up; towers move slower than the LLM so
     # re-assigned IDs change gradually (reported as churn)
     groups = [{"params": body}, {"params": rest}, {"params": tower, "lr": c["tower_lr"]}]
-    engine = dsu.initialize(model, lr=c["lr"], stage=c["zero_stage"], micro_batch=c["batch_size"], param_groups=groups, weight_decay=c["weight_decay"])
+    engine = dsu.initialize(model, lr=c["lr"], stage=c["zero_stage"], micro_batch=c["batch_size"], param_groups=groups, weight_decay=c["weight_decay"],
+                            offload=c.get("offload", False))
     shard = ray.train.get_dataset_shard("train")
     alpha = c["alpha"] if c["dmvae"] else 0.0
     beta = c["beta"] if c["dmvae"] else 0.0
     item_x_t, user_x_t = torch.as_tensor(item_x), torch.as_tensor(user_x)
+    ret_w = float(c.get("retrieval_weight", 0.0))  # optional retrieval fast-path loss (ttds.decode.retrieval)
+    ret_users = [u for u, s in enumerate(corpus.train_sequences) if len(s) >= 2] if ret_w > 0 else []
+    run_start = time.time()
 
     for epoch in range(start_epoch, c["epochs"]):
         frozen = epoch < c["warmup_epochs"]
         engine.optimizer.param_groups[0]["lr"] = 0.0 if frozen else c["lr"]
         model.train()
         t0, n_examples, steps = time.time(), 0, 0
-        sums = {"loss": 0.0, "llm_loss": 0.0, "id_loss": 0.0, "token_loss": 0.0}
+        sums = {"loss": 0.0, "llm_loss": 0.0, "id_loss": 0.0, "token_loss": 0.0, **({"retrieval_loss": 0.0} if ret_w > 0 else {})}
         for batch in shard.iter_batches(batch_size=c["batch_size"], batch_format="numpy", local_shuffle_buffer_size=4096, local_shuffle_seed=c["seed"] + epoch):
             seqs, labels = rows_to_examples(batch, builder, c["rates"], rng)
             ids, mask, lab = left_pad(seqs, builder.pad_id, labels)
@@ -231,7 +241,11 @@ def ttds_worker(c: dict) -> None:
                 kw = {"id_input_ids": id_ids, "id_attention_mask": id_mask, "id_targets": item_x_t[pick], "item_x": item_x_t[pick]}
                 if model.towers.user is not None:
                     kw["user_x"] = user_x_t[torch.randint(0, len(user_x_t), (c["id_batch"],))]
-            out = engine(ids.to(engine.device), mask.to(engine.device), lab.to(engine.device), alpha=alpha, beta=beta, **{k: v.to(engine.device) for k, v in kw.items()})
+            if ret_w > 0:
+                kw.update(retrieval_kwargs(builder, corpus, ret_users, c, rng, item_x_t))
+            ret_kw = {"ret_weight": ret_w, "ret_temperature": c.get("retrieval_temperature", 0.1)} if ret_w > 0 else {}
+            with torch.autocast(device_type=engine.device.type, dtype=torch.bfloat16, enabled=engine.device.type == "cuda"):
+                out = engine(ids.to(engine.device), mask.to(engine.device), lab.to(engine.device), alpha=alpha, beta=beta, **ret_kw, **{k: v.to(engine.device) for k, v in kw.items()})
             engine.backward(out["loss"])
             engine.step()
             for k in sums:
@@ -245,6 +259,8 @@ def ttds_worker(c: dict) -> None:
         train_s = time.time() - t0
         metrics = {"epoch": epoch, "frozen_backbone": int(frozen), "examples_per_s": n_examples / max(train_s, 1e-9), "train_s": train_s,
                    **{k: v / max(steps, 1) for k, v in sums.items()}}
+        if torch.cuda.is_available():  # the figure that decides ZeRO stage / offload on a GPU cluster
+            metrics["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         with dsu.gathered(model.parameters()):
             if c["dynamic"] and (epoch + 1) % c["reindex_every"] == 0 and epoch + 1 < c["epochs"]:
                 if c["text_source"]:
@@ -277,6 +293,8 @@ def ttds_worker(c: dict) -> None:
                 ray.train.report(metrics, checkpoint=checkpoint)
         if stale >= c["patience"]:
             break
+        if over_time_budget(c, time.time() - run_start, epoch - start_epoch + 1):
+            break
 
 
 def model_meta(c: dict, epoch: int, metrics: dict) -> dict:
@@ -290,6 +308,7 @@ def model_meta(c: dict, epoch: int, metrics: dict) -> dict:
         "codebook_size": c["codebook_size"],
         "corpus_dir": c["corpus_dir"],
         "source": c["source"],
+        "retrieval_pool": "last" if c.get("retrieval_weight", 0.0) > 0 else "mean",  # ttds.decode.retrieval.pool_of
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         "config": c["job_config"],
     }
@@ -301,3 +320,29 @@ def recompute_text_x(model: TTDSModel, tokenizer, corpus: Corpus, c: dict, old_x
 
     vecs = encode_texts(model.backbone, tokenizer, corpus.item_texts, batch_size=32, max_length=c["text_max_length"])
     return standardise_like(vecs, old_x, c["text_dims"])
+
+
+def retrieval_kwargs(builder: PromptBuilder, corpus: Corpus, users: list[int], c: dict, rng: random.Random, item_x_t: torch.Tensor) -> dict:
+    """Model kwargs of the retrieval loss: next-item prompts of random training users (every
+    rank the same count, so ranks step together) scored against the whole catalogue's X."""
+    from ttds.decode.retrieval import retrieval_examples
+
+    pick = [users[rng.randrange(len(users))] for _ in range(c.get("retrieval_batch", 32))]
+    prompts, targets = retrieval_examples(builder, corpus.train_sequences, pick, c["max_history"], rng)
+    ids, mask, _ = left_pad(prompts, builder.pad_id)
+    return {"ret_input_ids": ids, "ret_attention_mask": mask, "ret_targets": torch.as_tensor(targets), "ret_item_x": item_x_t}
+
+
+def over_time_budget(c: dict, elapsed_s: float, epochs_done: int) -> bool:
+    """Would the next epoch end past `time_budget_s`? Decided on the slowest rank's clock
+    (all-reduced max) so every rank stops at the same epoch."""
+    budget = float(c.get("time_budget_s", 0.0) or 0.0)
+    if budget <= 0:
+        return False
+    import torch.distributed as dist
+
+    t = torch.tensor([elapsed_s], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    elapsed = float(t[0])
+    return elapsed + elapsed / max(epochs_done, 1) > budget

@@ -1,0 +1,113 @@
+"""Benchmark recommenders side by side on one corpus: the paper's table, measured here.
+
+For each system: train it under the same budget with the platform's own jobs (Ray Train),
+select the best epoch on VALIDATION NDCG@10 (early stopping), score the TEST split once with
+the same full-ranking code (every item ranked), and record wall time, peak memory and the
+exact config. Writes to --out:
+  results.md    HR@1/5/10, NDCG@5/10 per system (best per column in bold), the paper's
+                Instruments rows as a separate, labelled reference block, and the --perf figures
+  results.json  {"dataset", "systems": {name: {HR@1..NDCG@10, wall_s, peak_rss_mb, config}}, "perf"}
+  results.png   bar chart;  details.json  validation figures, epochs, memory per process, histories
+  systems/<name>/  each job's own output folder (model, checkpoints, metrics)
+
+Systems (comma-separated):
+  popularity, sasrec, gru4rec        baselines (ttds.baselines; SASRec/GRU4Rec: full softmax, dropout)
+  ttds                               the TTDS job (jobs/train_ttds.py)
+  tiger                              TIGER-style: TTDS with a static index, no user tower, no DM-VAE,
+                                     no high-order tasks (the `tiger` ablation)
+  ttss, stds, ttds-dm, ttds-ho, m3, m5   the paper's other ablations (jobs/train_ttds.py --ablation)
+  <ttds-system>-retrieval            e.g. ttds-retrieval: the same trained model ranked by the
+                                     generative-retrieval fast path (id_head + faiss, one forward);
+                                     its base is trained with --loss.retrieval_weight=--retrieval-weight
+
+Budget: --budget-epochs caps every trained system's epochs (TTDS optim.epochs, SASRec/GRU4Rec
+epochs); --budget-minutes caps each one's training loop (tokenizer warm-up and test evaluation
+run outside it and are included in wall_s). Inside the budget each stops early on validation.
+
+--perf adds, each as a ratio measured in one run: training examples/s with 1 and 2 Ray Train
+workers (TTDS, and SASRec when run); decoding users/s of trie-constrained vs unconstrained beam
+search of the same width and of the retrieval fast path vs beam (reference setting + the
+trained model); full test-set evaluation wall time and peak RSS per worker.
+
+Examples:
+  python jobs/benchmark.py --data runs/data/Instruments --systems ttds,tiger,sasrec,gru4rec,popularity \\
+      --budget-epochs 20 --out runs/benchmark/Instruments --perf
+  python jobs/benchmark.py --data synthetic --systems popularity,sasrec,ttds,ttds-retrieval --budget-epochs 2 --out /tmp/b
+  python jobs/benchmark.py ... --ttds-config my_ttds.yaml --set ttds-family:optim.lr=5e-4 --set sasrec:hidden=128
+
+Re-running with the same --out reuses finished systems whose config is unchanged and resumes an
+interrupted one (--fresh starts over). A system that fails is reported and the others still run.
+Exit 0 on success, 1 when a system failed (the table holds the others), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="prepared corpus folder (jobs/prepare_data.py), a raw LC-Rec folder, or 'synthetic'")
+    p.add_argument("--systems", default="popularity,sasrec,gru4rec,tiger,ttds", help="comma-separated systems (see above)")
+    p.add_argument("--budget-epochs", type=int, default=0, help="max epochs of every trained system (0 = each system's default)")
+    p.add_argument("--budget-minutes", type=float, default=0.0, help="training-loop minutes per system (0 = no limit)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--perf", action="store_true", help="also measure the speed and memory ratios")
+    p.add_argument("--ttds-config", default="", help="YAML config (jobs/train_ttds.py format) for every TTDS-family system")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SYSTEM:KEY=VALUE",
+                   help="config override for one system, a glob of names, 'ttds-family' or 'baselines' "
+                        "(TTDS keys as in train_ttds.py: optim.lr=5e-4; baseline keys: hidden=128); repeatable")
+    p.add_argument("--retrieval-weight", type=float, default=0.5, help="loss.retrieval_weight of the base of a *-retrieval system")
+    p.add_argument("--workers", type=int, default=0, help="Ray Train workers per trained system (0 = each job's default: 1)")
+    p.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPUs reserved per Ray Train worker")
+    p.add_argument("--fresh", action="store_true", help="retrain every system even if --out holds its result")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic corpus (--data synthetic)")
+    p.add_argument("--perf-users", type=int, default=256, help="--perf: test users timed per decoding mode")
+    p.add_argument("--perf-rows", type=int, default=2048, help="--perf: task rows of each short throughput run")
+    p.add_argument("--perf-repeats", type=int, default=3, help="--perf: timed repeats per decoding mode (best kept)")
+    p.add_argument("--perf-train-repeats", type=int, default=2, help="--perf: alternating 1-/2-worker throughput runs per count (best kept)")
+    p.add_argument("--perf-reference-items", type=int, default=10_000, help="--perf: items of the reference decoding setting (0 = skip)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from ttds.bench import BenchConfig, resolve_systems, run_benchmark
+    from ttds.config import ConfigError
+    from ttds.data.rejects import DataError
+
+    systems = [s for s in args.systems.split(",") if s.strip()]
+    try:
+        resolve_systems(systems)  # fail on a typo before any work
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cfg = BenchConfig(
+        data=args.data, systems=systems, out=args.out, budget_epochs=args.budget_epochs, budget_minutes=args.budget_minutes,
+        perf=args.perf, ttds_config=args.ttds_config, sets=args.sets, retrieval_weight=args.retrieval_weight,
+        workers=args.workers, cpus_per_worker=args.cpus_per_worker, fresh=args.fresh, seed=args.seed,
+        perf_users=args.perf_users, perf_rows=args.perf_rows, perf_repeats=args.perf_repeats, perf_train_repeats=args.perf_train_repeats,
+        perf_reference_items=args.perf_reference_items,
+    )
+    try:
+        res = run_benchmark(cfg)
+    except (DataError, ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    keys = ["HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10"]
+    print(json.dumps({n: {k: round(s[k], 4) for k in keys} for n, s in res["results"]["systems"].items()}, indent=2))
+    print(f"results written to {res['paths']['md']} (+ results.json, results.png, details.json)")
+    for name, why in res["failures"].items():
+        print(f"error: system {name} failed: {why}", file=sys.stderr)
+    return 1 if res["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,428 @@
+"""The benchmark harness: train and test a set of systems on one corpus under one budget each.
+
+Each system runs through the platform's own job functions, in this process (no re-implemented
+training loops): `ttds.baselines.train_and_evaluate` for popularity/SASRec/GRU4Rec, and
+`ttds.train.ttds_job.train_ttds` with an ablation's overrides for the TTDS family (TIGER-style
+= the `tiger` ablation). Both select the best epoch on validation NDCG@10 (early stopping with
+their own patience) and score the test split with full ranking; retrieval systems re-rank the
+same test users with the fast path (`ttds.bench.retrieval_eval`).
+
+Layout of `out`:
+  results.json / results.md / results.png / details.json   (ttds.bench.report)
+  run.json                     the harness config, argv-equivalent and the machine
+  systems/<name>/              one job output folder per system (+ result.json, key.json)
+  perf/                        the short runs of --perf
+
+A re-run with the same `out` reuses each system whose resolved config is unchanged
+(systems/<name>/result.json) and resumes an interrupted one from its checkpoints; a system
+whose config changed is moved aside to `<name>.stale-<time>` and trained again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ttds.bench.memory import RssSampler
+from ttds.bench.report import METRICS, write_results
+from ttds.bench.systems import System, resolve_systems, retrieval_bases
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BenchConfig", "run_benchmark"]
+
+# index fields that only matter during joint training, not to the warm-up tokenizer
+_JOINT_ONLY = ("dynamic", "reindex_every", "max_suffix_tokens", "reencode_text", "joint_lr_scale")
+
+
+@dataclass
+class BenchConfig:
+    data: str  # a prepared corpus folder, a raw LC-Rec folder, or "synthetic"
+    systems: list[str]
+    out: str
+    budget_epochs: int = 0  # max epochs of every trained system (0 = each system's default)
+    budget_minutes: float = 0.0  # training-loop wall clock per system (0 = none)
+    perf: bool = False
+    ttds_config: str = ""  # YAML base config of every TTDS-family system
+    sets: list[str] = field(default_factory=list)  # "SYSTEM:key=value" (SYSTEM: name, glob, ttds-family, baselines)
+    retrieval_weight: float = 0.5  # loss.retrieval_weight of the base of a *-retrieval system
+    workers: int = 0  # Ray Train workers per trained system (0 = each job's default)
+    cpus_per_worker: float = 0.5
+    fresh: bool = False  # ignore results of an earlier run in `out`
+    seed: int = 0  # synthetic corpus seed (data = "synthetic")
+    perf_users: int = 256  # test users timed per decoding mode
+    perf_batch: int = 64
+    perf_rows: int = 2048  # task rows of the short training-throughput runs
+    perf_repeats: int = 3
+    perf_train_repeats: int = 2  # alternating 1-/2-worker throughput runs per count (best kept)
+    perf_reference_items: int = 10_000  # items of the reference decoding setting (0 = skip it)
+    rss_interval_s: float = 0.5
+
+
+# ----------------------------------------------------------------------------- overrides
+def parse_sets(sets: list[str], systems: list[System]) -> dict[str, list[tuple[str, str]]]:
+    """SYSTEM:key=value strings -> {system name: [(key, value), ...]} in the order given."""
+    out: dict[str, list[tuple[str, str]]] = {s.name: [] for s in systems}
+    for item in sets:
+        if ":" not in item or "=" not in item.split(":", 1)[1]:
+            raise ValueError(f"--set {item!r} must look like SYSTEM:key=value (e.g. ttds:optim.lr=5e-4, sasrec:hidden=128)")
+        pattern, kv = item.split(":", 1)
+        key, value = kv.split("=", 1)
+        key = key[2:] if key.startswith("--") else key
+        if pattern == "ttds-family":
+            hits = [s for s in systems if s.kind == "ttds"]
+        elif pattern == "baselines":
+            hits = [s for s in systems if s.kind == "seq"]
+        else:
+            hits = [s for s in systems if fnmatch.fnmatchcase(s.name, pattern)]
+        if not hits:
+            raise ValueError(f"--set {item!r}: no system in this run matches {pattern!r}")
+        bad = [s.name for s in hits if s.kind not in ("ttds", "seq")]
+        if bad:
+            raise ValueError(f"--set {item!r}: {bad} take no config (popularity has none; a retrieval system uses its base's)")
+        for s in hits:
+            out[s.name].append((key, value))
+    return out
+
+
+def _key(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _entry(metrics: dict, wall_s: float, peak_rss_mb: float, config: dict) -> dict:
+    """One system's results.json record (exactly the issue's keys)."""
+    return {**{k: float(metrics[k]) for k in METRICS}, "wall_s": round(float(wall_s), 1), "peak_rss_mb": round(float(peak_rss_mb), 1), "config": config}
+
+
+# ----------------------------------------------------------------------------- the harness
+class Harness:
+    def __init__(self, cfg: BenchConfig):
+        from ttds.data.resolve import open_or_prepare
+        from ttds.runtime import init_ray
+
+        self.cfg = cfg
+        self.out = Path(cfg.out).resolve()
+        self.out.mkdir(parents=True, exist_ok=True)
+        init_ray()  # before sampling: a local Ray's processes are then this process's descendants
+        self.corpus = open_or_prepare(cfg.data, cfg.seed)
+        self.systems = resolve_systems(cfg.systems)
+        self.sets = parse_sets(cfg.sets, self.systems)
+        self.with_retrieval = retrieval_bases(self.systems)
+        self.ttds_cfgs: dict[str, Any] = {}
+        self.tokenizers: dict[str, Path] = {}  # tokenizer key -> folder (shared by same-index systems)
+        self.records: dict[str, dict] = {}  # name -> {"entry", "detail", "key"}
+        self.failures: dict[str, str] = {}  # name -> why it has no row
+        self.rss = RssSampler(cfg.rss_interval_s)
+        self.validate()
+
+    def validate(self) -> None:
+        """Resolve every system's config now: a typo fails in seconds, not hours in."""
+        from ttds.baselines.seqmodel_worker import MODELS
+        from ttds.config import from_dict
+        from ttds.train.ttds_job import check_config
+
+        for s in self.systems:
+            if s.kind == "ttds":
+                check_config(self.ttds_config(s, self.out / "systems" / s.name))
+            elif s.kind == "seq":
+                from_dict(MODELS[s.name][1], self.seq_overrides(s))
+
+    # -- configs
+    def budget_text(self) -> str:
+        parts = []
+        if self.cfg.budget_epochs:
+            parts.append(f"at most {self.cfg.budget_epochs} epoch{'s' if self.cfg.budget_epochs > 1 else ''}")
+        if self.cfg.budget_minutes:
+            parts.append(f"{self.cfg.budget_minutes:g} min of training loop")
+        return (", ".join(parts) or "each system's default epochs") + " (early stopping on validation NDCG@10 within it)"
+
+    def train_config(self):
+        from ttds.train.launch import TrainConfig
+
+        t = TrainConfig(cpus_per_worker=self.cfg.cpus_per_worker)
+        return dataclasses.replace(t, num_workers=self.cfg.workers) if self.cfg.workers else t
+
+    def ttds_config(self, s: System, sysdir: Path):
+        from ttds.config import load_config
+        from ttds.configs import ABLATIONS, TTDSJobConfig
+
+        ov = list(ABLATIONS[s.ablation]) + [f"--data.corpus={self.corpus.root}", f"--output_dir={sysdir}"]
+        if self.cfg.budget_epochs:
+            ov.append(f"--optim.epochs={self.cfg.budget_epochs}")
+        if self.cfg.budget_minutes:
+            ov.append(f"--optim.time_budget_s={self.cfg.budget_minutes * 60:g}")
+        if self.cfg.workers:
+            ov.append(f"--train.num_workers={self.cfg.workers}")
+        ov.append(f"--train.cpus_per_worker={self.cfg.cpus_per_worker}")
+        if s.name in self.with_retrieval:
+            ov.append(f"--loss.retrieval_weight={self.cfg.retrieval_weight}")
+        ov += [f"--{k}={v}" for k, v in self.sets[s.name]]
+        return load_config(TTDSJobConfig, self.cfg.ttds_config or None, ov)
+
+    def seq_overrides(self, s: System) -> dict:
+        ov: dict[str, Any] = {}
+        if self.cfg.budget_epochs:
+            ov["epochs"] = self.cfg.budget_epochs
+        if self.cfg.budget_minutes:
+            ov["time_budget_s"] = self.cfg.budget_minutes * 60
+        for k, v in self.sets[s.name]:
+            ov[k] = yaml.safe_load(v)
+        return ov
+
+    def tokenizer_key(self, tcfg) -> str:
+        from ttds.config import to_dict
+
+        index = {k: v for k, v in to_dict(tcfg.index).items() if k not in _JOINT_ONLY}
+        return _key({"index": index, "data": to_dict(tcfg.data), "backbone": tcfg.backbone.name})
+
+    # -- bookkeeping
+    def _prepare_dir(self, name: str, key: str) -> tuple[Path, dict | None]:
+        """The system's folder; a reusable earlier record, or None. A folder holding another
+        config's run is moved aside (resuming it would mix two configs)."""
+        sysdir = self.out / "systems" / name
+        key_file = sysdir / "key.json"
+        if sysdir.exists() and key_file.exists():
+            old = json.loads(key_file.read_text())["key"]
+            if old == key and not self.cfg.fresh:
+                rec = sysdir / "result.json"
+                return sysdir, (json.loads(rec.read_text()) if rec.exists() else None)
+            stale = sysdir.with_name(f"{name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            log.warning("%s: config changed (or --fresh): moving the earlier run to %s", name, stale)
+            sysdir.rename(stale)
+        elif sysdir.exists() and self.cfg.fresh:
+            sysdir.rename(sysdir.with_name(f"{name}.stale-{time.strftime('%Y%m%d-%H%M%S')}"))
+        sysdir.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(json.dumps({"key": key}))
+        return sysdir, None
+
+    def _finish(self, name: str, sysdir: Path, key: str, entry: dict, detail: dict) -> None:
+        rec = {"key": key, "entry": entry, "detail": detail}
+        (sysdir / "result.json").write_text(json.dumps(rec, indent=2, default=float))
+        self.records[name] = rec
+        log.info("%s: test NDCG@10 %.4f HR@10 %.4f (%.0f s)", name, entry["NDCG@10"], entry["HR@10"], entry["wall_s"])
+
+    # -- systems
+    def run_system(self, s: System) -> None:
+        t0 = time.time()
+        self.rss.sample()  # a system shorter than the sampling interval still gets a figure
+        if s.kind == "popularity":
+            self._baseline(s, t0)
+        elif s.kind == "seq":
+            self._baseline(s, t0)
+        elif s.kind == "ttds":
+            self._ttds(s, t0)
+        else:
+            self._retrieval(s, t0)
+
+    def _memory(self, t0: float, t1: float | None = None) -> dict:
+        self.rss.sample()
+        return self.rss.window(t0, t1).to_dict()
+
+    def _baseline(self, s: System, t0: float) -> None:
+        from ttds.baselines import train_and_evaluate
+        from ttds.config import to_dict
+
+        ov = self.seq_overrides(s) if s.kind == "seq" else {}
+        train = self.train_config()
+        key = _key({"system": s.name, "corpus": str(self.corpus.root), "overrides": ov, "train": to_dict(train)})
+        sysdir, done = self._prepare_dir(s.name, key)
+        if done:
+            self.records[s.name] = done
+            log.info("%s: reusing the result in %s", s.name, sysdir)
+            return
+        res = train_and_evaluate(s.name, self.corpus.root, sysdir, ov, train)
+        mem = self._memory(t0)
+        config = {**res["config"], **({"train": to_dict(train)} if s.kind == "seq" else {})}
+        detail = {
+            "label": s.label, "kind": s.kind, "valid_NDCG@10": res.get("valid_NDCG@10"),
+            "best_epoch": res.get("best_epoch"), "epochs_run": res.get("epochs_run"),
+            "examples_per_s": res.get("examples_per_s"), "memory": mem, "out_dir": str(sysdir),
+            "worker_reported_peak_rss_mb": res.get("peak_rss_mb"),
+        }
+        self._finish(s.name, sysdir, key, _entry(res, time.time() - t0, mem["max_process_mb"], config), detail)
+
+    def _ttds(self, s: System, t0: float) -> None:
+        from ttds.config import to_dict
+        from ttds.configs import ABLATIONS
+        from ttds.train.ttds_job import train_ttds
+
+        tcfg = self.ttds_config(s, self.out / "systems" / s.name)
+        tok_key = self.tokenizer_key(tcfg)
+        shared = None
+        if not tcfg.tokenizer_dir and tok_key in self.tokenizers:
+            shared = self.tokenizers[tok_key]
+            tcfg = dataclasses.replace(tcfg, tokenizer_dir=str(shared))
+        cfg_dict = to_dict(tcfg)
+        key = _key({k: v for k, v in cfg_dict.items() if k != "tokenizer_dir"})
+        sysdir, done = self._prepare_dir(s.name, key)
+        self.ttds_cfgs[s.name] = tcfg
+        if done:
+            self.records[s.name] = done
+            self.tokenizers.setdefault(tok_key, Path(done["detail"]["tokenizer_dir"]))
+            log.info("%s: reusing the result in %s", s.name, sysdir)
+            return
+        m = train_ttds(tcfg)
+        t_end = time.time()
+        tok_dir = Path(tcfg.tokenizer_dir) if tcfg.tokenizer_dir else sysdir / "tokenizer"
+        self.tokenizers.setdefault(tok_key, tok_dir)
+        test = m["test"]
+        hist = m["history"]
+        best = next((h for h in hist if h.get("epoch") == m["best_epoch"]), {})
+        eval_s = float(m["wall_s"]["test_eval"])
+        config = {**cfg_dict, "ablation": s.ablation, "ablation_overrides": ABLATIONS[s.ablation]}
+        mem = self._memory(t0)
+        eval_mem = self.rss.window(t_end - eval_s - 1.0, t_end)
+        n_templates = len(test.get("per_template", {})) or 1
+        detail = {
+            "label": s.label, "kind": "ttds", "valid_NDCG@10": best.get("valid_NDCG@10"),
+            "best_epoch": m["best_epoch"], "epochs_run": len(hist), "wall_parts_s": m["wall_s"],
+            "users": test.get("users"), "per_template": test.get("per_template"), "popularity_same_users": m["popularity_test"],
+            "source": m.get("source"), "tokenizer_dir": str(tok_dir), "tokenizer_shared": str(shared) if shared else None,
+            "memory": mem, "history": hist, "out_dir": str(sysdir),
+            "test_eval": {
+                "users": test.get("users"), "templates": n_templates, "wall_s": eval_s, "workers": tcfg.eval.workers,
+                "users_per_s": round((test.get("users") or 0) * n_templates / max(eval_s, 1e-9), 2),
+                "peak_rss_mb_per_worker": eval_mem.top("_Ranker") or eval_mem.top("MapWorker"),
+                "driver_peak_rss_mb": round(eval_mem.driver_mb, 1),
+            },
+        }
+        if s.name in self.with_retrieval:
+            detail["note"] = (f"trained with loss.retrieval_weight={tcfg.loss.retrieval_weight} (the joint ranking loss of the "
+                              f"retrieval fast path) because `{s.name}-retrieval` ranks with the same model; the paper's {s.label} has none.")
+        if shared:
+            detail["note"] = (detail.get("note", "") + f" Reuses the tokenizer warm-up of an earlier system with the same index config ({shared}): "
+                              "wall s excludes it.").strip()
+        self._finish(s.name, sysdir, key, _entry(test, time.time() - t0, mem["max_process_mb"], config), detail)
+
+    def _retrieval(self, s: System, t0: float) -> None:
+        from ttds.bench.retrieval_eval import evaluate_retrieval
+
+        base = self.records[s.base]
+        tcfg = self.ttds_cfgs[s.base]
+        templates = list(range(3)) if tcfg.eval.templates == 0 else list(range(tcfg.eval.templates))
+        config = {
+            "base": s.base, "ranker": "prompt -> backbone -> mean-pooled last hidden state -> id_head -> exact faiss inner product over L2-normalised item X",
+            "templates": templates, "k": 10, "test_users": tcfg.eval.test_users,
+            "loss.retrieval_weight": tcfg.loss.retrieval_weight, "loss.retrieval_temperature": tcfg.loss.retrieval_temperature,
+            "loss.retrieval_batch": tcfg.loss.retrieval_batch,
+        }
+        key = _key({"base": base["key"], **config})
+        sysdir, done = self._prepare_dir(s.name, key)
+        if done:
+            self.records[s.name] = done
+            return
+        model_dir = Path(base["detail"]["out_dir"]) / "model"
+        res = evaluate_retrieval(model_dir, self.corpus, "test", templates, 10, tcfg.eval.test_users, tcfg.eval.batch_size)
+        mem = self._memory(t0)
+        (sysdir / "metrics.json").write_text(json.dumps(res, indent=2, default=float))
+        detail = {
+            "label": s.label, "kind": "retrieval", "valid_NDCG@10": None, "best_epoch": base["detail"].get("best_epoch"),
+            "epochs_run": base["detail"].get("epochs_run"), "users": res["users"], "per_template": res["per_template"],
+            "memory": mem, "out_dir": str(sysdir), "model_dir": str(model_dir),
+            "note": f"ranks with `{s.base}`'s model (selected on beam-search validation NDCG@10); wall s is its test evaluation only.",
+            "test_eval": {"users": res["users"], "templates": len(templates), "wall_s": res["wall_s"], "workers": 1,
+                          "users_per_s": res["users_per_s"], "peak_rss_mb_per_worker": {"driver": round(mem["driver_mb"], 1)}},
+        }
+        self._finish(s.name, sysdir, key, _entry(res, time.time() - t0, mem["max_process_mb"], config), detail)
+
+    # -- perf
+    def run_perf(self) -> dict:
+        from ttds.bench import perf
+
+        pdir = self.out / "perf"
+        pdir.mkdir(parents=True, exist_ok=True)
+        out: dict[str, Any] = {"machine": machine()}
+        if self.cfg.perf_reference_items:
+            out["decode_reference"] = _guard(lambda: {
+                **perf.benchmark_decoding(perf.SpeedConfig(n_items=self.cfg.perf_reference_items, repeats=self.cfg.perf_repeats)),
+                "items": self.cfg.perf_reference_items,
+            })
+        ttds_name = next((n for n in ("ttds", *self.ttds_cfgs) if n in self.ttds_cfgs), None)
+        if ttds_name:
+            tcfg = self.ttds_cfgs[ttds_name]
+            model_dir = Path(self.records[ttds_name]["detail"]["out_dir"]) / "model"
+            out["decode_trained"] = _guard(lambda: {"system": ttds_name, **perf.decode_speed_trained(
+                model_dir, self.corpus, self.cfg.perf_users, self.cfg.perf_batch, tcfg.eval.beam_width, 10, self.cfg.perf_repeats)})
+            tok_dir = Path(self.records[ttds_name]["detail"]["tokenizer_dir"])
+            out["train_throughput"] = {ttds_name: _guard(lambda: perf.scaling(
+                lambda w: perf.ttds_throughput(tcfg, self.corpus, tok_dir, pdir / f"{ttds_name}_{w}w", w, self.cfg.perf_rows, self.cfg.cpus_per_worker),
+                self.cfg.perf_train_repeats,
+            ))}
+            sc = out["train_throughput"][ttds_name]
+            if "ratio_2_over_1" in sc:
+                sc["note"] = (f"first {self.cfg.perf_rows} task rows, one epoch, best of {self.cfg.perf_train_repeats} alternating runs; "
+                              "job rate = rank 0's rate x workers (equal shards, lock-step DeepSpeed steps)")
+        if "sasrec" in self.records:
+            ov = self.seq_overrides(next(s for s in self.systems if s.name == "sasrec"))
+            out.setdefault("train_throughput", {})["sasrec"] = _guard(lambda: perf.scaling(
+                lambda w: perf.seq_throughput("sasrec", self.corpus, pdir, w, ov, self.cfg.cpus_per_worker), self.cfg.perf_train_repeats))
+            sc = out["train_throughput"]["sasrec"]
+            if "ratio_2_over_1" in sc:
+                sc["note"] = f"one full epoch, best of {self.cfg.perf_train_repeats} alternating runs; examples = next-item predictions, all ranks"
+
+        out["test_eval"] = {n: r["detail"]["test_eval"] for n, r in self.records.items() if r["detail"].get("test_eval")}
+        out["os_cpus"] = os.cpu_count()
+        return out
+
+    # -- all
+    def results(self, perf: dict) -> tuple[dict, dict]:
+        systems = {s.name: self.records[s.name]["entry"] for s in self.systems if s.name in self.records}
+        details = {s.name: {**self.records[s.name]["detail"], "implied": s.implied} for s in self.systems if s.name in self.records}
+        return {"dataset": self.corpus.name, "systems": systems, "perf": perf}, details
+
+    def meta(self) -> dict:
+        _, _, targets = self.corpus.eval_arrays("test")
+        return {"items": self.corpus.n_items, "test_users": len(targets), "budget": self.budget_text(), "rss_method": self.rss.describe(),
+                "failures": dict(self.failures)}
+
+    def run(self) -> dict:
+        (self.out / "run.json").write_text(json.dumps({"config": dataclasses.asdict(self.cfg), "corpus": str(self.corpus.root),
+                                                       "systems": [dataclasses.asdict(s) for s in self.systems], "machine": machine()}, indent=2))
+        with self.rss:
+            for s in self.systems:
+                log.info("=== %s (%s) ===", s.name, s.label)
+                if s.kind == "retrieval" and s.base in self.failures:
+                    self.failures[s.name] = f"not run: its base {s.base} failed"
+                    continue
+                try:
+                    self.run_system(s)
+                except Exception as e:  # noqa: BLE001 - one failed system must not cost the others (hours)
+                    log.exception("%s failed", s.name)
+                    self.failures[s.name] = f"{type(e).__name__}: {e}"[:500]
+                write_results(self.out, *self.results({}), self.meta())  # a crash later keeps what is done
+            perf = self.run_perf() if self.cfg.perf else {}
+        results, details = self.results(perf)
+        paths = write_results(self.out, results, details, self.meta())
+        return {"results": results, "details": details, "failures": dict(self.failures), "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _guard(fn) -> dict:
+    """A perf figure, or the reason it is missing (the table must survive a perf failure)."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - reported in results.md, logged with traceback
+        log.exception("perf measurement failed")
+        return {"error": f"{type(e).__name__}: {e}"[:300]}
+
+
+def machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPUs, {gpu}, {platform.platform()}, torch {torch.__version__}"
+
+
+def run_benchmark(cfg: BenchConfig) -> dict:
+    """Train and test every system of `cfg`, write results.{json,md,png}; returns them."""
+    return Harness(cfg).run()

@@ -1,0 +1,101 @@
+"""The systems the benchmark can train and test, by name.
+
+- `popularity`, `sasrec`, `gru4rec`: the baselines of `ttds.baselines`;
+- every key of `ttds.configs.ABLATIONS` (`ttds`, `tiger`, `ttss`, `stds`, `ttds-dm`, `ttds-ho`,
+  `m3`, `m5`): the TTDS job with that ablation's overrides (`tiger` = static index, no user
+  tower, no DM-VAE, no high-order tasks: the TIGER-style static semantic-ID recommender);
+- `<ttds-family>-retrieval` (e.g. `ttds-retrieval`): the model trained for `<ttds-family>`,
+  ranked by the generative-retrieval fast path (`ttds.decode.retrieval`) instead of beam
+  search. It adds its base system to the run, trained with `loss.retrieval_weight` > 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ttds.configs import ABLATIONS
+
+__all__ = ["BASELINES", "System", "known_systems", "resolve_systems"]
+
+BASELINES = ("popularity", "sasrec", "gru4rec")
+RETRIEVAL_SUFFIX = "-retrieval"
+
+LABELS = {
+    "popularity": "Popularity",
+    "sasrec": "SASRec",
+    "gru4rec": "GRU4Rec",
+    "ttds": "TTDS",
+    "tiger": "TIGER-style (static IDs)",
+    "ttss": "TTSS (static index)",
+    "stds": "STDS (no user tower)",
+    "ttds-dm": "TTDS w/o DM-VAE",
+    "ttds-ho": "TTDS w/o high-order tasks",
+    "m3": "TTDS M=3",
+    "m5": "TTDS M=5",
+}
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    kind: str  # "popularity" | "seq" (SASRec/GRU4Rec) | "ttds" (TTDS job + ablation) | "retrieval"
+    ablation: str = ""  # ABLATIONS key (kind "ttds")
+    base: str = ""  # kind "retrieval": the TTDS-family system whose model it ranks with
+    implied: bool = False  # added because a retrieval system needs it, not asked for
+
+    @property
+    def label(self) -> str:
+        if self.kind == "retrieval":
+            return f"{LABELS.get(self.base, self.base)} retrieval fast path"
+        return LABELS.get(self.name, self.name)
+
+    @property
+    def trains(self) -> bool:
+        return self.kind in ("seq", "ttds")
+
+
+def known_systems() -> list[str]:
+    return [*BASELINES, *ABLATIONS, *(f"{a}{RETRIEVAL_SUFFIX}" for a in ABLATIONS)]
+
+
+def _one(name: str) -> System:
+    if name == "popularity":
+        return System(name, "popularity")
+    if name in ("sasrec", "gru4rec"):
+        return System(name, "seq")
+    if name in ABLATIONS:
+        return System(name, "ttds", ablation=name)
+    if name.endswith(RETRIEVAL_SUFFIX) and name[: -len(RETRIEVAL_SUFFIX)] in ABLATIONS:
+        return System(name, "retrieval", base=name[: -len(RETRIEVAL_SUFFIX)])
+    raise ValueError(f"unknown system {name!r}; known: {', '.join(known_systems())}")
+
+
+def resolve_systems(names: list[str]) -> list[System]:
+    """Systems in run order: each retrieval system right after its base (added if missing)."""
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise ValueError("no systems given")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"systems named twice: {dupes}")
+    asked = [_one(n) for n in names]
+    out: list[System] = []
+    have = {s.name for s in asked}
+    for s in asked:
+        if s.kind == "retrieval":
+            continue
+        out.append(s)
+    for s in asked:
+        if s.kind != "retrieval":
+            continue
+        if s.base not in have:
+            out.append(System(s.base, "ttds", ablation=s.base, implied=True))
+            have.add(s.base)
+        pos = max(i for i, o in enumerate(out) if o.name == s.base or o.base == s.base)
+        out.insert(pos + 1, s)
+    return out
+
+
+def retrieval_bases(systems: list[System]) -> set[str]:
+    """TTDS-family systems whose model a retrieval system ranks with (trained with the loss)."""
+    return {s.base for s in systems if s.kind == "retrieval"}
