@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", choices=SEARCHERS, help="search algorithm (default: the file's tune.search)")
     p.add_argument("--num-samples", type=int, help="samples of the space; grid parameters multiply it")
     p.add_argument("--max-concurrent", type=int, help="trials at once (0 = as many as fit the CPUs)")
+    p.add_argument("--ray-cpus", type=int, help="logical CPUs of a local Ray (0 = cores; 3 on 2 cores runs two one-thread trials at once)")
     p.add_argument("--scheduler", choices=SCHEDULERS, help="asha stops weak trials early; fifo runs all to the end")
     p.add_argument("--grace-period", type=int, help="epochs before ASHA may stop a trial")
     p.add_argument("--seed", type=int, help="searcher seed")
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognised arguments {bad}; config pins look like --section.key=value")
     if args.resume and not args.output_dir:
         parser.error("--resume needs --output_dir (the sweep folder to continue)")
-    settings = {"search": args.search, "num_samples": args.num_samples, "max_concurrent": args.max_concurrent,
+    settings = {"search": args.search, "num_samples": args.num_samples, "max_concurrent": args.max_concurrent, "ray_cpus": args.ray_cpus,
                 "scheduler": args.scheduler, "grace_period": args.grace_period, "seed": args.seed, "output_dir": args.output_dir}
     try:
         spec = load_sweep(args.config, pins=rest, grids=args.grid, tune_overrides=settings)

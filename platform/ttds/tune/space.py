@@ -41,6 +41,9 @@ class TuneSettings:
     grace_period: int = 1  # epochs every trial gets before ASHA may stop it
     reduction_factor: float = 2.0  # ASHA keeps the top 1/reduction_factor at each rung
     trial_cpus: float = 0.25  # the trial driver's share; its Ray Train workers ask for their own
+    ray_cpus: int = 0  # logical CPUs of the sweep's local Ray (0 = the machine's cores); more than the cores
+    # lets trials whose workers use one torch thread each run side by side (Ray Data's whole-CPU read
+    # tasks otherwise leave room for one trial on a 2-core box). Ignored when joining a cluster.
     seed: int = 0  # searcher seed, so a sweep's sampled configs can be repeated
     poll_s: float = 2.0  # how often a trial looks for a new epoch in history.jsonl
     output_dir: str = ""  # default: runs/tune_ttds/<timestamp>

@@ -355,7 +355,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False) -> SweepOutcome:
         spec.tune.output_dir = str(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.yaml").write_text(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False))
-    init_ray()
+    init_ray(num_cpus=spec.tune.ray_cpus or None)
     trainable = make_trainable(spec, out)
     if resuming:
         log.info("resuming the sweep in %s (errored trials are retried)", exp_dir)
