@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ttds.index.balanced import LAST_LEVEL_MODES, spread_last_level
-from ttds.index.rq import RQConfig, RQTokenizer, _mlp, _nearest, _sq_dists, kmeans
+from ttds.index.rq import RQConfig, RQTokenizer, ResidualQuantizer, _mlp, _nearest, _sq_dists, kmeans
 from ttds.index.table import level_token
 
 __all__ = [
@@ -118,7 +118,7 @@ class KWayEncoder(nn.Module):
         return self.net(views)
 
 
-class ParallelQuantizer(nn.Module):
+class ParallelQuantizer(ResidualQuantizer):
     """K codebooks of N x D; codebook k quantises latent k of z [B, K, D] (no residuals).
 
     `forward(z)` returns `(z_q, codes [B, K], quant_loss)` where z_q combines the K
@@ -126,7 +126,8 @@ class ParallelQuantizer(nn.Module):
     quant_loss is the mean over codebooks of ||sg(z_k) - e_k||^2 + commitment ||z_k - sg(e_k)||^2,
     so its scale does not grow with K. Buffers and methods mirror `ResidualQuantizer`
     (usage counts, `initialized`, `init_codebooks`, `restart_dead_codes`, `quantize`), which
-    is what the tokenizer worker's restart and metrics code relies on.
+    is what the tokenizer worker's restart and metrics code relies on. It subclasses RQ for that
+    state (and `dead_codes`, `quantization_error`) and overrides every method that quantises.
     """
 
     def __init__(
@@ -141,22 +142,11 @@ class ParallelQuantizer(nn.Module):
         dead_code_threshold: float = 1.0,
         seed: int = 0,
     ) -> None:
-        super().__init__()
         if combine not in COMBINES:
             raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
-        self.code_dim = code_dim
-        self.levels = levels
-        self.codebook_size = codebook_size
-        self.commitment = commitment
+        # same codebooks, usage counts and `initialized` flag as RQ; every quantising method is overridden
+        super().__init__(code_dim, levels, codebook_size, commitment, kmeans_init, kmeans_iters, dead_code_threshold, seed)
         self.combine = combine
-        self.kmeans_init = kmeans_init
-        self.kmeans_iters = kmeans_iters
-        self.dead_code_threshold = dead_code_threshold
-        self.generator = torch.Generator().manual_seed(seed)
-        init = torch.randn(levels, codebook_size, code_dim, generator=self.generator) / math.sqrt(code_dim)
-        self.codebooks = nn.Parameter(init)
-        self.register_buffer("usage", torch.zeros(levels, codebook_size))
-        self.register_buffer("initialized", torch.tensor(not kmeans_init))
 
     @property
     def out_dim(self) -> int:
@@ -231,11 +221,6 @@ class ParallelQuantizer(nn.Module):
             self.codebooks.data[k] = centres.to(self.codebooks.device, self.codebooks.dtype)
         self.usage.zero_()
         self.initialized.fill_(True)
-
-    @torch.no_grad()
-    def dead_codes(self) -> torch.Tensor:
-        """Bool [K, N]: codes used fewer than `dead_code_threshold` times since the last restart."""
-        return self.usage < self.dead_code_threshold
 
     @torch.no_grad()
     def restart_dead_codes(self, z: torch.Tensor) -> list[int]:
