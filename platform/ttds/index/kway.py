@@ -233,12 +233,7 @@ class ParallelQuantizer(ResidualQuantizer):
         dead = self.dead_codes().cpu()
         restarted = []
         for k in range(self.levels):
-            dead_idx = dead[k].nonzero().squeeze(1)
-            m = int(dead_idx.numel())
-            if m:
-                pick = torch.randperm(n, generator=self.generator)[:m] if m <= n else torch.randint(0, n, (m,), generator=self.generator)
-                self.codebooks.data[k, dead_idx.to(self.codebooks.device)] = z[pick, k].to(self.codebooks.device, self.codebooks.dtype)
-            restarted.append(m)
+            restarted.append(self._reseed(k, dead[k], z[:, k]))
         self.usage.zero_()
         return restarted
 

@@ -275,21 +275,25 @@ class ResidualQuantizer(nn.Module):
         dead = self.dead_codes().cpu()
         restarted = []
         for level in range(self.levels):
-            dead_idx = dead[level].nonzero().squeeze(1)
-            k = int(dead_idx.numel())
-            if k:
-                if k <= n:
-                    pick = torch.randperm(n, generator=self.generator)[:k]
-                else:
-                    pick = torch.randint(0, n, (k,), generator=self.generator)
-                self.codebooks.data[level, dead_idx.to(self.codebooks.device)] = residual[pick].to(
-                    self.codebooks.device, self.codebooks.dtype
-                )
-            restarted.append(k)
+            restarted.append(self._reseed(level, dead[level], residual))
             book = self.codebooks.detach()[level].to("cpu", torch.float32)
             residual = residual - book[_nearest(residual, book)]
         self.usage.zero_()
         return restarted
+
+
+    @torch.no_grad()
+    def _reseed(self, level: int, dead: torch.Tensor, pool: torch.Tensor) -> int:
+        """Overwrite the dead codes (bool [N]) of codebook `level` with rows of `pool` drawn at random."""
+        dead_idx = dead.nonzero().squeeze(1)
+        k, n = int(dead_idx.numel()), pool.shape[0]
+        if k:
+            if k <= n:
+                pick = torch.randperm(n, generator=self.generator)[:k]
+            else:
+                pick = torch.randint(0, n, (k,), generator=self.generator)
+            self.codebooks.data[level, dead_idx.to(self.codebooks.device)] = pool[pick].to(self.codebooks.device, self.codebooks.dtype)
+        return k
 
 
 def _mlp(dims: list[int], dropout: float) -> nn.Sequential:
