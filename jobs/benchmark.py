@@ -66,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--retrieval-weight", type=float, default=0.5, help="loss.retrieval_weight of the base of a *-retrieval system")
     p.add_argument("--workers", type=int, default=0, help="Ray Train workers per trained system (0 = each job's default: 1)")
     p.add_argument("--cpus-per-worker", type=float, default=0.5, help="CPUs reserved per Ray Train worker")
+    p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto",
+                   help="train and evaluate on the GPU: one GPU per Ray Train worker, test-set ranking actors sharing "
+                        "it (auto = when torch sees CUDA)")
     p.add_argument("--fresh", action="store_true", help="retrain every system even if --out holds its result")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic corpus (--data synthetic)")
     p.add_argument("--perf-users", type=int, default=256, help="--perf: test users timed per decoding mode")
@@ -74,6 +77,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--perf-train-repeats", type=int, default=2, help="--perf: alternating 1-/2-worker throughput runs per count (best kept)")
     p.add_argument("--perf-reference-items", type=int, default=10_000, help="--perf: items of the reference decoding setting (0 = skip)")
     return p
+
+
+def _use_gpu(choice: str) -> bool:
+    import torch
+
+    if choice == "on" and not torch.cuda.is_available():
+        raise SystemExit("error: --gpu on, but torch sees no CUDA device")
+    return choice == "on" or (choice == "auto" and torch.cuda.is_available())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         perf=args.perf, ttds_config=args.ttds_config, sets=args.sets, retrieval_weight=args.retrieval_weight,
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, fresh=args.fresh, seed=args.seed,
         perf_users=args.perf_users, perf_rows=args.perf_rows, perf_repeats=args.perf_repeats, perf_train_repeats=args.perf_train_repeats,
-        perf_reference_items=args.perf_reference_items,
+        perf_reference_items=args.perf_reference_items, use_gpu=_use_gpu(args.gpu),
     )
     try:
         res = run_benchmark(cfg)

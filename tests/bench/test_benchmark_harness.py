@@ -163,6 +163,28 @@ def test_systems_and_sets_resolve():
         parse_sets(["ttds=optim.lr"], systems)
 
 
+def test_index_kind_systems_resolve_and_reach_the_ttds_config(ray_session, synthetic_corpus, tmp_path):
+    from ttds.bench.harness import Harness
+
+    systems = resolve_systems(["ttds", "ttds@moc", "tiger@lsh", "ttds@kway_masked-retrieval"])
+    by_name = {s.name: s for s in systems}
+    assert [s.name for s in systems] == ["ttds", "ttds@moc", "tiger@lsh", "ttds@kway_masked", "ttds@kway_masked-retrieval"]
+    assert by_name["ttds@moc"].index_kind == "moc" and by_name["tiger@lsh"].ablation == "tiger"
+    assert by_name["ttds@kway_masked"].implied and by_name["ttds@moc"].label == "TTDS, index.kind=moc"
+    with pytest.raises(ValueError, match="index kinds after '@'"):
+        resolve_systems(["ttds@bogus"])
+    with pytest.raises(ValueError, match="unknown system"):
+        resolve_systems(["sasrec@moc"])  # only TTDS-family systems have an ID scheme
+    # the scheme reaches the job's config; the ablation's other overrides stay (tiger: static index)
+    h = Harness(BenchConfig(data=str(synthetic_corpus), systems=["ttds@moc", "tiger@lsh"], out=str(tmp_path)))
+    moc = h.ttds_config(by_name["ttds@moc"], tmp_path / "moc")
+    lsh = h.ttds_config(by_name["tiger@lsh"], tmp_path / "lsh")
+    assert moc.index.kind == "moc" and moc.index.dynamic
+    assert lsh.index.kind == "lsh" and not lsh.index.dynamic
+    # a '*-family' glob covers the kinds too
+    assert parse_sets(["ttds-family:optim.lr=5e-4"], systems)["ttds@moc"] == [("optim.lr", "5e-4")]
+
+
 def test_cli_help_and_bad_system():
     script = str(ROOT / "jobs" / "benchmark.py")
     h = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=60)

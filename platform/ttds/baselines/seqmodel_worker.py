@@ -51,18 +51,19 @@ def top_k(model: SequentialRecommender, histories, k: int = 10, exclude_seen: bo
     toy corpora with fewer than 10 items.
     """
     model.eval()
+    device = next(model.parameters()).device
     out = np.full((len(histories), k), -1, dtype=np.int64)
     kk = min(k, model.n_items)
     with torch.no_grad():
         for start in range(0, len(histories), batch_size):
             chunk = histories[start : start + batch_size]
-            scores = model.score_last(left_pad(chunk, model.max_len, model.pad_id))
+            scores = model.score_last(left_pad(chunk, model.max_len, model.pad_id).to(device))
             if exclude_seen:
                 for row, h in enumerate(chunk):
                     scores[row, torch.as_tensor(np.asarray(h, dtype=np.int64))] = -torch.inf
             vals, idx = torch.topk(scores, kk, dim=1)
             idx[vals == -torch.inf] = -1  # only seen items were left
-            out[start : start + len(chunk), :kk] = idx.numpy()
+            out[start : start + len(chunk), :kk] = idx.cpu().numpy()
     return out
 
 
@@ -114,6 +115,8 @@ def load_best(directory: str, name: str = CKPT_NAME) -> tuple[SequentialRecommen
     model = build_model(state["model"], state["model_config"], int(state["n_items"]))
     model.load_state_dict(_strip("best", tensors))
     model.eval()
+    if torch.cuda.is_available():
+        model.to("cuda")  # full-ranking scoring of every test user: a matrix product per batch
     return model, state
 
 
@@ -139,7 +142,7 @@ def seq_worker(config: dict[str, Any]) -> None:
     """
     import ray.train
     import torch.distributed as dist
-    from ray.train.torch import prepare_model
+    from ray.train.torch import get_device, prepare_model
 
     set_loopback_env()
     ctx = ray.train.get_context()
@@ -166,7 +169,8 @@ def seq_worker(config: dict[str, Any]) -> None:
     state["resumed_from_epoch"] = state["epoch"]  # -1 on a fresh start
     torch.manual_seed(mc["seed"] * 1000 + state["epoch"] + 1 + 7919 * rank)  # dropout streams differ by rank/epoch
 
-    ddp = prepare_model(model)
+    ddp = prepare_model(model)  # moves the model to this worker's GPU when the run has one
+    device = get_device()
     pad = model.pad_id
     shard = ray.train.get_dataset_shard("train")
     valid_hist, valid_tgt = _valid_slice(config["corpus_dir"], rank, world)
@@ -183,7 +187,7 @@ def seq_worker(config: dict[str, Any]) -> None:
             local_shuffle_buffer_size=4 * mc["batch_size"], local_shuffle_seed=mc["seed"] * 1000 + epoch,
         )
         for batch in batches:
-            seq = left_pad(batch["items"], model.max_len + 1, pad)
+            seq = left_pad(batch["items"], model.max_len + 1, pad).to(device)
             inp, tgt = seq[:, :-1], seq[:, 1:]
             n = int(((inp != pad) & (tgt != pad)).sum())
             loss = ddp(inp, tgt)

@@ -59,6 +59,7 @@ class BenchConfig:
     retrieval_weight: float = 0.5  # loss.retrieval_weight of the base of a *-retrieval system
     workers: int = 0  # Ray Train workers per trained system (0 = each job's default)
     cpus_per_worker: float = 0.5
+    use_gpu: bool = False  # one GPU per Ray Train worker; TTDS test ranking on the GPU too
     fresh: bool = False  # ignore results of an earlier run in `out`
     seed: int = 0  # synthetic corpus seed (data = "synthetic")
     perf_users: int = 256  # test users timed per decoding mode
@@ -150,7 +151,7 @@ class Harness:
     def train_config(self):
         from ttds.train.launch import TrainConfig
 
-        t = TrainConfig(cpus_per_worker=self.cfg.cpus_per_worker)
+        t = TrainConfig(cpus_per_worker=self.cfg.cpus_per_worker, use_gpu=self.cfg.use_gpu)
         return dataclasses.replace(t, num_workers=self.cfg.workers) if self.cfg.workers else t
 
     def ttds_config(self, s: System, sysdir: Path):
@@ -158,6 +159,8 @@ class Harness:
         from ttds.configs import ABLATIONS, TTDSJobConfig
 
         ov = list(ABLATIONS[s.ablation]) + [f"--data.corpus={self.corpus.root}", f"--output_dir={sysdir}"]
+        if s.index_kind:
+            ov.append(f"--index.kind={s.index_kind}")
         if self.cfg.budget_epochs:
             ov.append(f"--optim.epochs={self.cfg.budget_epochs}")
         if self.cfg.budget_minutes:
@@ -165,6 +168,8 @@ class Harness:
         if self.cfg.workers:
             ov.append(f"--train.num_workers={self.cfg.workers}")
         ov.append(f"--train.cpus_per_worker={self.cfg.cpus_per_worker}")
+        if self.cfg.use_gpu:
+            ov.append("--train.use_gpu=true")
         if s.name in self.with_retrieval:
             ov.append(f"--loss.retrieval_weight={self.cfg.retrieval_weight}")
         ov += [f"--{k}={v}" for k, v in self.sets[s.name]]
@@ -280,7 +285,7 @@ class Harness:
         hist = m["history"]
         best = next((h for h in hist if h.get("epoch") == m["best_epoch"]), {})
         eval_s = float(m["wall_s"]["test_eval"])
-        config = {**cfg_dict, "ablation": s.ablation, "ablation_overrides": ABLATIONS[s.ablation]}
+        config = {**cfg_dict, "ablation": s.ablation, "ablation_overrides": ABLATIONS[s.ablation], "index_kind": tcfg.index.kind}
         mem = self._memory(t0)
         eval_mem = self.rss.window(t_end - eval_s - 1.0, t_end)
         n_templates = len(test.get("per_template", {})) or 1

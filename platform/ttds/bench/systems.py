@@ -7,18 +7,24 @@
 - `<ttds-family>-retrieval` (e.g. `ttds-retrieval`): the model trained for `<ttds-family>`,
   ranked by the generative-retrieval fast path (`ttds.decode.retrieval`) instead of beam
   search. It adds its base system to the run, trained with `loss.retrieval_weight` > 0.
+- `<ttds-family>@<index.kind>` (e.g. `ttds@moc`, `tiger@lsh`): that system with another ID
+  scheme (`index.kind`: rq, kway_masked, moc, lsh, random, precomputed), so one run puts the
+  schemes side by side in one table. `ttds@moc-retrieval` works too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ttds.configs import ABLATIONS
+from ttds.index.kinds import INDEX_KINDS
 
 __all__ = ["BASELINES", "System", "known_systems", "resolve_systems"]
 
 BASELINES = ("popularity", "sasrec", "gru4rec")
 RETRIEVAL_SUFFIX = "-retrieval"
+KIND_SEP = "@"
 
 LABELS = {
     "popularity": "Popularity",
@@ -42,12 +48,13 @@ class System:
     ablation: str = ""  # ABLATIONS key (kind "ttds")
     base: str = ""  # kind "retrieval": the TTDS-family system whose model it ranks with
     implied: bool = False  # added because a retrieval system needs it, not asked for
+    index_kind: str = ""  # kind "ttds": an `index.kind` other than the ablation's own ("" = its own)
 
     @property
     def label(self) -> str:
         if self.kind == "retrieval":
-            return f"{LABELS.get(self.base, self.base)} retrieval fast path"
-        return LABELS.get(self.name, self.name)
+            return f"{_family_label(self.base)} retrieval fast path"
+        return _family_label(self.name)
 
     @property
     def trains(self) -> bool:
@@ -55,7 +62,22 @@ class System:
 
 
 def known_systems() -> list[str]:
-    return [*BASELINES, *ABLATIONS, *(f"{a}{RETRIEVAL_SUFFIX}" for a in ABLATIONS)]
+    return [*BASELINES, *ABLATIONS, *(f"{a}{RETRIEVAL_SUFFIX}" for a in ABLATIONS),
+            *(f"ttds{KIND_SEP}{k}" for k in INDEX_KINDS)]
+
+
+def _ttds_family(name: str) -> tuple[str, str] | None:
+    """(ablation, index kind) of a TTDS-family name (`ttds`, `tiger@moc`), else None."""
+    ablation, sep, index_kind = name.partition(KIND_SEP)
+    if ablation not in ABLATIONS or (sep and index_kind not in INDEX_KINDS):
+        return None
+    return ablation, index_kind
+
+
+def _family_label(name: str) -> str:
+    ablation, sep, index_kind = name.partition(KIND_SEP)
+    base = LABELS.get(ablation, ablation)
+    return f"{base}, index.kind={index_kind}" if sep else base
 
 
 def _one(name: str) -> System:
@@ -63,11 +85,13 @@ def _one(name: str) -> System:
         return System(name, "popularity")
     if name in ("sasrec", "gru4rec"):
         return System(name, "seq")
-    if name in ABLATIONS:
-        return System(name, "ttds", ablation=name)
-    if name.endswith(RETRIEVAL_SUFFIX) and name[: -len(RETRIEVAL_SUFFIX)] in ABLATIONS:
+    family = _ttds_family(name)
+    if family is not None:
+        return System(name, "ttds", ablation=family[0], index_kind=family[1])
+    if name.endswith(RETRIEVAL_SUFFIX) and _ttds_family(name[: -len(RETRIEVAL_SUFFIX)]) is not None:
         return System(name, "retrieval", base=name[: -len(RETRIEVAL_SUFFIX)])
-    raise ValueError(f"unknown system {name!r}; known: {', '.join(known_systems())}")
+    hint = f" (index kinds after '{KIND_SEP}': {', '.join(INDEX_KINDS)})" if KIND_SEP in name else ""
+    raise ValueError(f"unknown system {name!r}; known: {', '.join(known_systems())}{hint}")
 
 
 def resolve_systems(names: list[str]) -> list[System]:
@@ -89,7 +113,7 @@ def resolve_systems(names: list[str]) -> list[System]:
         if s.kind != "retrieval":
             continue
         if s.base not in have:
-            out.append(System(s.base, "ttds", ablation=s.base, implied=True))
+            out.append(dataclasses.replace(_one(s.base), implied=True))
             have.add(s.base)
         pos = max(i for i, o in enumerate(out) if o.name == s.base or o.base == s.base)
         out.insert(pos + 1, s)

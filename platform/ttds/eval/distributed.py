@@ -14,7 +14,7 @@ from ttds.eval.metrics import MetricAccumulator
 
 
 class _Ranker:
-    def __init__(self, model_dir: str, templates: list[int], beam_width: int, top_k: int, batch_size: int, threads: int = 1):
+    def __init__(self, model_dir: str, templates: list[int], beam_width: int, top_k: int, batch_size: int, threads: int = 1, use_gpu: bool = False):
         import torch
 
         from ttds.decode.beam import BeamConfig
@@ -23,7 +23,8 @@ class _Ranker:
         from ttds.llm.prompts import PromptBuilder, TokenTable
 
         torch.set_num_threads(threads)
-        m = load_model(model_dir)
+        # on a GPU node each actor holds a fraction of the GPU (Ray sets CUDA_VISIBLE_DEVICES)
+        m = load_model(model_dir, device="cuda" if use_gpu else None)
         vocab = m.tokenizer.get_vocab()
         self.backbone = m.model.backbone.eval()
         self.builder = PromptBuilder(m.tokenizer, TokenTable.from_table(m.items, vocab), TokenTable.from_table(m.users, vocab) if m.users is not None else None)
@@ -56,8 +57,12 @@ def evaluate_model_dir(
     workers: int = 2,
     batch_size: int = 64,
     seed: int = 0,
+    use_gpu: bool = False,
 ) -> dict:
-    """HR@1/5/10, NDCG@5/10 averaged over templates, plus each template's figures."""
+    """HR@1/5/10, NDCG@5/10 averaged over templates, plus each template's figures.
+
+    `use_gpu`: the ranking actors share one GPU (1/workers each) and decode on it in bf16.
+    """
     import ray.data
 
     from ttds.eval.evaluate import average
@@ -72,11 +77,12 @@ def evaluate_model_dir(
     ds = ray.data.from_pandas(df).repartition(max(workers * 4, 1))
     ranked = ds.map_batches(
         _Ranker,
-        fn_constructor_kwargs={"model_dir": str(model_dir), "templates": templates, "beam_width": beam_width, "top_k": top_k, "batch_size": batch_size},
+        fn_constructor_kwargs={"model_dir": str(model_dir), "templates": templates, "beam_width": beam_width, "top_k": top_k, "batch_size": batch_size, "use_gpu": use_gpu},
         batch_size=256,
         batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=0.5,  # fractional: leaves CPU for the tasks that feed the actors
+        **({"num_gpus": 1.0 / max(workers, 1)} if use_gpu else {}),
     ).to_pandas()
     accs = {}
     for t in templates:

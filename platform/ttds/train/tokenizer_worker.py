@@ -46,7 +46,7 @@ def _sample(x: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def tower_metrics(prefix: str, tower, x: torch.Tensor) -> dict:
-    codes = tower.encode(x).numpy()
+    codes = tower.encode(x).cpu().numpy()
     report = codebook_report(codes, tower.codebook_size)
     out = {
         f"{prefix}_collision_rate": collision_rate(codes),
@@ -103,6 +103,10 @@ def tokenizer_worker(config: dict) -> None:
         {"params": books, "lr": config["lr"] * config["codebook_lr_scale"]},
     ]
     engine = dsu.initialize(model, lr=config["lr"], stage=config["zero_stage"], micro_batch=config["batch_size"], param_groups=groups)
+    # DeepSpeed put the towers on this worker's device (a GPU under train.use_gpu): the whole
+    # catalogue goes there too, for the per-epoch metrics and dead-code restarts
+    items_all = items_all.to(engine.device)
+    users_all = users_all.to(engine.device) if users_all is not None else None
 
     item_shard = ray.train.get_dataset_shard("items")
     user_shard = ray.train.get_dataset_shard("users") if model.user is not None else None
@@ -113,8 +117,8 @@ def tokenizer_worker(config: dict) -> None:
     for epoch in range(start_epoch, config["epochs"]):
         model.train()
         sums, n = {"loss": 0.0, "item_loss": 0.0, "user_loss": 0.0}, 0
-        it_items = item_shard.iter_torch_batches(batch_size=config["batch_size"], dtypes=torch.float32)
-        it_users = user_shard.iter_torch_batches(batch_size=user_bs, dtypes=torch.float32) if user_shard is not None else iter(())
+        it_items = item_shard.iter_torch_batches(batch_size=config["batch_size"], dtypes=torch.float32, device=engine.device)
+        it_users = user_shard.iter_torch_batches(batch_size=user_bs, dtypes=torch.float32, device=engine.device) if user_shard is not None else iter(())
         last_user = None
         for ib, ub in itertools.zip_longest(it_items, it_users):
             if ib is None:

@@ -98,15 +98,18 @@ class Indexer:
         """Re-encode every entity; a kind whose collisions would need more suffix tokens than
         the vocabulary reserved keeps the IDs in force (reported, never silently)."""
         towers.eval()
+        device = next(towers.parameters()).device  # the towers live on the worker's GPU, the X on the host
         stats: dict = {"reindexed": 0}
-        new_items = SemanticIDTable.from_codes("item", self.items.ids, towers.encode_items(torch.as_tensor(item_x)).numpy(), self.items.codebook_size, self.items.meta)
+        item_codes = towers.encode_items(torch.as_tensor(item_x, device=device)).cpu().numpy()
+        new_items = SemanticIDTable.from_codes("item", self.items.ids, item_codes, self.items.codebook_size, self.items.meta)
         if new_items.max_suffix < self.suffixes:
             stats.update({"reindexed": 1, "item_churn": new_items.churn(self.items), "item_collision_rate": new_items.collision_rate})
             self.items = new_items
         else:
             stats["item_reindex_skipped_max_suffix"] = new_items.max_suffix
         if self.users is not None and towers.user is not None:
-            new_users = SemanticIDTable.from_codes("user", self.users.ids, towers.encode_users(torch.as_tensor(user_x)).numpy(), self.users.codebook_size, self.users.meta)
+            user_codes = towers.encode_users(torch.as_tensor(user_x, device=device)).cpu().numpy()
+            new_users = SemanticIDTable.from_codes("user", self.users.ids, user_codes, self.users.codebook_size, self.users.meta)
             if new_users.max_suffix < self.suffixes:
                 stats.update({"user_churn": new_users.churn(self.users), "user_collision_rate": new_users.collision_rate})
                 self.users = new_users
