@@ -25,6 +25,16 @@ torch.set_num_threads(1)
 dist.init_process_group("gloo", rank=0, world_size=1)
 from ttds.train import deepspeed_utils as dsu
 out = {}
+# autocast: the config's torch_autocast section makes the engine's forward compute in bf16 (on
+# CUDA an autocast context opened around engine(...) is switched off inside it: seen on an H200)
+for autocast in (False, True):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+    engine = dsu.initialize(model, lr=1e-2, stage=2, micro_batch=16, autocast=autocast)
+    y = engine(torch.randn(16, 8))
+    engine.backward(y.float().pow(2).mean())
+    engine.step()
+    out[f"autocast_{autocast}"] = {"forward_dtype": str(y.dtype), "param_dtype": str(next(model.parameters()).dtype)}
 for stage in (2, 3):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
@@ -61,6 +71,23 @@ def test_zero3_offload_config_dict():
     assert "offload_optimizer" not in deepspeed_config(1, 4, 1, offload=True)["zero_optimization"]  # stage 1: ignored
     with pytest.raises(ValueError, match="zero_stage"):
         deepspeed_config(4, 4, 1)
+    assert deepspeed_config(2, 4, 1, autocast=True)["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
+    assert "torch_autocast" not in plain
+
+
+def test_code_distances_stay_fp32_under_bf16_autocast():
+    import torch
+
+    from ttds.index.rq import _nearest, _sq_dists
+
+    g = torch.Generator().manual_seed(0)
+    x, book = torch.randn(512, 32, generator=g), torch.randn(256, 32, generator=g)
+    book[1] = book[0] + 1e-3  # two codes bf16 cannot tell apart
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        d = _sq_dists(x, book)
+        nearest = _nearest(x, book)
+    assert d.dtype == torch.float32
+    assert torch.equal(nearest, _nearest(x, book))  # the same codes as without autocast
 
 
 def test_offload_is_a_job_option():
@@ -88,3 +115,6 @@ def test_zero2_and_zero3_offload_engines_step_on_cpu():
         assert res["losses"][-1] < res["losses"][0], res["losses"]  # it trains
     assert out["3"]["partitioned"] and out["3"]["offload_param"] and out["3"]["optimizer"].endswith("Stage3")
     assert not out["2"]["offload_param"]
+    # the GPU path's mixed precision: bf16 forward only through the config, fp32 master weights either way
+    assert out["autocast_False"] == {"forward_dtype": "torch.float32", "param_dtype": "torch.float32"}, out
+    assert out["autocast_True"] == {"forward_dtype": "torch.bfloat16", "param_dtype": "torch.float32"}, out

@@ -88,8 +88,14 @@ class RQOutput:
 
 
 def _sq_dists(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Squared L2 distances [n, k] via the matmul expansion (fast and deterministic on CPU)."""
-    d = x.pow(2).sum(1, keepdim=True) - 2.0 * (x @ c.t()) + c.pow(2).sum(1).unsqueeze(0)
+    """Squared L2 distances [n, k] via the matmul expansion (fast and deterministic on CPU).
+
+    Always fp32, also under bf16 autocast (GPU training): bf16 keeps ~3 significant digits,
+    too few to tell nearby codes apart, and code choice is what the index is made of.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x, c = x.float(), c.float()
+        d = x.pow(2).sum(1, keepdim=True) - 2.0 * (x @ c.t()) + c.pow(2).sum(1).unsqueeze(0)
     return d.clamp_min_(0.0)
 
 

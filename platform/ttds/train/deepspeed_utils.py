@@ -13,9 +13,15 @@ from contextlib import contextmanager
 import torch
 
 
-def deepspeed_config(stage: int, micro_batch: int, world_size: int, bf16: bool = False, offload: bool = False, grad_clip: float = 1.0) -> dict:
+def deepspeed_config(stage: int, micro_batch: int, world_size: int, bf16: bool = False, offload: bool = False, grad_clip: float = 1.0,
+                     autocast: bool = False) -> dict:
     """The DeepSpeed config dict. `offload` (ZeRO-2/3 only) moves optimizer state to CPU memory,
-    and under ZeRO-3 the parameters too: for backbones whose states do not fit one GPU."""
+    and under ZeRO-3 the parameters too: for backbones whose states do not fit one GPU.
+
+    `autocast`: fp32 master weights, forward in bf16 under torch autocast, configured in
+    DeepSpeed's `torch_autocast` section. An autocast context opened around `engine(...)` is
+    not enough: the engine switches autocast OFF inside its forward unless this section
+    enables it (seen on an H200: DeepSpeed warned and the model ran in fp32)."""
     if stage not in (0, 1, 2, 3):
         raise ValueError(f"zero_stage must be 0, 1, 2 or 3, not {stage}")
     zero: dict = {"stage": stage}
@@ -35,6 +41,7 @@ def deepspeed_config(stage: int, micro_batch: int, world_size: int, bf16: bool =
         "gradient_clipping": grad_clip,
         "zero_optimization": zero,
         "bf16": {"enabled": bool(bf16)},
+        **({"torch_autocast": {"enabled": True, "dtype": "bfloat16"}} if autocast else {}),
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
@@ -51,6 +58,7 @@ def initialize(
     offload: bool = False,
     weight_decay: float = 0.0,
     param_groups: list[dict] | None = None,
+    autocast: bool = False,
 ):
     """Wrap `model` in a DeepSpeed engine inside a Ray Train worker; returns the engine.
 
@@ -69,7 +77,7 @@ def initialize(
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=opt,
-        config=deepspeed_config(stage, micro_batch, world, bf16=bf16, offload=offload),
+        config=deepspeed_config(stage, micro_batch, world, bf16=bf16, offload=offload, autocast=autocast),
     )
     return engine
 

@@ -49,6 +49,7 @@ def backbone_config(c: dict):
         full_finetune=finetune == "full", lora_r=b["lora_r"], lora_alpha=b["lora_alpha"], seed=c["seed"],
         # fp32 parameters everywhere: DeepSpeed refuses mixed bf16 backbone / fp32 towers, and the
         # quantiser's distances need fp32; on CUDA the forward runs under bf16 autocast instead
+        # (DeepSpeed's torch_autocast section, see dsu.deepspeed_config)
         dtype="float32",
     )
 
@@ -219,7 +220,7 @@ def ttds_worker(c: dict) -> None:
     # re-assigned IDs change gradually (reported as churn)
     groups = [{"params": body}, {"params": rest}, {"params": tower, "lr": c["tower_lr"]}]
     engine = dsu.initialize(model, lr=c["lr"], stage=c["zero_stage"], micro_batch=c["batch_size"], param_groups=groups, weight_decay=c["weight_decay"],
-                            offload=c.get("offload", False))
+                            offload=c.get("offload", False), autocast=torch.cuda.is_available())  # bf16 compute on GPUs
     shard = ray.train.get_dataset_shard("train")
     alpha = c["alpha"] if c["dmvae"] else 0.0
     beta = c["beta"] if c["dmvae"] else 0.0
@@ -247,8 +248,7 @@ def ttds_worker(c: dict) -> None:
             if ret_w > 0:
                 kw.update(retrieval_kwargs(builder, corpus, ret_users, c, rng, item_x_t))
             ret_kw = {"ret_weight": ret_w, "ret_temperature": c.get("retrieval_temperature", 0.1)} if ret_w > 0 else {}
-            with torch.autocast(device_type=engine.device.type, dtype=torch.bfloat16, enabled=engine.device.type == "cuda"):
-                out = engine(ids.to(engine.device), mask.to(engine.device), lab.to(engine.device), alpha=alpha, beta=beta, **ret_kw, **{k: v.to(engine.device) for k, v in kw.items()})
+            out = engine(ids.to(engine.device), mask.to(engine.device), lab.to(engine.device), alpha=alpha, beta=beta, **ret_kw, **{k: v.to(engine.device) for k, v in kw.items()})
             engine.backward(out["loss"])
             engine.step()
             for k in sums:
