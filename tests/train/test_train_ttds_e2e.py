@@ -37,6 +37,9 @@ def test_ttds_beats_popularity_then_resumes(ray_session, synthetic_corpus, tmp_p
     epochs = [h["epoch"] for h in m["history"]]
     assert epochs == [0, 1, 2]
     assert any(h.get("reindexed") == 1 for h in m["history"])  # the index is dynamic
+    # IDs change at the start of an epoch, never between an epoch's training and its validation
+    # and checkpoint: epoch 0 trains on the tokenizer's IDs, every later one re-assigns first
+    assert "reindexed" not in m["history"][0] and all("reindexed" in h for h in m["history"][1:])
     churn = [h["item_churn"] for h in m["history"] if h.get("reindexed") == 1]
     assert all(0.0 <= c <= 1.0 for c in churn)
 
