@@ -238,3 +238,26 @@ def test_throughput_scaling_alternates_runs_and_keeps_each_best():
     assert res["1_worker"]["examples_per_s"] == 12.0 and res["2_workers"]["examples_per_s"] == 26.0
     assert res["ratio_2_over_1"] == pytest.approx(26 / 12, abs=1e-3)
     assert res["all_examples_per_s"] == {"1_workers": [10.0, 12.0], "2_workers": [15.0, 26.0]}
+
+
+def test_id_scheme_table_from_tokenizer_metrics(tmp_path):
+    from ttds.bench.report import index_markdown
+
+    def tok(name: str, kind: str, collisions: float) -> str:
+        d = tmp_path / name
+        d.mkdir()
+        usage = [{"level": lv, "perplexity": 100.0 + lv} for lv in range(3)]
+        (d / "metrics.json").write_text(json.dumps({
+            "kind": kind, "source": "collaborative",
+            "items": {"levels": 3, "codebook_size": 16, "collision_rate_before_suffix": collisions, "codebook_usage": usage},
+            "diagnostics": {"item_spectrum": {"effective_rank": 7.5}, "item_category_nmi": {"first_level": 0.25, "full_code": 0.5}},
+        }))
+        return str(d)
+
+    details = {"ttds": {"kind": "ttds", "tokenizer_dir": tok("rq", "rq", 0.0)},
+               "ttds@lsh": {"kind": "ttds", "tokenizer_dir": tok("lsh", "lsh", 0.0125)},
+               "sasrec": {"kind": "seq"}}
+    rows = [ln for ln in index_markdown(details) if ln.startswith("| `")]
+    assert len(rows) == 2 and "| `ttds@lsh` | lsh | collaborative | 3 x 16 | 1.25% |" in rows[1]
+    assert "101.0" in rows[0] and "7.5" in rows[0] and "0.250 / 0.500" in rows[0]
+    assert index_markdown({"ttds": details["ttds"]}) == []  # one scheme: nothing to compare

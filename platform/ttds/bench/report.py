@@ -66,6 +66,7 @@ def results_markdown(results: dict, details: dict, meta: dict) -> str:
     failures = meta.get("failures") or {}
     if failures:
         lines += ["", "**Failed systems (no row above):**"] + [f"- `{n}`: {why}" for n, why in failures.items()]
+    lines += index_markdown(details)
     notes = [f"`{name}`: {d['note']}" for name, d in details.items() if d.get("note")]
     if notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in notes]
@@ -89,6 +90,46 @@ def results_markdown(results: dict, details: dict, meta: dict) -> str:
         lines += ["", "## Speed and memory (`--perf`)", ""] + perf_markdown(results["perf"])
     lines += ["", f"Chart: `{meta.get('chart', 'results.png')}`. Exact configs: results.json (`config` per system).", ""]
     return "\n".join(lines)
+
+
+def index_summary(tokenizer_dir: str | Path) -> dict | None:
+    """The ID scheme of one TTDS-family system, from its tokenizer's metrics.json: kind, X source,
+    collisions (before suffix tokens, and with plain nearest codes), mean codebook perplexity,
+    the item code spectrum's effective rank and the NMI of codes with item categories."""
+    path = Path(tokenizer_dir) / "metrics.json"
+    if not path.exists():
+        return None
+    m = json.loads(path.read_text())
+    items, diag = m.get("items", {}), m.get("diagnostics", {})
+    usage = items.get("codebook_usage") or []
+    nmi = (diag.get("item_category_nmi") or {})
+    return {
+        "kind": m.get("kind"), "source": m.get("source"), "levels": items.get("levels"), "codebook_size": items.get("codebook_size"),
+        "collision_rate": items.get("collision_rate_before_suffix"), "collision_rate_nearest": items.get("collision_rate_nearest_code"),
+        "max_suffix": items.get("max_suffix"),
+        "perplexity": sum(u["perplexity"] for u in usage) / len(usage) if usage else None,
+        "effective_rank": (diag.get("item_spectrum") or {}).get("effective_rank"),
+        "nmi_first_level": nmi.get("first_level"), "nmi_full_code": nmi.get("full_code"),
+    }
+
+
+def index_markdown(details: dict) -> list[str]:
+    """A table of the TTDS-family systems' ID schemes (none when fewer than two differ in kind)."""
+    rows = {n: index_summary(d["tokenizer_dir"]) for n, d in details.items() if d.get("kind") == "ttds" and d.get("tokenizer_dir")}
+    rows = {n: r for n, r in rows.items() if r is not None}
+    if len({r["kind"] for r in rows.values()}) < 2:
+        return []
+    pct = lambda v: "–" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    num = lambda v, d=1: "–" if v is None else f"{v:.{d}f}"  # noqa: E731
+    out = ["", "ID schemes (`index.kind`) of the TTDS-family rows, from each tokenizer's metrics.json (items):", "",
+           "| system | index.kind | X source | M x N | collisions before suffix | nearest-code collisions | mean perplexity per level "
+           "| code spectrum effective rank | NMI with categories (level 1 / full code) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for n, r in rows.items():
+        nmi = "–" if r["nmi_first_level"] is None else f"{r['nmi_first_level']:.3f} / {r['nmi_full_code']:.3f}"
+        out.append(f"| `{n}` | {r['kind']} | {r['source']} | {r['levels']} x {r['codebook_size']} | {pct(r['collision_rate'])} "
+                   f"| {pct(r['collision_rate_nearest'])} | {num(r['perplexity'])} | {num(r['effective_rank'])} | {nmi} |")
+    return out
 
 
 def _verdict(systems: dict, details: dict) -> list[str]:
