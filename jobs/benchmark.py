@@ -80,11 +80,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _use_gpu(choice: str) -> bool:
-    import torch
+    """--gpu through the platform's one device choice; RuntimeError for `on` without CUDA."""
+    from ttds.runtime import select_device
 
-    if choice == "on" and not torch.cuda.is_available():
-        raise SystemExit("error: --gpu on, but torch sees no CUDA device")
-    return choice == "on" or (choice == "auto" and torch.cuda.is_available())
+    return select_device({"on": "cuda", "off": "cpu"}.get(choice, "auto")).is_cuda
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,12 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        use_gpu = _use_gpu(args.gpu)
+    except RuntimeError as e:
+        print(f"error: --gpu on: {e}", file=sys.stderr)
+        return 2
     cfg = BenchConfig(
         data=args.data, systems=systems, out=args.out, budget_epochs=args.budget_epochs, budget_minutes=args.budget_minutes,
         perf=args.perf, ttds_config=args.ttds_config, sets=args.sets, retrieval_weight=args.retrieval_weight,
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, fresh=args.fresh, seed=args.seed,
         perf_users=args.perf_users, perf_rows=args.perf_rows, perf_repeats=args.perf_repeats, perf_train_repeats=args.perf_train_repeats,
-        perf_reference_items=args.perf_reference_items, use_gpu=_use_gpu(args.gpu),
+        perf_reference_items=args.perf_reference_items, use_gpu=use_gpu,
     )
     try:
         res = run_benchmark(cfg)

@@ -121,7 +121,7 @@ def train_and_evaluate(
     `materialize=False` streams the training rows from parquet every epoch instead of holding
     them in the object store (for corpora too big for it).
     """
-    from ttds.runtime import init_ray
+    from ttds.runtime import init_ray, select_device
 
     if name not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, not {name!r}")
@@ -134,6 +134,7 @@ def train_and_evaluate(
     else:
         init_ray()
         model, state, history = _train_neural(name, corpus, out, dict(overrides or {}), train or TrainConfig(), exclude_seen, materialize)
+        model.to(select_device().device)  # full ranking of every test user: on the GPU when there is one
         _, histories, targets = corpus.eval_arrays("test")
         test = report(ranking_metrics(score_users(model, histories, 10, exclude_seen), targets, ks=(1, 5, 10)))
         rates = [h["examples_per_s"] for h in history if "examples_per_s" in h]

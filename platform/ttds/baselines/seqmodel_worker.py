@@ -115,8 +115,6 @@ def load_best(directory: str, name: str = CKPT_NAME) -> tuple[SequentialRecommen
     model = build_model(state["model"], state["model_config"], int(state["n_items"]))
     model.load_state_dict(_strip("best", tensors))
     model.eval()
-    if torch.cuda.is_available():
-        model.to("cuda")  # full-ranking scoring of every test user: a matrix product per batch
     return model, state
 
 

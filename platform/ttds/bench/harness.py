@@ -285,7 +285,7 @@ class Harness:
         hist = m["history"]
         best = next((h for h in hist if h.get("epoch") == m["best_epoch"]), {})
         eval_s = float(m["wall_s"]["test_eval"])
-        config = {**cfg_dict, "ablation": s.ablation, "ablation_overrides": ABLATIONS[s.ablation], "index_kind": tcfg.index.kind}
+        config = {**cfg_dict, "ablation": s.ablation, "ablation_overrides": ABLATIONS[s.ablation]}
         mem = self._memory(t0)
         eval_mem = self.rss.window(t_end - eval_s - 1.0, t_end)
         n_templates = len(test.get("per_template", {})) or 1

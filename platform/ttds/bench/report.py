@@ -106,7 +106,6 @@ def index_summary(tokenizer_dir: str | Path) -> dict | None:
     return {
         "kind": m.get("kind"), "source": m.get("source"), "levels": items.get("levels"), "codebook_size": items.get("codebook_size"),
         "collision_rate": items.get("collision_rate_before_suffix"), "collision_rate_nearest": items.get("collision_rate_nearest_code"),
-        "max_suffix": items.get("max_suffix"),
         "perplexity": sum(u["perplexity"] for u in usage) / len(usage) if usage else None,
         "effective_rank": (diag.get("item_spectrum") or {}).get("effective_rank"),
         "nmi_first_level": nmi.get("first_level"), "nmi_full_code": nmi.get("full_code"),
