@@ -45,6 +45,7 @@ class IndexConfig:
     # TTDS-only: the index is re-learned while the recommender trains
     dynamic: bool = True  # False = static index (TTSS / TIGER-style)
     reindex_every: int = 1  # epochs between ID re-assignments
+    reindex_rule: str = "fresh"  # fresh = the towers' codes as they are | sticky_last = keep the last code while the first M-1 hold (less churn)
     max_suffix_tokens: int = 16  # collision suffix tokens reserved in the LLM vocabulary
     reencode_text: str = "auto"  # re-encode text X with the current backbone at re-index: auto (pretrained backbones only) | true | false
     joint_lr_scale: float = 0.1  # tower learning rate relative to the LLM's during joint training (limits ID churn)

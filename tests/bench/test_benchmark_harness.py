@@ -145,6 +145,9 @@ def test_decode_speed_on_the_trained_model(bench):
     assert r["users"] == 48 and r["constrained_users_per_s"] > 0 and r["unconstrained_users_per_s"] > 0
     # one forward instead of M+1 beam steps over 10 beams: measured ~6x on this tiny model
     assert r["retrieval_speedup_over_beam"] > 1.5, r
+    # the prompt pass is a floor for retrieval (which adds the head and faiss): retrieval cannot beat it by much
+    assert r["prompt_forward_users_per_s"] >= 0.8 * r["retrieval_users_per_s"], r
+    assert r["beam_over_prompt_forward"] >= 0.8 * r["retrieval_speedup_over_beam"], r
 
 
 def test_systems_and_sets_resolve():

@@ -155,3 +155,31 @@ def test_churn_counts_changed_final_ids_over_common_entities():
     assert part.churn(table) == pytest.approx(1 / 2)
     other = SemanticIDTable.from_codes("item", [100], np.array([[0, 0, 0]]), 8)
     assert math.isnan(other.churn(table))
+
+
+def test_sticky_last_rule_keeps_last_codes_only_where_the_prefix_held():
+    table = SemanticIDTable.from_codes("item", [0, 1, 2, 3], np.array([[0, 0, 5], [1, 1, 6], [2, 2, 7], [3, 3, 1]]), codebook_size=8)
+    drifted = np.array(
+        [
+            [0, 0, 4],  # last code flipped, prefix held -> keeps 5
+            [1, 2, 6],  # prefix moved -> takes its new codes
+            [2, 2, 7],  # unchanged
+            [0, 0, 6],  # prefix moved into row 0's group -> takes its new codes
+        ]
+    )
+    fresh = table.with_codes(drifted, "fresh")
+    assert fresh.codes.tolist() == drifted.tolist()
+    assert fresh.churn(table) == pytest.approx(3 / 4)
+    sticky = table.with_codes(drifted, "sticky_last")
+    assert sticky.codes.tolist() == [[0, 0, 5], [1, 2, 6], [2, 2, 7], [0, 0, 6]]
+    assert sticky.churn(table) == pytest.approx(2 / 4)
+    assert table.codes.tolist()[0] == [0, 0, 5]  # the table in force is not modified
+    # A newcomer landing on a code a sitting row kept: both get suffixes, IDs stay unique.
+    clash = drifted.copy()
+    clash[3] = [0, 0, 5]
+    sticky = table.with_codes(clash, "sticky_last")
+    assert len(set(sticky.keys())) == 4 and sticky.max_suffix == 1
+    with pytest.raises(ValueError, match="reindex rule"):
+        table.with_codes(drifted, "nearest")
+    with pytest.raises(ValueError, match="shape"):
+        table.with_codes(drifted[:, :2], "fresh")

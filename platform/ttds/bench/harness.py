@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 __all__ = ["BenchConfig", "run_benchmark"]
 
 # index fields that only matter during joint training, not to the warm-up tokenizer
-_JOINT_ONLY = ("dynamic", "reindex_every", "max_suffix_tokens", "reencode_text", "joint_lr_scale")
+_JOINT_ONLY = ("dynamic", "reindex_every", "reindex_rule", "max_suffix_tokens", "reencode_text", "joint_lr_scale")
 
 
 @dataclass

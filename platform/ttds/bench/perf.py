@@ -182,8 +182,14 @@ def decode_speed_trained(
                 for ids, mask in batches:
                     index.search(prompt_queries(backbone, head, ids, mask, pool).cpu().numpy(), top_k)
 
+        def prompt_forward() -> None:  # the floor of ANY one-forward fast path: the prompt pass alone
+            with torch.no_grad():
+                for ids, mask in batches:
+                    backbone(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
+
         modes = _beam_modes(backbone, trie, batches, beam, top_k)
         modes["retrieval"] = retrieval
+        modes["prompt_forward"] = prompt_forward
         best = time_modes(modes, repeats)
     finally:
         torch.set_num_threads(before)
@@ -193,6 +199,8 @@ def decode_speed_trained(
         **{f"{name}_users_per_s": round(n / sec, 2) for name, sec in best.items()},
         "constrained_over_unconstrained_time": round(best["constrained"] / best["unconstrained"], 3),
         "retrieval_speedup_over_beam": round(best["constrained"] / best["retrieval"], 2),
+        # constrained beam / one prompt forward: the most a one-forward path could gain over beam here
+        "beam_over_prompt_forward": round(best["constrained"] / best["prompt_forward"], 2),
     }
 
 

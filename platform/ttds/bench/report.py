@@ -167,9 +167,11 @@ def perf_markdown(perf: dict) -> list[str]:
             f"| unconstrained beam | {tr['unconstrained_users_per_s']:.1f} |",
             f"| trie-constrained beam | {tr['constrained_users_per_s']:.1f} |",
             f"| retrieval fast path (id_head + faiss) | {tr['retrieval_users_per_s']:.1f} |",
+            *([f"| prompt forward alone (the floor of any one-pass path) | {tr['prompt_forward_users_per_s']:.1f} |"] if "prompt_forward_users_per_s" in tr else []),
             "",
             f"Constrained/unconstrained time ratio **{tr['constrained_over_unconstrained_time']:.3f}** (target <= 1.20); "
-            f"retrieval speed-up over constrained beam **{tr['retrieval_speedup_over_beam']:.1f}x** (target >= 10x).",
+            f"retrieval speed-up over constrained beam **{tr['retrieval_speedup_over_beam']:.1f}x** (target >= 10x)"
+            + (f"; constrained beam / prompt forward {tr['beam_over_prompt_forward']:.1f}x, the most any one-forward path can gain here." if "beam_over_prompt_forward" in tr else "."),
             "",
         ]
     for name, sc in (perf.get("train_throughput") or {}).items():

@@ -83,6 +83,10 @@ def check_config(cfg: TTDSJobConfig) -> None:
         problems.append(f"backbone.finetune={cfg.backbone.finetune!r}: expected auto, lora or full")
     if cfg.index.reencode_text not in ("auto", "true", "false"):
         problems.append(f"index.reencode_text={cfg.index.reencode_text!r}: expected auto, true or false")
+    from ttds.index.table import REINDEX_RULES
+
+    if cfg.index.reindex_rule not in REINDEX_RULES:
+        problems.append(f"index.reindex_rule={cfg.index.reindex_rule!r}: expected one of {', '.join(REINDEX_RULES)}")
     if cfg.train.zero_stage not in (0, 1, 2, 3):
         problems.append(f"train.zero_stage={cfg.train.zero_stage}: expected 0-3")
     for name in ("epochs", "batch_size"):
@@ -137,6 +141,7 @@ def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) 
         "rates": rates,
         "dynamic": cfg.index.dynamic and not static,
         "reindex_every": max(1, cfg.index.reindex_every),
+        "reindex_rule": cfg.index.reindex_rule,
         "dmvae": cfg.loss.dmvae,
         "alpha": cfg.loss.alpha,
         "beta": cfg.loss.beta if not static else 0.0,

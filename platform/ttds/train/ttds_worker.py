@@ -92,8 +92,8 @@ def build_model(c: dict, corpus: Corpus, tok_dir: Path):
 class Indexer:
     """Holds the ID tables in force and rebuilds them from the towers (dynamic index)."""
 
-    def __init__(self, items: SemanticIDTable, users: SemanticIDTable | None, suffixes: int):
-        self.items, self.users, self.suffixes = items, users, suffixes
+    def __init__(self, items: SemanticIDTable, users: SemanticIDTable | None, suffixes: int, rule: str = "fresh"):
+        self.items, self.users, self.suffixes, self.rule = items, users, suffixes, rule
 
     def reassign(self, towers: TwinTowerTokenizer, item_x: np.ndarray, user_x: np.ndarray) -> dict:
         """Re-encode every entity; a kind whose collisions would need more suffix tokens than
@@ -102,7 +102,7 @@ class Indexer:
         device = next(towers.parameters()).device  # the towers live on the worker's GPU, the X on the host
         stats: dict = {"reindexed": 0}
         item_codes = towers.encode_items(torch.as_tensor(item_x, device=device)).cpu().numpy()
-        new_items = SemanticIDTable.from_codes("item", self.items.ids, item_codes, self.items.codebook_size, self.items.meta)
+        new_items = self.items.with_codes(item_codes, self.rule)
         if new_items.max_suffix < self.suffixes:
             stats.update({"reindexed": 1, "item_churn": new_items.churn(self.items), "item_collision_rate": new_items.collision_rate})
             self.items = new_items
@@ -110,7 +110,7 @@ class Indexer:
             stats["item_reindex_skipped_max_suffix"] = new_items.max_suffix
         if self.users is not None and towers.user is not None:
             user_codes = towers.encode_users(torch.as_tensor(user_x, device=device)).cpu().numpy()
-            new_users = SemanticIDTable.from_codes("user", self.users.ids, user_codes, self.users.codebook_size, self.users.meta)
+            new_users = self.users.with_codes(user_codes, self.rule)
             if new_users.max_suffix < self.suffixes:
                 stats.update({"user_churn": new_users.churn(self.users), "user_collision_rate": new_users.collision_rate})
                 self.users = new_users
@@ -201,14 +201,14 @@ def ttds_worker(c: dict) -> None:
             loaded = load_model(d, trainable=True)
             state = json.loads((Path(d) / "train_state.json").read_text())
         model, tokenizer = loaded.model, loaded.tokenizer
-        indexer = Indexer(loaded.items, loaded.users, c["suffixes"])
+        indexer = Indexer(loaded.items, loaded.users, c["suffixes"], c["reindex_rule"])
         start_epoch, best, stale = state["epoch"] + 1, state["best"], state["stale"]
         if "item_x" in state:
             item_x = np.asarray(state["item_x"], dtype=np.float32)
     else:
         model, tokenizer = build_model(c, corpus, tok_dir)
         users = SemanticIDTable.load(tok_dir, "user") if model.towers.user is not None and (tok_dir / "user_ids.parquet").exists() else None
-        indexer = Indexer(SemanticIDTable.load(tok_dir, "item"), users, c["suffixes"])
+        indexer = Indexer(SemanticIDTable.load(tok_dir, "item"), users, c["suffixes"], c["reindex_rule"])
     builder = make_builder(tokenizer, corpus, indexer, c)
     trie = build_trie(builder, len(tokenizer))
 
