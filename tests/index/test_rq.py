@@ -276,3 +276,9 @@ def test_twin_tower_losses_and_stds_ablation():
         stds(item_x, user_x)
     with pytest.raises(ValueError):
         stds.encode_users(user_x)
+
+    # STDS reuses a twin-tower save: the item tower loads, the user tower is ignored
+    stds.load_saved(twin.state_dict())
+    torch.testing.assert_close(stds.encode_items(item_x), twin.encode_items(item_x))
+    with pytest.raises(RuntimeError, match="Missing"):  # a twin-tower model needs the user tower
+        TwinTowerTokenizer(twin.config).load_saved(stds.state_dict())

@@ -54,6 +54,14 @@ class TwinTowerTokenizer(nn.Module):
     def has_user_tower(self) -> bool:
         return self.user is not None
 
+    def load_saved(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a saved tokenizer (strict). A single-tower model (the STDS ablation) takes the item
+        tower of a twin-tower save and ignores its user tower, so ablations can share one warm-up;
+        the reverse (a twin-tower model from an item-only save) still fails on the missing keys."""
+        if self.user is None:
+            state = {k: v for k, v in state.items() if not k.startswith("user.")}
+        self.load_state_dict(state)
+
     def forward(self, item_x: torch.Tensor, user_x: torch.Tensor | None = None) -> dict[str, Any]:
         """{"item": RQOutput, "user": RQOutput | None, "loss": item.loss + user_weight * user.loss}.
 

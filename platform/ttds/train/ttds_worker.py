@@ -76,7 +76,7 @@ def build_model(c: dict, corpus: Corpus, tok_dir: Path):
     from ttds.llm.backbone import add_semantic_tokens, apply_lora, load_backbone
 
     towers = TwinTowerTokenizer(TwinTowerConfig.from_dict(c["towers"]))
-    towers.load_state_dict(load_file(str(tok_dir / "tokenizer.safetensors")))
+    towers.load_saved(load_file(str(tok_dir / "tokenizer.safetensors")))
     bcfg = backbone_config(c)
     backbone, tokenizer = load_backbone(bcfg, corpus.item_titles)
     vocab = semantic_vocabulary(c["item_levels"], c["user_levels"] if towers.user is not None else 0, c["codebook_size"], c["suffixes"])
