@@ -151,7 +151,7 @@ def decode_speed_trained(
     same users in the same batches; retrieval includes the backbone forward, the id_head and
     the faiss search.
     """
-    from ttds.decode.retrieval import ItemIndex, pool_of, prompt_queries
+    from ttds.decode.retrieval import ItemIndex, pool_of, prompt_queries, prompt_states
     from ttds.eval.evaluate import build_trie
     from ttds.llm.model_io import load_model
     from ttds.llm.prompts import PromptBuilder, TokenTable
@@ -182,10 +182,10 @@ def decode_speed_trained(
                 for ids, mask in batches:
                     index.search(prompt_queries(backbone, head, ids, mask, pool).cpu().numpy(), top_k)
 
-        def prompt_forward() -> None:  # the floor of ANY one-forward fast path: the prompt pass alone
+        def prompt_forward() -> None:  # the floor of ANY one-forward fast path: retrieval's prompt pass alone
             with torch.no_grad():
                 for ids, mask in batches:
-                    backbone(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
+                    prompt_states(backbone, ids, mask)
 
         modes = _beam_modes(backbone, trie, batches, beam, top_k)
         modes["retrieval"] = retrieval

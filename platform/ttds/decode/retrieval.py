@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ttds.llm import dmvae
 
-__all__ = ["POOLS", "TRAINED_POOL", "ItemIndex", "pool_of", "prompt_queries", "rank_by_retrieval", "retrieval_examples", "retrieval_loss"]
+__all__ = ["POOLS", "TRAINED_POOL", "ItemIndex", "pool_of", "prompt_queries", "prompt_states", "rank_by_retrieval", "retrieval_examples", "retrieval_loss"]
 
 POOLS = ("last", "mean")
 TRAINED_POOL = "last"  # the pooling the ranking loss trains (see the module docstring)
@@ -44,17 +44,22 @@ def pool_of(meta: dict) -> str:
     return pool
 
 
+def prompt_states(backbone, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Last-layer states [B, T, H] (fp32) of left-padded prompts: the one backbone pass of the fast path."""
+    out = backbone(
+        input_ids=input_ids, attention_mask=mask, position_ids=dmvae.position_ids_from_mask(mask),
+        output_hidden_states=True, use_cache=False, logits_to_keep=1,
+    )
+    return out.hidden_states[-1].float()
+
+
 def prompt_queries(backbone, head: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, pool: str = "mean") -> torch.Tensor:
     """head(last-layer state of each left-padded prompt, pooled by `pool`): [B, x_dim], not normalised.
 
     The same map as `Recommender` serves (tested equal), so what is trained and evaluated
     here is what the Serve app returns.
     """
-    out = backbone(
-        input_ids=input_ids, attention_mask=mask, position_ids=dmvae.position_ids_from_mask(mask),
-        output_hidden_states=True, use_cache=False, logits_to_keep=1,
-    )
-    hidden = out.hidden_states[-1].float()
+    hidden = prompt_states(backbone, input_ids, mask)
     pooled = hidden[:, -1] if pool == "last" else dmvae.masked_mean(hidden, mask)  # left padding: -1 is every row's last token
     return head(pooled.to(head.weight.dtype)).float()
 

@@ -102,21 +102,21 @@ class Indexer:
         device = next(towers.parameters()).device  # the towers live on the worker's GPU, the X on the host
         stats: dict = {"reindexed": 0}
         item_codes = towers.encode_items(torch.as_tensor(item_x, device=device)).cpu().numpy()
-        new_items = self.items.with_codes(item_codes, self.rule)
-        if new_items.max_suffix < self.suffixes:
-            stats.update({"reindexed": 1, "item_churn": new_items.churn(self.items), "item_collision_rate": new_items.collision_rate})
-            self.items = new_items
-        else:
-            stats["item_reindex_skipped_max_suffix"] = new_items.max_suffix
+        self.items = self._swap("item", self.items, item_codes, stats)
         if self.users is not None and towers.user is not None:
             user_codes = towers.encode_users(torch.as_tensor(user_x, device=device)).cpu().numpy()
-            new_users = self.users.with_codes(user_codes, self.rule)
-            if new_users.max_suffix < self.suffixes:
-                stats.update({"user_churn": new_users.churn(self.users), "user_collision_rate": new_users.collision_rate})
-                self.users = new_users
-            else:
-                stats["user_reindex_skipped_max_suffix"] = new_users.max_suffix
+            self.users = self._swap("user", self.users, user_codes, stats)
+        stats["reindexed"] = int("item_churn" in stats)
         return stats
+
+    def _swap(self, kind: str, table: SemanticIDTable, codes: np.ndarray, stats: dict) -> SemanticIDTable:
+        """The table to use next: the re-indexed one, or `table` when it would need too many suffixes."""
+        new = table.with_codes(codes, self.rule)
+        if new.max_suffix >= self.suffixes:
+            stats[f"{kind}_reindex_skipped_max_suffix"] = new.max_suffix
+            return table
+        stats.update({f"{kind}_churn": new.churn(table), f"{kind}_collision_rate": new.collision_rate})
+        return new
 
 
 def make_builder(tokenizer, corpus: Corpus, indexer: Indexer, c: dict) -> PromptBuilder:
