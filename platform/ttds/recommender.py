@@ -169,8 +169,7 @@ class Recommender:
         loading: the UserEncoder deployment only needs tables, towers, features and histories.
         """
         from ttds.eval.evaluate import build_trie
-        from ttds.llm.model_io import load_model
-        from ttds.llm.prompts import PromptBuilder, TokenTable
+        from ttds.llm.model_io import load_model, prompt_builder
         from ttds.runtime import select_device
 
         cfg = cfg or RecommenderConfig()
@@ -194,11 +193,7 @@ class Recommender:
         self.backbone = lm.model.backbone.eval() if needs_backbone else None
         vocab = lm.tokenizer.get_vocab()
         self.vocab = vocab
-        self.builder = PromptBuilder(
-            lm.tokenizer,
-            TokenTable.from_table(lm.items, vocab),
-            TokenTable.from_table(lm.users, vocab) if lm.users is not None else None,
-        )
+        self.builder = prompt_builder(lm)
         self.n_items = len(lm.items)
         self.max_history = int(lm.meta.get("max_history", 20))
         self.trie = build_trie(self.builder, len(lm.tokenizer)).to(self.device) if "generator" in parts else None
@@ -400,12 +395,14 @@ class Recommender:
 
     def prompt_ids(self, state: PromptState) -> list[int]:
         """The next-item prompt: `builder.next_item_prompt` with the user slot filled by the
-        state's user tokens (a table user's ID, or a cold-start user's codes)."""
+        state's user tokens (a table user's ID, or a cold-start user's codes) when the model's
+        prompts carry one."""
         out = list(self.builder.bos)
         templates = self.builder.templates["next_item"]
         for part in templates[self.cfg.template % len(templates)]:
             if isinstance(part, str):
-                out += self.user_tokens(state) if part == "user" else []
+                # the model's own prompt layout: no user slot when it was trained without one
+                out += self.user_tokens(state) if part == "user" and self.builder.next_item_user_id else []
             else:
                 out += part
         for i in state.history:

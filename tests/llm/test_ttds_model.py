@@ -54,6 +54,23 @@ def test_semantic_ids_are_single_tokens_and_prompts_label_only_targets(parts):
     assert ids[: len(prompt)] == prompt  # the eval prompt is the training sequence's prefix
 
 
+def test_next_item_prompts_can_leave_out_the_user_id(parts):
+    """tasks.user_id_in_next_item=false: no user tokens in next-item prompts (training and eval
+    alike); user prediction still names users by their IDs."""
+    _, tok, builder, items, users, *_ = parts
+    plain = PromptBuilder(tok, builder.items, builder.users, next_item_user_id=False)
+    user_toks = builder.users.get(2)
+    with_id = builder.next_item_prompt(2, [5, 7], 0)
+    without = plain.next_item_prompt(2, [5, 7], 0)
+    assert without == plain.next_item_prompt(9, [5, 7], 0)  # the user no longer changes the prompt
+    assert len(with_id) - len(without) == len(user_toks)
+    assert not set(user_toks) & set(without) and set(user_toks) <= set(with_id)
+    ids, labels = plain.next_item(2, [5, 7], 0)
+    assert ids == without  # the training sequence of history [5, 7] is its eval prompt
+    up_ids, up_labels = plain.user_pred(4, [2, 3], 0)
+    assert [x for x in up_labels if x != IGNORE] == builder.users.get(2) + builder.users.get(3)
+
+
 def test_each_loss_term_reaches_its_modules(parts):
     model, _, builder, _, _, item_x, user_x = parts
     seqs, labels = zip(*[builder.next_item(u, [u % N_ITEMS, (u + 1) % N_ITEMS], 0) for u in range(4)])

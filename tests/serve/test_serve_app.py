@@ -288,6 +288,29 @@ def test_recommender_in_process(models, corpus):
             Recommender.load(b, parts=("retriever",)).recommend(text="a red guitar")
 
 
+
+def test_serving_prompts_follow_the_models_layout(models, tmp_path):
+    """A model trained without user IDs in next-item prompts (the default) is served with the
+    same prompts as evaluation builds: no user slot, for table users and cold starts alike."""
+    import json
+
+    from ttds.llm.model_io import load_model, prompt_builder
+    from ttds.recommender import Query, Recommender
+
+    plain = tmp_path / "no_uid"
+    shutil.copytree(models[0], plain)
+    meta = json.loads((plain / "ttds.json").read_text())
+    (plain / "ttds.json").write_text(json.dumps({**meta, "next_item_user_id": False}))
+    assert prompt_builder(load_model(models[0])).next_item_user_id  # older folders: user ID, as trained
+    rec = Recommender.load(plain)
+    assert not rec.builder.next_item_user_id
+    state = rec.resolve(Query(user_id=3))
+    assert rec.prompt_ids(state) == rec.builder.next_item_prompt(3, state.history, 0)
+    assert not set(rec.builder.users.get(3)) & set(rec.prompt_ids(state))
+    cold = rec.resolve(Query(history=state.history[:4]))
+    assert rec.prompt_ids(cold) == rec.builder.next_item_prompt(-1, state.history[:4], 0)
+
+
 def test_build_app_entry_point(models, tmp_path):
     """`serve run serve_apps.app:build_app model_dir=...`: the graph binds every deployment to
     the model, and a wrong folder fails at build time with a message that says what to fix."""

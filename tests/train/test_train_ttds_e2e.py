@@ -48,6 +48,7 @@ def test_ttds_beats_popularity_then_resumes(ray_session, synthetic_corpus, tmp_p
     assert [h["epoch"] for h in m2["history"]] == [0, 1, 2, 3]  # epochs 0-2 were not run again
     meta = json.loads((out / "model" / "ttds.json").read_text())
     assert meta["epoch"] in range(4)
+    assert meta["next_item_user_id"] is False  # default: next-item prompts carry no user ID (it leaks targets)
 
 
 def test_bad_config_fails_before_any_work(tmp_path):

@@ -153,8 +153,7 @@ def decode_speed_trained(
     """
     from ttds.decode.retrieval import ItemIndex, pool_of, prompt_queries, prompt_states
     from ttds.eval.evaluate import build_trie
-    from ttds.llm.model_io import load_model
-    from ttds.llm.prompts import PromptBuilder, TokenTable
+    from ttds.llm.model_io import load_model, prompt_builder
     from safetensors.numpy import load_file
 
     before = torch.get_num_threads()
@@ -165,8 +164,7 @@ def decode_speed_trained(
 
         dev = select_device(device).device
         m = load_model(model_dir, device=dev)
-        vocab = m.tokenizer.get_vocab()
-        builder = PromptBuilder(m.tokenizer, TokenTable.from_table(m.items, vocab), TokenTable.from_table(m.users, vocab) if m.users is not None else None)
+        builder = prompt_builder(m)
         trie = build_trie(builder, len(m.tokenizer))
         backbone, head = m.model.backbone.eval(), m.model.id_head.eval()
         index = ItemIndex(load_file(str(Path(model_dir) / "features.safetensors"))["item_x"])

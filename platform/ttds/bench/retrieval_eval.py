@@ -24,8 +24,7 @@ def load_retrieval(model_dir: str | Path, device: str = "auto"):
     from safetensors.numpy import load_file
 
     from ttds.decode.retrieval import ItemIndex, pool_of
-    from ttds.llm.model_io import load_model
-    from ttds.llm.prompts import PromptBuilder, TokenTable
+    from ttds.llm.model_io import load_model, prompt_builder
     from ttds.runtime import select_device
 
     model_dir = Path(model_dir)
@@ -33,8 +32,7 @@ def load_retrieval(model_dir: str | Path, device: str = "auto"):
     if not feats.exists():
         raise FileNotFoundError(f"{model_dir} has no features.safetensors: the retrieval path needs item X")
     m = load_model(model_dir, device=select_device(device).device)
-    vocab = m.tokenizer.get_vocab()
-    builder = PromptBuilder(m.tokenizer, TokenTable.from_table(m.items, vocab), TokenTable.from_table(m.users, vocab) if m.users is not None else None)
+    builder = prompt_builder(m)
     index = ItemIndex(load_file(str(feats))["item_x"])
     return m.model.backbone.eval(), m.model.id_head.eval(), builder, index, int(m.meta["max_history"]), pool_of(m.meta)
 

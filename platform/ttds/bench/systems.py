@@ -36,6 +36,7 @@ LABELS = {
     "stds": "STDS (no user tower)",
     "ttds-dm": "TTDS w/o DM-VAE",
     "ttds-ho": "TTDS w/o high-order tasks",
+    "ttds-uid": "TTDS, user ID in next-item prompts",
     "m3": "TTDS M=3",
     "m5": "TTDS M=5",
 }

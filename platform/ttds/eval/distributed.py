@@ -19,15 +19,13 @@ class _Ranker:
 
         from ttds.decode.beam import BeamConfig
         from ttds.eval.evaluate import build_trie
-        from ttds.llm.model_io import load_model
-        from ttds.llm.prompts import PromptBuilder, TokenTable
+        from ttds.llm.model_io import load_model, prompt_builder
 
         torch.set_num_threads(threads)
         # on a GPU node each actor holds a fraction of the GPU (Ray sets CUDA_VISIBLE_DEVICES)
         m = load_model(model_dir, device="cuda" if use_gpu else None)
-        vocab = m.tokenizer.get_vocab()
         self.backbone = m.model.backbone.eval()
-        self.builder = PromptBuilder(m.tokenizer, TokenTable.from_table(m.items, vocab), TokenTable.from_table(m.users, vocab) if m.users is not None else None)
+        self.builder = prompt_builder(m)
         self.trie = build_trie(self.builder, len(m.tokenizer))
         self.max_history = int(m.meta["max_history"])
         self.templates, self.batch_size = templates, batch_size

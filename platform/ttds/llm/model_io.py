@@ -35,6 +35,17 @@ class LoadedModel:
     path: Path
 
 
+def prompt_builder(lm: LoadedModel):
+    """The next-item PromptBuilder a saved model was trained with (its ID tables and prompt layout).
+
+    Models saved before `next_item_user_id` was recorded always carried the user ID."""
+    from ttds.llm.prompts import PromptBuilder, TokenTable
+
+    vocab = lm.tokenizer.get_vocab()
+    users = TokenTable.from_table(lm.users, vocab) if lm.users is not None else None
+    return PromptBuilder(lm.tokenizer, TokenTable.from_table(lm.items, vocab), users, next_item_user_id=bool(lm.meta.get("next_item_user_id", True)))
+
+
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 

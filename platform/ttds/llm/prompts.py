@@ -91,9 +91,12 @@ class PromptBuilder:
         user_texts: list[str] | None = None,
         max_text_tokens: int = 32,
         max_len: int = 256,
+        next_item_user_id: bool = True,
     ):
         self.tokenizer = tokenizer
         self.items, self.users = items, users
+        # False: next-item prompts leave the user ID out (tasks.user_id_in_next_item explains why)
+        self.next_item_user_id = next_item_user_id
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self.eos = [tokenizer.eos_token_id]
         self.pad_id = tokenizer.pad_token_id
@@ -151,8 +154,11 @@ class PromptBuilder:
         return out
 
     # -- tasks -----------------------------------------------------------------------------
+    def _next_item_head(self, user: int, t: int) -> list[int]:
+        return self._fill("next_item", t, {"user": self._user(user) if self.next_item_user_id else []})
+
     def next_item(self, user: int, items, t: int = 0) -> tuple[list[int], list[int]]:
-        prompt = self._fill("next_item", t, {"user": self._user(user)})
+        prompt = self._next_item_head(user, t)
         ids, labels = list(prompt), [IGNORE] * len(prompt)
         for i in items:
             tok = self.items.get(int(i))
@@ -161,7 +167,7 @@ class PromptBuilder:
         return self._clip(ids, labels)
 
     def next_item_prompt(self, user: int, history, t: int = 0) -> list[int]:
-        return self._fill("next_item", t, {"user": self._user(user)}) + self._items(history)
+        return self._next_item_head(user, t) + self._items(history)
 
     def user_pred(self, item: int, users, t: int = 0) -> tuple[list[int], list[int]]:
         prompt = self._fill("user_pred", t, {"item": self.items.get(item)})

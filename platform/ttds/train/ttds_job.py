@@ -138,6 +138,7 @@ def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) 
         "suffixes": max(cfg.index.max_suffix_tokens, items.max_suffix + 1, users_max_suffix + 1),
         "max_history": cfg.data.max_history,
         "max_len": cfg.backbone.max_len,
+        "next_item_user_id": cfg.tasks.user_id_in_next_item and has_users,
         "rates": rates,
         "dynamic": cfg.index.dynamic and not static,
         "reindex_every": max(1, cfg.index.reindex_every),

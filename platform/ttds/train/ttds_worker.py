@@ -128,6 +128,7 @@ def make_builder(tokenizer, corpus: Corpus, indexer: Indexer, c: dict) -> Prompt
         item_titles=corpus.item_titles if corpus.has_item_text else None,
         user_texts=corpus.user_texts if corpus.has_user_text else None,
         max_len=c["max_len"],
+        next_item_user_id=c.get("next_item_user_id", True),
     )
 
 
@@ -311,6 +312,7 @@ def model_meta(c: dict, epoch: int, metrics: dict) -> dict:
         "epoch": epoch,
         "max_history": c["max_history"],
         "max_len": c["max_len"],
+        "next_item_user_id": c.get("next_item_user_id", True),
         "suffixes": c["suffixes"],
         "item_levels": c["item_levels"],
         "user_levels": c["user_levels"],
