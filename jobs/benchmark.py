@@ -16,6 +16,7 @@ Systems (comma-separated):
   tiger                              TIGER-style: TTDS with a static index, no user tower, no DM-VAE,
                                      no high-order tasks (the `tiger` ablation)
   ttss, stds, ttds-dm, ttds-ho, m3, m5   the paper's other ablations (jobs/train_ttds.py --ablation)
+  ttds-uid                           TTDS with the user ID in next-item prompts (the paper's prompt)
   <ttds-system>-retrieval            e.g. ttds-retrieval: the same trained model ranked by the
                                      generative-retrieval fast path (id_head + faiss, one forward);
                                      its base is trained with --loss.retrieval_weight=--retrieval-weight

@@ -8,7 +8,7 @@ full-ranking test evaluation by trie-constrained beam search on Ray actors.
 With no arguments it trains on the embedded synthetic corpus. Examples:
   python jobs/train_ttds.py
   python jobs/train_ttds.py --data.corpus=../shared/data/Instruments --train.num_workers=2
-  python jobs/train_ttds.py --ablation ttss          # static index (also: stds, ttds-dm, ttds-ho, m3, m5, tiger)
+  python jobs/train_ttds.py --ablation ttss          # static index (also: stds, ttds-dm, ttds-ho, ttds-uid, m3, m5, tiger)
   python jobs/train_ttds.py --backbone.name=smollm2-135m --backbone.finetune=lora
   ray job submit --working-dir . -- python jobs/train_ttds.py --optim.epochs=5
 Re-running with the same --output_dir resumes from its newest checkpoint.
