@@ -132,6 +132,8 @@ class OptimConfig:
     patience: int = 3  # early stopping on validation NDCG@10
     seed: int = 0
     time_budget_s: float = 0.0  # stop before an epoch that would end past this much training-loop time (0 = none)
+    lr_schedule: str = "constant"  # constant | cosine: per-epoch decay to lr * min_lr_ratio in the last of `epochs`
+    min_lr_ratio: float = 0.1
 
 
 @dataclass

@@ -27,7 +27,7 @@ def test_ttds_beats_popularity_then_resumes(ray_session, synthetic_corpus, tmp_p
     from ttds.train.ttds_job import train_ttds
 
     out = tmp_path / "run"
-    m = train_ttds(tiny_config(synthetic_corpus, out, epochs=3))
+    m = train_ttds(tiny_config(synthetic_corpus, out, epochs=3, extra=["--optim.lr_schedule=cosine"]))
     ttds, pop = m["test"]["NDCG@10"], m["popularity_test"]["NDCG@10"]
     # the synthetic corpus plants cluster transitions that popularity cannot see
     assert ttds > 2 * pop and ttds - pop > 0.05, (ttds, pop)
@@ -36,6 +36,8 @@ def test_ttds_beats_popularity_then_resumes(ray_session, synthetic_corpus, tmp_p
     assert (out / "model" / "ttds.json").exists() and (out / "model" / "item_ids.parquet").exists()
     epochs = [h["epoch"] for h in m["history"]]
     assert epochs == [0, 1, 2]
+    scales = [h["lr_scale"] for h in m["history"]]
+    assert scales[0] == 1.0 and scales[0] > scales[1] > scales[2] and abs(scales[2] - 0.1) < 1e-9, scales  # cosine to the floor
     assert any(h.get("reindexed") == 1 for h in m["history"])  # the index is dynamic
     # IDs change at the start of an epoch, never between an epoch's training and its validation
     # and checkpoint: epoch 0 trains on the tokenizer's IDs, every later one re-assigns first
@@ -44,7 +46,7 @@ def test_ttds_beats_popularity_then_resumes(ray_session, synthetic_corpus, tmp_p
     assert all(0.0 <= c <= 1.0 for c in churn)
 
     # resume: the same output folder with more epochs continues after the last checkpoint
-    m2 = train_ttds(tiny_config(synthetic_corpus, out, epochs=4))
+    m2 = train_ttds(tiny_config(synthetic_corpus, out, epochs=4, extra=["--optim.lr_schedule=cosine"]))
     assert [h["epoch"] for h in m2["history"]] == [0, 1, 2, 3]  # epochs 0-2 were not run again
     meta = json.loads((out / "model" / "ttds.json").read_text())
     assert meta["epoch"] in range(4)

@@ -87,6 +87,12 @@ def check_config(cfg: TTDSJobConfig) -> None:
 
     if cfg.index.reindex_rule not in REINDEX_RULES:
         problems.append(f"index.reindex_rule={cfg.index.reindex_rule!r}: expected one of {', '.join(REINDEX_RULES)}")
+    from ttds.train.lr_schedule import LR_SCHEDULES
+
+    if cfg.optim.lr_schedule not in LR_SCHEDULES:
+        problems.append(f"optim.lr_schedule={cfg.optim.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+    if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
+        problems.append(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio}: expected a value in [0, 1]")
     if cfg.train.zero_stage not in (0, 1, 2, 3):
         problems.append(f"train.zero_stage={cfg.train.zero_stage}: expected 0-3")
     for name in ("epochs", "batch_size"):
@@ -155,6 +161,8 @@ def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) 
         "batch_size": cfg.optim.batch_size,
         "lr": cfg.optim.lr,
         "weight_decay": cfg.optim.weight_decay,
+        "lr_schedule": cfg.optim.lr_schedule,
+        "min_lr_ratio": cfg.optim.min_lr_ratio,
         "warmup_epochs": warmup,
         "patience": cfg.optim.patience,
         "seed": cfg.optim.seed,

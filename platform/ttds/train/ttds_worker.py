@@ -32,6 +32,7 @@ from ttds.llm.prompts import PromptBuilder, TokenTable, left_pad, semantic_vocab
 from ttds.runtime import set_loopback_env
 from ttds.train import deepspeed_utils as dsu
 from ttds.train.launch import starting_checkpoint
+from ttds.train.lr_schedule import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,7 @@ def ttds_worker(c: dict) -> None:
     groups = [{"params": body}, {"params": rest}, {"params": tower, "lr": c["tower_lr"]}]
     engine = dsu.initialize(model, lr=c["lr"], stage=c["zero_stage"], micro_batch=c["batch_size"], param_groups=groups, weight_decay=c["weight_decay"],
                             offload=c.get("offload", False), autocast=torch.cuda.is_available())  # bf16 compute on GPUs
+    base_lrs = [g["lr"] for g in engine.optimizer.param_groups]  # body, rest, towers (optim.lr_schedule scales them)
     shard = ray.train.get_dataset_shard("train")
     alpha = c["alpha"] if c["dmvae"] else 0.0
     beta = c["beta"] if c["dmvae"] else 0.0
@@ -245,7 +247,9 @@ def ttds_worker(c: dict) -> None:
             builder = make_builder(tokenizer, corpus, indexer, c)
             trie = build_trie(builder, len(tokenizer))
         frozen = epoch < c["warmup_epochs"]
-        engine.optimizer.param_groups[0]["lr"] = 0.0 if frozen else c["lr"]
+        scale = lr_factor(c.get("lr_schedule", "constant"), epoch, c["epochs"], c["warmup_epochs"], c.get("min_lr_ratio", 0.1))
+        for i, group in enumerate(engine.optimizer.param_groups):
+            group["lr"] = 0.0 if (i == 0 and frozen) else base_lrs[i] * scale
         model.train()
         t0, n_examples, steps = time.time(), 0, 0
         sums = {"loss": 0.0, "llm_loss": 0.0, "id_loss": 0.0, "token_loss": 0.0, **({"retrieval_loss": 0.0} if ret_w > 0 else {})}
@@ -274,7 +278,7 @@ def ttds_worker(c: dict) -> None:
                 print(f"epoch {epoch} step {steps}: {n_examples} examples, {n_examples / (time.time() - t0):.1f} ex/s, "
                       f"loss {sums['loss'] / steps:.4f} (llm {sums['llm_loss'] / steps:.4f})", flush=True)
         train_s = time.time() - t0
-        metrics = {"epoch": epoch, "frozen_backbone": int(frozen), "examples_per_s": n_examples / max(train_s, 1e-9), "train_s": train_s,
+        metrics = {"epoch": epoch, "frozen_backbone": int(frozen), "lr_scale": scale, "examples_per_s": n_examples / max(train_s, 1e-9), "train_s": train_s,
                    **{k: v / max(steps, 1) for k, v in sums.items()}, **reindex}
         if torch.cuda.is_available():  # the figure that decides ZeRO stage / offload on a GPU cluster
             metrics["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
