@@ -310,6 +310,19 @@ def test_serving_prompts_follow_the_models_layout(models, tmp_path):
     cold = rec.resolve(Query(history=state.history[:4]))
     assert rec.prompt_ids(cold) == rec.builder.next_item_prompt(-1, state.history[:4], 0)
 
+    # the leak check (benchmarks/user_id_leak.py) on both layouts: without a user slot another
+    # user's ID cannot change a single ranking; with one, both cases are scored for both IDs
+    from ttds.bench.user_id_leak import leak_table, user_id_leak
+
+    none = user_id_leak(str(plain), users=40, beam_width=10)
+    assert none["prompts_carry_user_id"] is False and none["users"] == 40
+    for case in ("train_last", "valid"):
+        assert none[case]["own_id"] == none[case]["other_user_id"]
+    carried = user_id_leak(str(models[0]), users=40, beam_width=10)
+    assert carried["prompts_carry_user_id"] is True
+    assert all(0.0 <= carried[c][m]["NDCG@10"] <= 1.0 for c in ("train_last", "valid") for m in ("own_id", "other_user_id"))
+    assert leak_table(carried).count("\n") == 5  # header, rule, 2 cases x 2 IDs
+
 
 def test_build_app_entry_point(models, tmp_path):
     """`serve run serve_apps.app:build_app model_dir=...`: the graph binds every deployment to
