@@ -119,6 +119,8 @@ def test_models_learn_planted_transitions_in_process(name, synthetic_corpus):
 def test_sasrec_ray_train_beats_popularity_and_resumes(ray_session, synthetic_corpus, tmp_path):
     train = TrainConfig(num_workers=2, cpus_per_worker=0.5)
     cfg = {"epochs": 8, "patience": 100, "batch_size": 32, "lr": 5e-3, "hidden": 32}
+    with pytest.raises(ValueError, match="lr_schedule"):  # refused before any worker starts
+        train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "bad", {**cfg, "lr_schedule": "linear"}, train)
     pop = train_and_evaluate("popularity", synthetic_corpus, tmp_path / "pop")
     res = train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "sasrec", cfg, train)
     # 300 users, 10 planted cluster transitions: measured NDCG@10 ~.40-.45 vs popularity .10
@@ -130,8 +132,12 @@ def test_sasrec_ray_train_beats_popularity_and_resumes(ray_session, synthetic_co
     assert (tmp_path / "sasrec" / "metrics.json").exists() and (tmp_path / "sasrec" / "model.safetensors").exists()
 
     # the same folder with more epochs continues from the saved epoch instead of restarting
-    more = train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "sasrec", {**cfg, "epochs": 10}, train)
+    # (with a cosine schedule from here on: it depends on the epoch number alone, so it applies
+    # to the resumed epochs without anything saved)
+    more = train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "sasrec", {**cfg, "epochs": 10, "lr_schedule": "cosine"}, train)
     assert more["resumed_from_epoch"] == 7
     assert [h["epoch"] for h in more["history"]] == list(range(10))
     assert more["history"][:8] == res["history"]
     assert more["valid_NDCG@10"] >= res["valid_NDCG@10"]
+    scales = [h["lr_scale"] for h in more["history"]]
+    assert scales[:8] == [1.0] * 8 and 1.0 > scales[8] > scales[9] and abs(scales[9] - 0.1) < 1e-9, scales

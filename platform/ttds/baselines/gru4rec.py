@@ -37,6 +37,8 @@ class GRU4RecConfig:
     seed: int = 0
     threads: int = 0
     time_budget_s: float = 0.0  # stop before an epoch that would end past this much training time (0 = none)
+    lr_schedule: str = "constant"  # constant | cosine (per epoch to lr * min_lr_ratio in the last of `epochs`; ttds.train.lr_schedule)
+    min_lr_ratio: float = 0.1
 
 
 def _shift_rows(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

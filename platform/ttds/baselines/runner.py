@@ -73,6 +73,10 @@ def _train_neural(
     from ttds.data.examples import next_item_dataset
 
     cfg = from_dict(MODELS[name][1], overrides)
+    from ttds.train.lr_schedule import LR_SCHEDULES
+
+    if cfg.lr_schedule not in LR_SCHEDULES:  # before any data is read or worker started
+        raise ValueError(f"{name}: lr_schedule={cfg.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
     mc = to_dict(cfg)
     worker_cfg = {
         "model": name, "model_config": mc, "n_items": corpus.n_items,

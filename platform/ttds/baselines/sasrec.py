@@ -45,6 +45,8 @@ class SASRecConfig:
     seed: int = 0
     threads: int = 0  # torch threads per worker; 0 = leave Ray's default (OMP_NUM_THREADS)
     time_budget_s: float = 0.0  # stop before an epoch that would end past this much training time (0 = none)
+    lr_schedule: str = "constant"  # constant | cosine (per epoch to lr * min_lr_ratio in the last of `epochs`; ttds.train.lr_schedule)
+    min_lr_ratio: float = 0.1
 
 
 def left_pad(seqs: Sequence[Sequence[int]] | np.ndarray, length: int, pad_id: int, trim: bool = True) -> torch.Tensor:

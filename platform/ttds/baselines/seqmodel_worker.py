@@ -26,6 +26,7 @@ from ttds.baselines.sasrec import SASRec, SASRecConfig, SequentialRecommender, l
 from ttds.eval.metrics import MetricAccumulator
 from ttds.runtime import set_loopback_env
 from ttds.train import checkpoint as ckpt_io
+from ttds.train.lr_schedule import lr_factor
 
 __all__ = ["MODELS", "build_model", "evaluate_ranks", "load_best", "seq_worker"]
 
@@ -177,6 +178,9 @@ def seq_worker(config: dict[str, Any]) -> None:
     for epoch in range(state["epoch"] + 1, mc["epochs"]):
         if state["bad_epochs"] >= mc["patience"]:
             break  # a resumed run that had already stopped early
+        scale = lr_factor(mc.get("lr_schedule", "constant"), epoch, mc["epochs"], 0, mc.get("min_lr_ratio", 0.1))
+        for group in opt.param_groups:
+            group["lr"] = mc["lr"] * scale
         t0 = time.perf_counter()
         ddp.train()
         loss_sum, n_pred = 0.0, 0
@@ -220,6 +224,7 @@ def seq_worker(config: dict[str, Any]) -> None:
             **{f"valid_{k}": v for k, v in valid.items() if k != "NDCG@1"},
             "examples_per_s": n_pred / max(slowest, 1e-9),  # next-item predictions, all ranks
             "epoch_s": time.perf_counter() - t0,
+            "lr_scale": scale,
             "best_epoch": state["best_epoch"],
             "best_valid_NDCG@10": state["best_score"],
             "peak_rss_mb": rss,
