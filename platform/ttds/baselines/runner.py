@@ -73,10 +73,10 @@ def _train_neural(
     from ttds.data.examples import next_item_dataset
 
     cfg = from_dict(MODELS[name][1], overrides)
-    from ttds.train.lr_schedule import LR_SCHEDULES
+    from ttds.train.lr_schedule import schedule_problem
 
-    if cfg.lr_schedule not in LR_SCHEDULES:  # before any data is read or worker started
-        raise ValueError(f"{name}: lr_schedule={cfg.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+    if schedule_problem(cfg.lr_schedule, f"{name}: lr_schedule"):  # before any data is read or worker started
+        raise ValueError(schedule_problem(cfg.lr_schedule, f"{name}: lr_schedule"))
     mc = to_dict(cfg)
     worker_cfg = {
         "model": name, "model_config": mc, "n_items": corpus.n_items,

@@ -12,6 +12,13 @@ import math
 LR_SCHEDULES = ("constant", "cosine")
 
 
+def schedule_problem(schedule: str, key: str = "optim.lr_schedule") -> str | None:
+    """The config error for an unknown schedule (None when it is known): one message for every caller."""
+    if schedule in LR_SCHEDULES:
+        return None
+    return f"{key}={schedule!r}: expected one of {', '.join(LR_SCHEDULES)}"
+
+
 def lr_factor(schedule: str, epoch: int, epochs: int, warmup_epochs: int = 0, min_ratio: float = 0.1) -> float:
     """Multiplier of the configured learning rates in `epoch` (0-based).
 
@@ -21,8 +28,9 @@ def lr_factor(schedule: str, epoch: int, epochs: int, warmup_epochs: int = 0, mi
     """
     if schedule == "constant":
         return 1.0
-    if schedule != "cosine":
-        raise ValueError(f"optim.lr_schedule={schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+    problem = schedule_problem(schedule)
+    if problem:
+        raise ValueError(problem)
     span = max(epochs - warmup_epochs - 1, 1)
     t = min(max(epoch - warmup_epochs, 0) / span, 1.0)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))

@@ -87,10 +87,10 @@ def check_config(cfg: TTDSJobConfig) -> None:
 
     if cfg.index.reindex_rule not in REINDEX_RULES:
         problems.append(f"index.reindex_rule={cfg.index.reindex_rule!r}: expected one of {', '.join(REINDEX_RULES)}")
-    from ttds.train.lr_schedule import LR_SCHEDULES
+    from ttds.train.lr_schedule import schedule_problem
 
-    if cfg.optim.lr_schedule not in LR_SCHEDULES:
-        problems.append(f"optim.lr_schedule={cfg.optim.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+    if schedule_problem(cfg.optim.lr_schedule):
+        problems.append(schedule_problem(cfg.optim.lr_schedule))
     if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
         problems.append(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio}: expected a value in [0, 1]")
     if cfg.train.zero_stage not in (0, 1, 2, 3):
