@@ -54,16 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     templates = list(range(n_templates if args.templates == 0 else min(args.templates, n_templates)))
     init_ray()
     t0 = time.time()
-    res = evaluate_model_dir(str(model_dir), corpus, args.split, templates, args.beam, 10, args.users, args.workers, args.batch_size)
+    out = Path(args.out or model_dir)
+    per_user = out / f"{args.split}_per_user.parquet"  # for paired comparisons (benchmarks/paired.py)
+    res = evaluate_model_dir(str(model_dir), corpus, args.split, templates, args.beam, 10, args.users, args.workers, args.batch_size,
+                             per_user_path=per_user)
     res["wall_s"] = round(time.time() - t0, 1)
     res["users_per_s"] = round(res["users"] * len(templates) / res["wall_s"], 1)
     pop = res.pop("popularity")
-    out = Path(args.out or model_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps({"ttds": res, "popularity": pop}, indent=2))
     (out / "eval.md").write_text(results_table(f"{corpus.name} ({args.split})", {"TTDS": res, "Popularity": pop}))
     print((out / "eval.md").read_text())
-    print(f"{res['users']} users x {len(templates)} templates in {res['wall_s']} s; written to {out}/eval.json")
+    print(f"{res['users']} users x {len(templates)} templates in {res['wall_s']} s; written to {out}/eval.json (per user: {per_user.name})")
     return 0
 
 

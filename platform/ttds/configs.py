@@ -90,6 +90,9 @@ class BackboneSection:
     lora_r: int = 8
     lora_alpha: int = 16
     max_len: int = 256  # tokens per training sequence
+    # dropout on the embedding and every attention/MLP output while training (ttds.llm.dropout);
+    # 0 = none, as before. SASRec's default is 0.2.
+    dropout: float = 0.0
 
 
 @dataclass
@@ -120,6 +123,7 @@ class LossConfig:
     retrieval_weight: float = 0.0  # >0: joint ranking loss for the retrieval fast path (id_head + faiss), see ttds.decode.retrieval
     retrieval_temperature: float = 0.1  # softmax temperature of cos(prompt query, item X)
     retrieval_batch: int = 32  # next-item prompts per step in the retrieval loss
+    label_smoothing: float = 0.0  # of the LLM's token cross-entropy (every task); 0 = plain cross-entropy
 
 
 @dataclass

@@ -85,3 +85,29 @@ def test_accumulator_edge_cases():
         per_user_ranks(np.zeros((2, 5), dtype=int), np.zeros(3, dtype=int))
     m = ranking_metrics(np.array([[4, 2]]), np.array([2]), ks=(2,))
     assert m == {"HR@2": 1.0, "NDCG@2": pytest.approx(1 / math.log2(3))}
+
+
+def test_per_user_table_means_are_the_reported_figures_and_paired_test_reads_them(tmp_path):
+    import pandas as pd
+
+    from ttds.bench.paired import paired_comparison
+    from ttds.eval.per_user import per_user_table, read_per_user, write_per_user
+
+    rng = np.random.default_rng(0)
+    n, items = 400, 50
+    targets = rng.integers(0, items, n)
+    lists = [np.stack([rng.permutation(items)[:10] for _ in range(n)]) for _ in range(2)]  # two "templates"
+    table = per_user_table(np.arange(n) + 100, targets, lists)
+    expected = {k: np.mean([ranking_metrics(r, targets)[k] for r in lists]) for k in ("HR@1", "HR@10", "NDCG@5", "NDCG@10")}
+    assert {k: table[k].mean() for k in expected} == pytest.approx(expected)
+    back = read_per_user(write_per_user(tmp_path / "x" / "test_per_user.parquet", table).parent)
+    pd.testing.assert_frame_equal(back, table)
+
+    # a system that puts every target first beats this one beyond noise; one equal to it does not
+    perfect = table.assign(**{"NDCG@10": 1.0})
+    better = paired_comparison(perfect, table)
+    assert better["diff"] > 0 and better["ci95"][0] > 0 and better["p_two_sided"] < 1e-6
+    same = paired_comparison(table, table.sample(frac=1.0, random_state=1))  # row order must not matter
+    assert same["diff"] == 0 and same["users"] == n and same["ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="share 0 scored users"):
+        paired_comparison(table, table.assign(user_id=table["user_id"] + 10_000))

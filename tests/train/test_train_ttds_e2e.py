@@ -33,6 +33,10 @@ def test_ttds_beats_popularity_then_resumes(ray_session, synthetic_corpus, tmp_p
     assert ttds > 2 * pop and ttds - pop > 0.05, (ttds, pop)
     print("TTDS", m["test"], "popularity", m["popularity_test"])
     assert m["test"]["users"] == 300
+    from ttds.eval.per_user import read_per_user
+
+    per_user = read_per_user(out)  # the paired tests' input: one row per test user, means = the figures
+    assert len(per_user) == 300 and abs(per_user["NDCG@10"].mean() - ttds) < 1e-9
     assert (out / "model" / "ttds.json").exists() and (out / "model" / "item_ids.parquet").exists()
     epochs = [h["epoch"] for h in m["history"]]
     assert epochs == [0, 1, 2]

@@ -18,12 +18,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ttds.baselines.popularity import evaluate_popularity, report
+from ttds.baselines.popularity import evaluate_popularity, popularity_ranking, report
 from ttds.baselines.sasrec import SequentialRecommender
 from ttds.baselines.seqmodel_worker import CKPT_NAME, MODELS, load_best, seq_worker, top_k
 from ttds.config import from_dict, to_dict
 from ttds.data.corpus import Corpus
 from ttds.eval.metrics import ranking_metrics
+from ttds.eval.per_user import PER_USER_FILE, per_user_table, write_per_user
 from ttds.train import checkpoint as ckpt_io
 from ttds.train.launch import TrainConfig, latest_checkpoint, run_trainer
 
@@ -135,12 +136,16 @@ def train_and_evaluate(
     corpus = Corpus.open(corpus_dir)
     if name == "popularity":
         res = _popularity(corpus, exclude_seen, t0)
+        users, histories, targets = corpus.eval_arrays("test")
+        write_per_user(out / PER_USER_FILE, per_user_table(users, targets, [popularity_ranking(corpus, 10, exclude_seen, histories)]))
     else:
         init_ray()
         model, state, history = _train_neural(name, corpus, out, dict(overrides or {}), train or TrainConfig(), exclude_seen, materialize)
         model.to(select_device().device)  # full ranking of every test user: on the GPU when there is one
-        _, histories, targets = corpus.eval_arrays("test")
-        test = report(ranking_metrics(score_users(model, histories, 10, exclude_seen), targets, ks=(1, 5, 10)))
+        users, histories, targets = corpus.eval_arrays("test")
+        ranked = score_users(model, histories, 10, exclude_seen)
+        test = report(ranking_metrics(ranked, targets, ks=(1, 5, 10)))
+        write_per_user(out / PER_USER_FILE, per_user_table(users, targets, [ranked]))
         rates = [h["examples_per_s"] for h in history if "examples_per_s" in h]
         worker_rss = max((h.get("peak_rss_mb", 0.0) for h in history), default=0.0)
         res = {

@@ -37,6 +37,7 @@ import yaml
 from ttds.bench.memory import RssSampler
 from ttds.bench.report import METRICS, write_results
 from ttds.bench.systems import System, resolve_systems, retrieval_bases
+from ttds.eval.per_user import PER_USER_FILE
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,8 @@ class Harness:
             self.records[s.name] = done
             return
         model_dir = Path(base["detail"]["out_dir"]) / "model"
-        res = evaluate_retrieval(model_dir, self.corpus, "test", templates, 10, tcfg.eval.test_users, tcfg.eval.batch_size)
+        res = evaluate_retrieval(model_dir, self.corpus, "test", templates, 10, tcfg.eval.test_users, tcfg.eval.batch_size,
+                                 per_user_path=sysdir / PER_USER_FILE)
         mem = self._memory(t0)
         (sysdir / "metrics.json").write_text(json.dumps(res, indent=2, default=float))
         detail = {
@@ -384,7 +386,32 @@ class Harness:
     def results(self, perf: dict) -> tuple[dict, dict]:
         systems = {s.name: self.records[s.name]["entry"] for s in self.systems if s.name in self.records}
         details = {s.name: {**self.records[s.name]["detail"], "implied": s.implied} for s in self.systems if s.name in self.records}
-        return {"dataset": self.corpus.name, "systems": systems, "perf": perf}, details
+        out = {"dataset": self.corpus.name, "systems": systems, "perf": perf}
+        paired = self.paired(systems, details)
+        if paired:
+            out["paired"] = paired
+        return out, details
+
+    def paired(self, systems: dict, details: dict) -> dict:
+        """Each TTDS-family system vs the strongest baseline on test NDCG@10, user by user
+        (`ttds.bench.paired`): says whether a lead is beyond noise. Empty without a baseline."""
+        from ttds.bench.paired import paired_comparison
+        from ttds.bench.report import is_baseline
+        from ttds.eval.per_user import read_per_user
+
+        baselines = [n for n in systems if is_baseline(n, details.get(n, {}))]
+        if not baselines:
+            return {}
+        strongest = max(baselines, key=lambda n: systems[n]["NDCG@10"])
+        out: dict[str, Any] = {"baseline": strongest, "metric": "NDCG@10", "systems": {}}
+        for name in systems:
+            if name in baselines:
+                continue
+            try:
+                out["systems"][name] = paired_comparison(read_per_user(details[name]["out_dir"]), read_per_user(details[strongest]["out_dir"]))
+            except (FileNotFoundError, ValueError) as e:  # a run from before per-user files: say so, keep the table
+                out["systems"][name] = {"error": str(e)[:300]}
+        return out
 
     def meta(self) -> dict:
         _, _, targets = self.corpus.eval_arrays("test")

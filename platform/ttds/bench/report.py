@@ -62,7 +62,7 @@ def results_markdown(results: dict, details: dict, meta: dict) -> str:
         )
     lines += ["", "Best test figure per metric column in **bold** (ties: all bold). Validation figures are for model",
               "selection only; compare only the test columns with published test rows.", ""]
-    lines += _verdict(systems, details)
+    lines += _verdict(systems, details, results.get("paired"))
     failures = meta.get("failures") or {}
     if failures:
         lines += ["", "**Failed systems (no row above):**"] + [f"- `{n}`: {why}" for n, why in failures.items()]
@@ -131,16 +131,27 @@ def index_markdown(details: dict) -> list[str]:
     return out
 
 
-def _verdict(systems: dict, details: dict) -> list[str]:
-    # the issue's baselines: popularity, SASRec, GRU4Rec and the TIGER-style static-ID recommender
-    baselines = {n: s for n, s in systems.items() if details.get(n, {}).get("kind") in ("popularity", "seq") or n == "tiger"}
+def is_baseline(name: str, detail: dict) -> bool:
+    """The issue's baselines: popularity, SASRec, GRU4Rec and the TIGER-style static-ID recommender."""
+    return detail.get("kind") in ("popularity", "seq") or name == "tiger"
+
+
+def _verdict(systems: dict, details: dict, paired: dict | None = None) -> list[str]:
+    baselines = {n: s for n, s in systems.items() if is_baseline(n, details.get(n, {}))}
     ttds = systems.get("ttds")
     if not baselines or ttds is None:
         return []
     strongest = max(baselines, key=lambda n: baselines[n]["NDCG@10"])
     b, t = baselines[strongest]["NDCG@10"], ttds["NDCG@10"]
     word = "beats" if t > b else "does NOT beat"
-    return [f"**TTDS {word} the strongest baseline on test NDCG@10**: {t:.4f} vs {strongest} {b:.4f} ({(t - b) / max(b, 1e-12) * 100:+.1f}%)."]
+    lines = [f"**TTDS {word} the strongest baseline on test NDCG@10**: {t:.4f} vs {strongest} {b:.4f} ({(t - b) / max(b, 1e-12) * 100:+.1f}%)."]
+    rows = (paired or {}).get("systems", {})
+    if rows:
+        from ttds.bench.paired import paired_sentence
+
+        lines += ["", f"Paired test against `{paired['baseline']}` (per-user {paired['metric']} differences on the same test users):", ""]
+        lines += [f"- `{n}`: " + (f"not available ({c['error']})" if "error" in c else paired_sentence(n, paired["baseline"], c)) for n, c in rows.items()]
+    return lines
 
 
 def perf_markdown(perf: dict) -> list[str]:

@@ -39,9 +39,10 @@ def load_retrieval(model_dir: str | Path, device: str = "auto"):
 
 def evaluate_retrieval(
     model_dir: str | Path, corpus: Corpus, split: str = "test", templates: list[int] | None = None, k: int = 10,
-    users: int = 0, batch_size: int = 64, seed: int = 0, device: str = "auto",
+    users: int = 0, batch_size: int = 64, seed: int = 0, device: str = "auto", per_user_path: str | Path | None = None,
 ) -> dict:
-    """HR@1/5/10, NDCG@5/10 averaged over templates (+ per template, users, wall_s, users_per_s)."""
+    """HR@1/5/10, NDCG@5/10 averaged over templates (+ per template, users, wall_s, users_per_s);
+    each user's figures also go to `per_user_path` when given (`ttds.eval.per_user`)."""
     from ttds.decode.retrieval import rank_by_retrieval
     from ttds.eval.evaluate import average
 
@@ -52,11 +53,16 @@ def evaluate_retrieval(
         uids, hists, targets = uids[pick], [hists[i] for i in pick], targets[pick]
     templates = templates if templates is not None else [0]
     t0 = time.time()
-    accs = {}
+    accs, lists = {}, []
     for t in templates:
         ranked = rank_by_retrieval(backbone, head, builder, index, uids, hists, t, max_history, k, batch_size, pool=pool)
         accs[t] = MetricAccumulator(ks=(1, 5, 10)).update(ranked, np.asarray(targets))
+        lists.append(ranked)
     wall = time.time() - t0
+    if per_user_path is not None:
+        from ttds.eval.per_user import per_user_table, write_per_user
+
+        write_per_user(per_user_path, per_user_table(uids, targets, lists))
     out = average(accs)
     out.update(split=split, pool=pool, wall_s=round(wall, 2), users_per_s=round(len(uids) * len(templates) / max(wall, 1e-9), 1))
     return out

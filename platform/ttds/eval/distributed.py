@@ -6,6 +6,8 @@ driver only sums metrics, so the evaluation scales with the number of actors.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -56,10 +58,12 @@ def evaluate_model_dir(
     batch_size: int = 64,
     seed: int = 0,
     use_gpu: bool = False,
+    per_user_path: str | Path | None = None,
 ) -> dict:
     """HR@1/5/10, NDCG@5/10 averaged over templates, plus each template's figures.
 
     `use_gpu`: the ranking actors share one GPU (1/workers each) and decode on it in bf16.
+    `per_user_path`: also write each user's figures there (`ttds.eval.per_user`), for paired tests.
     """
     import ray.data
 
@@ -88,6 +92,11 @@ def evaluate_model_dir(
         accs[t] = MetricAccumulator(ks=(1, 5, 10)).update(mat, ranked["target"].to_numpy())
     result = average(accs)
     result["split"] = split
+    if per_user_path is not None:
+        from ttds.eval.per_user import per_user_table, write_per_user
+
+        write_per_user(per_user_path, per_user_table(ranked["user_id"].to_numpy(), ranked["target"].to_numpy(),
+                                                     [np.stack(ranked[f"ranked_{t}"].to_numpy()) for t in templates]))
     # popularity on exactly the same users, so the two rows of a table are comparable
     top = np.argsort(-corpus.item_popularity(), kind="stable")[:top_k]
     result["popularity"] = MetricAccumulator(ks=(1, 5, 10)).update(np.tile(top, (len(ranked), 1)), ranked["target"].to_numpy()).result()

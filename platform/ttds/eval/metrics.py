@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_KS", "MetricAccumulator", "per_user_ranks", "ranking_metrics"]
+__all__ = ["DEFAULT_KS", "MetricAccumulator", "per_user_ranks", "per_user_values", "ranking_metrics"]
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 
@@ -37,7 +37,7 @@ def per_user_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(found, hit.argmax(axis=1), -1).astype(np.int64)
 
 
-def _per_user_values(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
+def per_user_values(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
     """Per-user HR@k and NDCG@k values for the given ranks."""
     found = ranks >= 0
     gain = np.where(found, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
@@ -100,7 +100,7 @@ class MetricAccumulator:
             raise ValueError(f"ranked must be [n, K], got shape {ranked.shape}")
         _check_ks(self.ks, ranked.shape[1])
         ranks = per_user_ranks(ranked, targets)
-        for name, values in _per_user_values(ranks, self.ks).items():
+        for name, values in per_user_values(ranks, self.ks).items():
             self.sums[name] += float(values.sum())
         self.count += int(ranks.shape[0])
         return self

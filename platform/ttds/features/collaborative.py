@@ -74,7 +74,7 @@ def collaborative_vectors(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         log.info("collaborative epoch %d loss %.4f", epoch + 1, total / n)
     with torch.no_grad():
         items = model.item.weight.numpy().copy()

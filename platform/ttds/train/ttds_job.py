@@ -93,6 +93,10 @@ def check_config(cfg: TTDSJobConfig) -> None:
         problems.append(schedule_problem(cfg.optim.lr_schedule))
     if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
         problems.append(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio}: expected a value in [0, 1]")
+    if not 0.0 <= cfg.backbone.dropout < 1.0:
+        problems.append(f"backbone.dropout={cfg.backbone.dropout}: expected a value in [0, 1)")
+    if not 0.0 <= cfg.loss.label_smoothing < 1.0:
+        problems.append(f"loss.label_smoothing={cfg.loss.label_smoothing}: expected a value in [0, 1)")
     if cfg.train.zero_stage not in (0, 1, 2, 3):
         problems.append(f"train.zero_stage={cfg.train.zero_stage}: expected 0-3")
     for name in ("epochs", "batch_size"):
@@ -156,6 +160,7 @@ def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) 
         "retrieval_weight": cfg.loss.retrieval_weight,
         "retrieval_temperature": cfg.loss.retrieval_temperature,
         "retrieval_batch": cfg.loss.retrieval_batch,
+        "label_smoothing": cfg.loss.label_smoothing,
         "time_budget_s": cfg.optim.time_budget_s,
         "epochs": cfg.optim.epochs,
         "batch_size": cfg.optim.batch_size,
@@ -183,6 +188,7 @@ def train_ttds(cfg: TTDSJobConfig) -> dict:
     import ray.data
 
     from ttds.eval.distributed import evaluate_model_dir
+    from ttds.eval.per_user import PER_USER_FILE
     from ttds.runtime import init_ray
     from ttds.train.ttds_worker import ttds_worker
 
@@ -207,7 +213,7 @@ def train_ttds(cfg: TTDSJobConfig) -> dict:
     templates = list(range(3)) if cfg.eval.templates == 0 else list(range(cfg.eval.templates))
     t1 = time.time()
     test = evaluate_model_dir(str(out / "model"), corpus, "test", templates, cfg.eval.beam_width, cfg.eval.top_k, cfg.eval.test_users, cfg.eval.workers, cfg.eval.batch_size,
-                              use_gpu=cfg.train.use_gpu)
+                              use_gpu=cfg.train.use_gpu, per_user_path=out / PER_USER_FILE)
     pop = test.pop("popularity")  # same users as the TTDS row
     metrics = {
         "corpus": corpus.name,

@@ -27,6 +27,7 @@ from ttds.features.build import standardise_like
 from ttds.index.table import SemanticIDTable
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.llm.model import TTDSModel
+from ttds.llm.dropout import add_residual_dropout
 from ttds.llm.model_io import load_model, save_model
 from ttds.llm.prompts import PromptBuilder, TokenTable, left_pad, semantic_vocabulary
 from ttds.runtime import set_loopback_env
@@ -211,6 +212,8 @@ def ttds_worker(c: dict) -> None:
         model, tokenizer = build_model(c, corpus, tok_dir)
         users = SemanticIDTable.load(tok_dir, "user") if model.towers.user is not None and (tok_dir / "user_ids.parquet").exists() else None
         indexer = Indexer(SemanticIDTable.load(tok_dir, "item"), users, c["suffixes"], c["reindex_rule"])
+    # training-only dropout hooks (not saved with the model, so a resumed run adds them again)
+    add_residual_dropout(model.backbone, c["backbone"].get("dropout", 0.0))
     builder = make_builder(tokenizer, corpus, indexer, c)
     trie = build_trie(builder, len(tokenizer))
 
@@ -226,6 +229,7 @@ def ttds_worker(c: dict) -> None:
     base_lrs = [g["lr"] for g in engine.optimizer.param_groups]  # body, rest, towers (optim.lr_schedule scales them)
     shard = ray.train.get_dataset_shard("train")
     alpha = c["alpha"] if c["dmvae"] else 0.0
+    smoothing = float(c.get("label_smoothing", 0.0))
     beta = c["beta"] if c["dmvae"] else 0.0
     item_x_t, user_x_t = torch.as_tensor(item_x), torch.as_tensor(user_x)
     ret_w = float(c.get("retrieval_weight", 0.0))  # optional retrieval fast-path loss (ttds.decode.retrieval)
@@ -266,11 +270,11 @@ def ttds_worker(c: dict) -> None:
             if ret_w > 0:
                 kw.update(retrieval_kwargs(builder, corpus, ret_users, c, rng, item_x_t))
             ret_kw = {"ret_weight": ret_w, "ret_temperature": c.get("retrieval_temperature", 0.1)} if ret_w > 0 else {}
-            out = engine(ids.to(engine.device), mask.to(engine.device), lab.to(engine.device), alpha=alpha, beta=beta, **ret_kw, **{k: v.to(engine.device) for k, v in kw.items()})
+            out = engine(ids.to(engine.device), mask.to(engine.device), lab.to(engine.device), alpha=alpha, beta=beta, label_smoothing=smoothing, **ret_kw, **{k: v.to(engine.device) for k, v in kw.items()})
             engine.backward(out["loss"])
             engine.step()
             for k in sums:
-                sums[k] += float(out[k])
+                sums[k] += float(out[k].detach())
             n_examples += len(seqs)
             steps += 1
             if rank == 0 and steps % c.get("log_every", 100) == 0:
