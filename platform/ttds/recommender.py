@@ -394,20 +394,11 @@ class Recommender:
         return "".join(self.tokenizer.convert_ids_to_tokens(toks)) if toks else None
 
     def prompt_ids(self, state: PromptState) -> list[int]:
-        """The next-item prompt: `builder.next_item_prompt` with the user slot filled by the
-        state's user tokens (a table user's ID, or a cold-start user's codes) when the model's
-        prompts carry one."""
-        out = list(self.builder.bos)
-        templates = self.builder.templates["next_item"]
-        for part in templates[self.cfg.template % len(templates)]:
-            if isinstance(part, str):
-                # the model's own prompt layout: no user slot when it was trained without one
-                out += self.user_tokens(state) if part == "user" and self.builder.next_item_user_id else []
-            else:
-                out += part
-        for i in state.history:
-            out += self.builder.items.get(int(i))
-        return out
+        """The next-item prompt, built by the evaluation's own `builder.next_item_prompt`, with the
+        user slot filled by the state's user tokens (a table user's ID, or a cold-start user's
+        codes) when the model's prompts carry one."""
+        tokens = self.user_tokens(state) if self.builder.next_item_user_id else None
+        return self.builder.next_item_prompt(-1, state.history, self.cfg.template, user_tokens=tokens)
 
     # ------------------------------------------------------------------ step 2: rank
     def _need(self, state: PromptState) -> int:

@@ -154,8 +154,9 @@ class PromptBuilder:
         return out
 
     # -- tasks -----------------------------------------------------------------------------
-    def _next_item_head(self, user: int, t: int) -> list[int]:
-        return self._fill("next_item", t, {"user": self._user(user) if self.next_item_user_id else []})
+    def _next_item_head(self, user: int, t: int, user_tokens: list[int] | None = None) -> list[int]:
+        slot = (list(user_tokens) if user_tokens is not None else self._user(user)) if self.next_item_user_id else []
+        return self._fill("next_item", t, {"user": slot})
 
     def next_item(self, user: int, items, t: int = 0) -> tuple[list[int], list[int]]:
         prompt = self._next_item_head(user, t)
@@ -166,8 +167,10 @@ class PromptBuilder:
             labels += tok
         return self._clip(ids, labels)
 
-    def next_item_prompt(self, user: int, history, t: int = 0) -> list[int]:
-        return self._next_item_head(user, t) + self._items(history)
+    def next_item_prompt(self, user: int, history, t: int = 0, user_tokens: list[int] | None = None) -> list[int]:
+        """The evaluation/serving prompt. `user_tokens` fill the user slot instead of the table's
+        ID (serving: a cold-start user's codes); a model trained without the slot ignores both."""
+        return self._next_item_head(user, t, user_tokens) + self._items(history)
 
     def user_pred(self, item: int, users, t: int = 0) -> tuple[list[int], list[int]]:
         prompt = self._fill("user_pred", t, {"item": self.items.get(item)})
