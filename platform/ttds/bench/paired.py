@@ -5,6 +5,10 @@ for both), so the standard error of the mean difference is far smaller than eith
 own; it is the honest way to say whether a +2% lead is a lead or noise. Reports the mean
 difference, its standard error, z, a two-sided normal p-value and a percentile bootstrap 95%
 interval (resampling users).
+
+What it does not cover: the spread between training runs (seed, data order). It says whether
+two trained models differ on this population beyond the luck of which users were sampled; a
+claim about a training recipe needs several runs of it as well.
 """
 
 from __future__ import annotations
