@@ -50,8 +50,11 @@ def test_ttds_beats_popularity_then_resumes(ray_session, synthetic_corpus, tmp_p
     assert all(0.0 <= c <= 1.0 for c in churn)
 
     # resume: the same output folder with more epochs continues after the last checkpoint
-    m2 = train_ttds(tiny_config(synthetic_corpus, out, epochs=4, extra=["--optim.lr_schedule=cosine"]))
+    # (the resumed epoch also turns on the opt-in regularisers: their hooks and loss inside Ray Train + DeepSpeed)
+    m2 = train_ttds(tiny_config(synthetic_corpus, out, epochs=4, extra=["--optim.lr_schedule=cosine", "--backbone.dropout=0.1", "--loss.label_smoothing=0.1"]))
     assert [h["epoch"] for h in m2["history"]] == [0, 1, 2, 3]  # epochs 0-2 were not run again
+    # smoothing spreads 10% of the target mass over the whole vocabulary: the smoothed loss is far above the plain one
+    assert m2["history"][3]["llm_loss"] > m2["history"][2]["llm_loss"] + 0.1, [h["llm_loss"] for h in m2["history"]]
     meta = json.loads((out / "model" / "ttds.json").read_text())
     assert meta["epoch"] in range(4)
     assert meta["next_item_user_id"] is False  # default: next-item prompts carry no user ID (it leaks targets)

@@ -213,7 +213,11 @@ def ttds_worker(c: dict) -> None:
         users = SemanticIDTable.load(tok_dir, "user") if model.towers.user is not None and (tok_dir / "user_ids.parquet").exists() else None
         indexer = Indexer(SemanticIDTable.load(tok_dir, "item"), users, c["suffixes"], c["reindex_rule"])
     # training-only dropout hooks (not saved with the model, so a resumed run adds them again)
-    add_residual_dropout(model.backbone, c["backbone"].get("dropout", 0.0))
+    dropout = c["backbone"].get("dropout", 0.0)
+    hooked = add_residual_dropout(model.backbone, dropout)
+    if dropout > 0 and rank == 0:
+        print(f"backbone.dropout={dropout}: {hooked} dropout hooks" + ("" if hooked else
+              " (none: this architecture names no embed_tokens/self_attn/mlp modules, so no dropout is applied)"), flush=True)
     builder = make_builder(tokenizer, corpus, indexer, c)
     trie = build_trie(builder, len(tokenizer))
 
