@@ -53,8 +53,11 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _popularity(corpus: Corpus, exclude_seen: bool, t0: float) -> dict[str, Any]:
-    metrics = evaluate_popularity(corpus, "test", exclude_seen)
+def _popularity(corpus: Corpus, exclude_seen: bool, t0: float, per_user_path: Path) -> dict[str, Any]:
+    users, histories, targets = corpus.eval_arrays("test")
+    ranked = popularity_ranking(corpus, 10, exclude_seen, histories)  # one ranking: the figures and the per-user file
+    metrics = report(ranking_metrics(ranked, targets, ks=(1, 5, 10)))
+    write_per_user(per_user_path, per_user_table(users, targets, [ranked]))
     valid = evaluate_popularity(corpus, "valid", exclude_seen)
     wall = time.time() - t0
     n_train = int(corpus.manifest["counts"].get("train_interactions", 0))
@@ -76,8 +79,9 @@ def _train_neural(
     cfg = from_dict(MODELS[name][1], overrides)
     from ttds.train.lr_schedule import schedule_problem
 
-    if schedule_problem(cfg.lr_schedule, f"{name}: lr_schedule"):  # before any data is read or worker started
-        raise ValueError(schedule_problem(cfg.lr_schedule, f"{name}: lr_schedule"))
+    problem = schedule_problem(cfg.lr_schedule, f"{name}: lr_schedule")
+    if problem:  # before any data is read or worker started
+        raise ValueError(problem)
     mc = to_dict(cfg)
     worker_cfg = {
         "model": name, "model_config": mc, "n_items": corpus.n_items,
@@ -135,9 +139,7 @@ def train_and_evaluate(
     out.mkdir(parents=True, exist_ok=True)
     corpus = Corpus.open(corpus_dir)
     if name == "popularity":
-        res = _popularity(corpus, exclude_seen, t0)
-        users, histories, targets = corpus.eval_arrays("test")
-        write_per_user(out / PER_USER_FILE, per_user_table(users, targets, [popularity_ranking(corpus, 10, exclude_seen, histories)]))
+        res = _popularity(corpus, exclude_seen, t0, out / PER_USER_FILE)
     else:
         init_ray()
         model, state, history = _train_neural(name, corpus, out, dict(overrides or {}), train or TrainConfig(), exclude_seen, materialize)

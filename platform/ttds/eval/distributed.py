@@ -86,17 +86,14 @@ def evaluate_model_dir(
         num_cpus=0.5,  # fractional: leaves CPU for the tasks that feed the actors
         **({"num_gpus": 1.0 / max(workers, 1)} if use_gpu else {}),
     ).to_pandas()
-    accs = {}
-    for t in templates:
-        mat = np.stack(ranked[f"ranked_{t}"].to_numpy())
-        accs[t] = MetricAccumulator(ks=(1, 5, 10)).update(mat, ranked["target"].to_numpy())
+    lists = {t: np.stack(ranked[f"ranked_{t}"].to_numpy()) for t in templates}
+    accs = {t: MetricAccumulator(ks=(1, 5, 10)).update(mat, ranked["target"].to_numpy()) for t, mat in lists.items()}
     result = average(accs)
     result["split"] = split
     if per_user_path is not None:
         from ttds.eval.per_user import per_user_table, write_per_user
 
-        write_per_user(per_user_path, per_user_table(ranked["user_id"].to_numpy(), ranked["target"].to_numpy(),
-                                                     [np.stack(ranked[f"ranked_{t}"].to_numpy()) for t in templates]))
+        write_per_user(per_user_path, per_user_table(ranked["user_id"].to_numpy(), ranked["target"].to_numpy(), list(lists.values())))
     # popularity on exactly the same users, so the two rows of a table are comparable
     top = np.argsort(-corpus.item_popularity(), kind="stable")[:top_k]
     result["popularity"] = MetricAccumulator(ks=(1, 5, 10)).update(np.tile(top, (len(ranked), 1)), ranked["target"].to_numpy()).result()

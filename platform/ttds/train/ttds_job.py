@@ -89,8 +89,7 @@ def check_config(cfg: TTDSJobConfig) -> None:
         problems.append(f"index.reindex_rule={cfg.index.reindex_rule!r}: expected one of {', '.join(REINDEX_RULES)}")
     from ttds.train.lr_schedule import schedule_problem
 
-    if schedule_problem(cfg.optim.lr_schedule):
-        problems.append(schedule_problem(cfg.optim.lr_schedule))
+    problems += [p for p in [schedule_problem(cfg.optim.lr_schedule)] if p]
     if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
         problems.append(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio}: expected a value in [0, 1]")
     if not 0.0 <= cfg.backbone.dropout < 1.0:
