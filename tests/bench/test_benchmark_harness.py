@@ -228,6 +228,16 @@ def test_paired_cli_compares_two_system_folders(bench, tmp_path):
     assert run.stdout.startswith("paired over") and "ttds" in run.stdout
     bad = subprocess.run([sys.executable, script, "--a", str(tmp_path), "--b", b], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no per-user results" in bad.stderr and "Traceback" not in bad.stderr
+    # several folders on a side = the runs of a recipe: the recipe figures are run means
+    sas = res["details"]["sasrec"]["out_dir"]
+    runs = subprocess.run([sys.executable, script, "--a", a, a, "--b", b, sas, "--out", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert runs.returncode == 0, runs.stderr
+    got = json.loads((tmp_path / "r.json").read_text())
+    assert got["runs_a"] == 2 and got["runs_b"] == 2 and got["runs_resampled"]
+    assert got["b"] == pytest.approx((data["popularity"]["NDCG@10"] + data["sasrec"]["NDCG@10"]) / 2, abs=1e-9)
+    assert got["diff"] == pytest.approx(data["ttds"]["NDCG@10"] - got["b"], abs=1e-9)
+    assert "2 runs" in runs.stdout and "95% over runs and users" in runs.stdout
 
 
 def test_training_throughput_short_run_on_two_workers(bench, tmp_path):
