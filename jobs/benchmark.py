@@ -71,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
                    help="train and evaluate on the GPU: one GPU per Ray Train worker, test-set ranking actors sharing "
                         "it (auto = when torch sees CUDA)")
     p.add_argument("--fresh", action="store_true", help="retrain every system even if --out holds its result")
+    p.add_argument("--exclude-seen", action="store_true",
+                   help="every system keeps each user's history items out of its rankings, in validation and test (RecBole's "
+                        "full-sort protocol; default: the paper's, every item ranked)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic corpus (--data synthetic)")
     p.add_argument("--perf-users", type=int, default=256, help="--perf: test users timed per decoding mode")
     p.add_argument("--perf-rows", type=int, default=2048, help="--perf: task rows of each short throughput run")
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = BenchConfig(
         data=args.data, systems=systems, out=args.out, budget_epochs=args.budget_epochs, budget_minutes=args.budget_minutes,
         perf=args.perf, ttds_config=args.ttds_config, sets=args.sets, retrieval_weight=args.retrieval_weight,
-        workers=args.workers, cpus_per_worker=args.cpus_per_worker, fresh=args.fresh, seed=args.seed,
+        workers=args.workers, cpus_per_worker=args.cpus_per_worker, fresh=args.fresh, seed=args.seed, exclude_seen=args.exclude_seen,
         perf_users=args.perf_users, perf_rows=args.perf_rows, perf_repeats=args.perf_repeats, perf_train_repeats=args.perf_train_repeats,
         perf_reference_items=args.perf_reference_items, use_gpu=use_gpu,
     )

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beam", type=int, default=20, help="beam width")
     p.add_argument("--workers", type=int, default=2, help="Ray actors ranking in parallel")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--exclude-seen", action="store_true", help="keep each user's history items out of its ranking (RecBole's full-sort "
+                                                               "protocol; default: the model's eval.exclude_seen)")
     p.add_argument("--out", help="where to write eval.json / eval.md (default: the model folder)")
     args = p.parse_args(argv)
 
@@ -56,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     out = Path(args.out or model_dir)
     per_user = out / f"{args.split}_per_user.parquet"  # for paired comparisons (benchmarks/paired.py)
+    exclude = args.exclude_seen or bool(meta.get("exclude_seen", False))
     res = evaluate_model_dir(str(model_dir), corpus, args.split, templates, args.beam, 10, args.users, args.workers, args.batch_size,
-                             per_user_path=per_user)
+                             per_user_path=per_user, exclude_seen=exclude)
     res["wall_s"] = round(time.time() - t0, 1)
     res["users_per_s"] = round(res["users"] * len(templates) / res["wall_s"], 1)
     pop = res.pop("popularity")

@@ -152,6 +152,10 @@ class EvalConfig:
     test_users: int = 0  # 0 = every test user (full leave-one-out evaluation)
     templates: int = 0  # next-item templates averaged at test time (0 = all, as the paper)
     workers: int = 2  # Ray actors for the final test evaluation
+    # Keep each user's history items out of its ranking (validation and test), as RecBole's
+    # full-sort evaluation does. Off by default (the paper's protocol ranks every item); the
+    # Amazon leave-one-out sets have no repeats, so a seen item can never be the answer.
+    exclude_seen: bool = False
 
 
 @dataclass

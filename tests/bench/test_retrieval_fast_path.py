@@ -77,6 +77,14 @@ def test_retrieval_loss_trains_the_fast_path(setup):
     assert last < first - 0.8, (first, last)
     assert after > before + 0.25 and after > 0.35, (before, after)
 
+    # seen-item exclusion: the same ranking with each user's history items taken out, lists kept full
+    uids, hists, _ = corpus.eval_arrays("valid")
+    plain = rank_by_retrieval(model.backbone, model.id_head, builder, index, uids, hists, 0, 20, 10 + 40, batch_size=100, pool=TRAINED_POOL)
+    excl = rank_by_retrieval(model.backbone, model.id_head, builder, index, uids, hists, 0, 20, 10, batch_size=100, pool=TRAINED_POOL, exclude_seen=True)
+    for p, e, h in zip(plain, excl, hists):
+        assert e.tolist() == [i for i in p.tolist() if i not in set(h.tolist())][:10]
+    assert any(set(p[:10].tolist()) & set(h.tolist()) for p, h in zip(plain, hists))  # the check above had something to remove
+
 
 def test_model_adds_retrieval_loss_only_when_weighted(setup):
     corpus, model, builder, item_x = setup

@@ -188,6 +188,38 @@ def test_wide_beam_is_exact_over_variable_length_ids(random_model):
         assert res.items[row].tolist()[:3] == want_order[:3]
 
 
+def test_excluded_items_never_take_a_slot_and_the_rest_keep_their_exact_order(random_model):
+    """Seen-item exclusion: with a beam wide enough to be exact, the ranking with exclusion is
+    the full ranking with the banned items removed (not a shorter list), scores unchanged."""
+    from ttds.decode.beam import exclusion_table
+
+    seqs = make_catalogue(14, alphabet=2, seed=5)
+    trie = PrefixTrie.from_sequences(seqs, list(range(len(seqs))), VOCAB)
+    cfg = BeamConfig(beam_width=16, top_k=10)
+    full = beam_search(random_model, *left_pad(PROMPTS), trie, BeamConfig(beam_width=16, top_k=14))
+    banned = [full.items[0, :3].tolist(), [], [int(full.items[2, 5])], list(range(14))]
+    res = beam_search(random_model, *left_pad(PROMPTS), trie, cfg, exclusion_table(banned, 14))
+    for row in range(len(PROMPTS)):
+        want = [i for i in full.items[row].tolist() if i not in banned[row]][:10]
+        got = [i for i in res.items[row].tolist() if i >= 0]
+        assert got == want
+        torch.testing.assert_close(res.scores[row, : len(got)], full.scores[row][[full.items[row].tolist().index(i) for i in got]])
+    assert res.items[3].eq(-1).all()  # everything seen: nothing left to recommend
+
+    # a narrow beam on a large catalogue: the banned items are masked before selection, so
+    # the lists stay full (filtering the returned top-k instead would leave them short)
+    seqs = make_catalogue(200, alphabet=5, seed=2)
+    trie = PrefixTrie.from_sequences(seqs, list(range(len(seqs))), VOCAB)
+    narrow = BeamConfig(beam_width=10, top_k=10)
+    plain = rank_items(random_model, PROMPTS, trie, narrow)
+    seen = [row[:6].tolist() for row in plain]
+    ranked = rank_items(random_model, PROMPTS, trie, narrow, exclude=seen)
+    for row, s in zip(ranked, seen):
+        assert (row >= 0).all() and not set(row.tolist()) & set(s)
+    with pytest.raises(ValueError, match="exclude has 1 rows for 4 prompts"):
+        rank_items(random_model, PROMPTS, trie, narrow, exclude=[[1]])
+
+
 def test_fewer_items_than_top_k_pads_with_minus_one(random_model):
     trie = PrefixTrie.from_sequences([[40, 46, 52, 58], [41, 46, 52, 58], [40, 47, 52, 58]], [5, 6, 7], VOCAB)
     res = beam_search(random_model, *left_pad(PROMPTS[:2]), trie, BeamConfig(beam_width=8, top_k=5))

@@ -49,6 +49,8 @@ def test_ttds_beats_popularity_then_resumes(ray_session, synthetic_corpus, tmp_p
     churn = [h["item_churn"] for h in m["history"] if h.get("reindexed") == 1]
     assert all(0.0 <= c <= 1.0 for c in churn)
 
+    _check_seen_exclusion(out / "model", synthetic_corpus, tmp_path)
+
     # resume: the same output folder with more epochs continues after the last checkpoint
     # (the resumed epoch also turns on the opt-in regularisers: their hooks and loss inside Ray Train + DeepSpeed)
     m2 = train_ttds(tiny_config(synthetic_corpus, out, epochs=4, extra=["--optim.lr_schedule=cosine", "--backbone.dropout=0.1", "--loss.label_smoothing=0.1"]))
@@ -58,6 +60,34 @@ def test_ttds_beats_popularity_then_resumes(ray_session, synthetic_corpus, tmp_p
     meta = json.loads((out / "model" / "ttds.json").read_text())
     assert meta["epoch"] in range(4)
     assert meta["next_item_user_id"] is False  # default: next-item prompts carry no user ID (it leaks targets)
+
+
+def _check_seen_exclusion(model_dir, corpus_dir, tmp_path):
+    """eval.exclude_seen through the Ray Data ranking actors: no user gets an item of its own
+    history, lists stay full, and the actors rank exactly as the in-process evaluation does."""
+    import numpy as np
+
+    from ttds.data.corpus import Corpus
+    from ttds.decode.beam import BeamConfig
+    from ttds.eval.distributed import evaluate_model_dir
+    from ttds.eval.evaluate import build_trie, rank_next_items
+    from ttds.eval.per_user import per_user_table, read_per_user
+    from ttds.llm.model_io import load_model, prompt_builder
+
+    corpus = Corpus.open(corpus_dir)
+    uids, hists, targets = corpus.eval_arrays("test")
+    m = load_model(model_dir)
+    builder = prompt_builder(m)
+    local = rank_next_items(m.model.backbone, builder, build_trie(builder, len(m.tokenizer)), uids, hists, 0,
+                            BeamConfig(beam_width=10, top_k=10), int(m.meta["max_history"]), exclude_seen=True)
+    assert (local >= 0).all()
+    assert not any(set(r.tolist()) & set(h.tolist()) for r, h in zip(local, hists))
+    res = evaluate_model_dir(str(model_dir), corpus, "test", [0], beam_width=10, top_k=10, workers=1,
+                             per_user_path=tmp_path / "excl.parquet", exclude_seen=True)
+    assert res["exclude_seen"] is True and res["users"] == len(uids)
+    got = read_per_user(tmp_path / "excl.parquet").sort_values("user_id").reset_index(drop=True)
+    want = per_user_table(uids, targets, [local]).sort_values("user_id").reset_index(drop=True)
+    assert np.allclose(got["NDCG@10"], want["NDCG@10"]) and np.allclose(got["HR@10"], want["HR@10"])
 
 
 def test_bad_config_fails_before_any_work(tmp_path):

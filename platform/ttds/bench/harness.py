@@ -62,6 +62,7 @@ class BenchConfig:
     cpus_per_worker: float = 0.5
     use_gpu: bool = False  # one GPU per Ray Train worker; TTDS test ranking on the GPU too
     fresh: bool = False  # ignore results of an earlier run in `out`
+    exclude_seen: bool = False  # every system keeps each user's history items out of its rankings (validation and test)
     seed: int = 0  # synthetic corpus seed (data = "synthetic")
     perf_users: int = 256  # test users timed per decoding mode
     perf_batch: int = 64
@@ -173,6 +174,8 @@ class Harness:
             ov.append("--train.use_gpu=true")
         if s.name in self.with_retrieval:
             ov.append(f"--loss.retrieval_weight={self.cfg.retrieval_weight}")
+        if self.cfg.exclude_seen:
+            ov.append("--eval.exclude_seen=true")
         ov += [f"--{k}={v}" for k, v in self.sets[s.name]]
         return load_config(TTDSJobConfig, self.cfg.ttds_config or None, ov)
 
@@ -241,13 +244,14 @@ class Harness:
 
         ov = self.seq_overrides(s) if s.kind == "seq" else {}
         train = self.train_config()
-        key = _key({"system": s.name, "corpus": str(self.corpus.root), "overrides": ov, "train": to_dict(train)})
+        key = _key({"system": s.name, "corpus": str(self.corpus.root), "overrides": ov, "train": to_dict(train),
+                    **({"exclude_seen": True} if self.cfg.exclude_seen else {})})  # absent when off: earlier runs stay reusable
         sysdir, done = self._prepare_dir(s.name, key)
         if done:
             self.records[s.name] = done
             log.info("%s: reusing the result in %s", s.name, sysdir)
             return
-        res = train_and_evaluate(s.name, self.corpus.root, sysdir, ov, train)
+        res = train_and_evaluate(s.name, self.corpus.root, sysdir, ov, train, exclude_seen=self.cfg.exclude_seen)
         mem = self._memory(t0)
         config = {**res["config"], **({"train": to_dict(train)} if s.kind == "seq" else {})}
         detail = {
@@ -319,7 +323,7 @@ class Harness:
         templates = list(range(3)) if tcfg.eval.templates == 0 else list(range(tcfg.eval.templates))
         config = {
             "base": s.base, "ranker": "prompt -> backbone -> mean-pooled last hidden state -> id_head -> exact faiss inner product over L2-normalised item X",
-            "templates": templates, "k": 10, "test_users": tcfg.eval.test_users,
+            "templates": templates, "k": 10, "test_users": tcfg.eval.test_users, **({"exclude_seen": True} if tcfg.eval.exclude_seen else {}),
             "loss.retrieval_weight": tcfg.loss.retrieval_weight, "loss.retrieval_temperature": tcfg.loss.retrieval_temperature,
             "loss.retrieval_batch": tcfg.loss.retrieval_batch,
         }
@@ -330,7 +334,7 @@ class Harness:
             return
         model_dir = Path(base["detail"]["out_dir"]) / "model"
         res = evaluate_retrieval(model_dir, self.corpus, "test", templates, 10, tcfg.eval.test_users, tcfg.eval.batch_size,
-                                 per_user_path=sysdir / PER_USER_FILE)
+                                 per_user_path=sysdir / PER_USER_FILE, exclude_seen=tcfg.eval.exclude_seen)
         mem = self._memory(t0)
         (sysdir / "metrics.json").write_text(json.dumps(res, indent=2, default=float))
         detail = {
@@ -416,6 +420,7 @@ class Harness:
     def meta(self) -> dict:
         _, _, targets = self.corpus.eval_arrays("test")
         return {"items": self.corpus.n_items, "test_users": len(targets), "budget": self.budget_text(), "rss_method": self.rss.describe(),
+                "exclude_seen": self.cfg.exclude_seen,
                 "failures": dict(self.failures)}
 
     def run(self) -> dict:

@@ -44,8 +44,10 @@ def results_markdown(results: dict, details: dict, meta: dict) -> str:
         "",
         "Every system is trained on the train split, selected on the validation split (early stopping on",
         "validation NDCG@10, best epoch kept) and scored ONCE on the test split by the same full-ranking code",
-        f"(`ttds.eval.metrics`): each user's held-out item ranked against all {meta.get('items', '?')} items, history items",
-        f"not excluded, {meta.get('test_users', '?')} test users. TTDS-family rows average the next-item templates, as the paper.",
+        f"(`ttds.eval.metrics`): each user's held-out item ranked against all {meta.get('items', '?')} items, "
+        + ("each user's history items EXCLUDED from its ranking (--exclude-seen, RecBole's full-sort protocol)"
+           if meta.get("exclude_seen") else "history items not excluded (the paper's protocol; --exclude-seen removes them)")
+        + f", {meta.get('test_users', '?')} test users. TTDS-family rows average the next-item templates, as the paper.",
         f"Budget per system: {meta.get('budget', '?')}.",
         "",
         "| system | " + " | ".join(METRICS) + " | valid NDCG@10 | best/run epochs | wall s | peak RSS MB (largest process) |",

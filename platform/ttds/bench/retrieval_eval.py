@@ -40,6 +40,7 @@ def load_retrieval(model_dir: str | Path, device: str = "auto"):
 def evaluate_retrieval(
     model_dir: str | Path, corpus: Corpus, split: str = "test", templates: list[int] | None = None, k: int = 10,
     users: int = 0, batch_size: int = 64, seed: int = 0, device: str = "auto", per_user_path: str | Path | None = None,
+    exclude_seen: bool = False,
 ) -> dict:
     """HR@1/5/10, NDCG@5/10 averaged over templates (+ per template, users, wall_s, users_per_s);
     each user's figures also go to `per_user_path` when given (`ttds.eval.per_user`)."""
@@ -55,7 +56,7 @@ def evaluate_retrieval(
     t0 = time.time()
     accs, lists = {}, []
     for t in templates:
-        ranked = rank_by_retrieval(backbone, head, builder, index, uids, hists, t, max_history, k, batch_size, pool=pool)
+        ranked = rank_by_retrieval(backbone, head, builder, index, uids, hists, t, max_history, k, batch_size, pool=pool, exclude_seen=exclude_seen)
         accs[t] = MetricAccumulator(ks=(1, 5, 10)).update(ranked, np.asarray(targets))
         lists.append(ranked)
     wall = time.time() - t0
@@ -64,5 +65,5 @@ def evaluate_retrieval(
 
         write_per_user(per_user_path, per_user_table(uids, targets, lists))
     out = average(accs)
-    out.update(split=split, pool=pool, wall_s=round(wall, 2), users_per_s=round(len(uids) * len(templates) / max(wall, 1e-9), 1))
+    out.update(split=split, pool=pool, exclude_seen=exclude_seen, wall_s=round(wall, 2), users_per_s=round(len(uids) * len(templates) / max(wall, 1e-9), 1))
     return out

@@ -21,6 +21,10 @@ Design choices (and why):
 - Inputs are left-padded; position ids come from the attention mask so a prompt decodes the
   same alone or in a padded batch.
 - Only the decoding steps are a Python loop; each step is batched tensor ops.
+- Seen items (``exclude``): an item the user already has can be kept out of the ranking. In
+  constrained search the banned items' final tokens are masked before each step's top-k, so they
+  never take a beam slot (filtering the returned list instead would leave it short); the
+  finalisation drops them too, which also covers the unconstrained search.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch
 
 from ttds.decode.trie import PrefixTrie
 
-__all__ = ["BeamConfig", "BeamResult", "beam_search", "rank_items", "left_pad"]
+__all__ = ["BeamConfig", "BeamResult", "beam_search", "exclusion_table", "rank_items", "left_pad"]
 
 NEG_INF = float("-inf")
 
@@ -117,8 +121,17 @@ def _select(
     return new_scores, src, token, is_stay
 
 
+def _banned(exclude: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """``exclude[b, item]`` looked up for an ``items`` tensor ``[B, ...]`` (``-1`` = no item: False)."""
+    b = items.shape[0]
+    flat = items.reshape(b, -1)
+    ok = (flat >= 0) & (flat < exclude.shape[1])
+    hit = exclude.gather(1, flat.clamp(min=0, max=exclude.shape[1] - 1)) & ok
+    return hit.view(items.shape)
+
+
 def _finalize(
-    items: torch.Tensor, scores: torch.Tensor, seqs: torch.Tensor, top_k: int
+    items: torch.Tensor, scores: torch.Tensor, seqs: torch.Tensor, top_k: int, exclude: torch.Tensor | None = None
 ) -> BeamResult:
     """Drop invalid and repeated items, move them to the end, cut to ``top_k``.
 
@@ -127,6 +140,8 @@ def _finalize(
     """
     b, w = items.shape
     valid = (items >= 0) & torch.isfinite(scores)
+    if exclude is not None:
+        valid &= ~_banned(exclude, items)
     earlier = torch.ones(w, w, dtype=torch.bool, device=items.device).tril(-1)  # [i, j]: j < i
     repeated = ((items.unsqueeze(2) == items.unsqueeze(1)) & earlier & valid.unsqueeze(1)).any(-1)
     valid &= ~repeated
@@ -150,13 +165,15 @@ def beam_search(
     attention_mask: torch.Tensor,
     trie: PrefixTrie,
     cfg: BeamConfig,
+    exclude: torch.Tensor | None = None,
 ) -> BeamResult:
     """Rank catalogue items for each left-padded prompt by beam search over semantic IDs.
 
     ``model`` is a Hugging Face causal LM (anything that accepts ``input_ids``,
     ``attention_mask``, ``position_ids``, ``past_key_values``, ``use_cache`` and
     ``logits_to_keep`` and returns ``logits`` and a ``Cache``); its vocabulary must cover the
-    trie's. Runs on the model's device, in eval mode (restored afterwards).
+    trie's. Runs on the model's device, in eval mode (restored afterwards). ``exclude``: an
+    optional bool ``[B, n]`` table, True for items prompt ``b`` must not get (its seen items).
     """
     device = _model_device(model)
     input_ids = input_ids.to(device)
@@ -165,6 +182,10 @@ def beam_search(
         trie = trie.to(device)
     b = input_ids.shape[0]
     width, depth = cfg.beam_width, trie.max_depth
+    if exclude is not None:
+        if exclude.shape[0] != b:
+            raise ValueError(f"exclude has {exclude.shape[0]} rows for {b} prompts")
+        exclude = exclude.to(device=device, dtype=torch.bool)
     was_training = model.training
     model.eval()
     try:
@@ -200,6 +221,9 @@ def beam_search(
                 child_tok = child_tok.view(b, w, -1)
                 cand = scores.unsqueeze(-1) + logp.gather(2, child_tok)
                 cand = cand.masked_fill(~child_ok.view(b, w, -1), NEG_INF)
+                if exclude is not None:  # a seen item's last token: never a candidate
+                    child_item = trie.item_at(trie.step(nodes.unsqueeze(-1), child_tok))
+                    cand = cand.masked_fill(_banned(exclude, child_item), NEG_INF)
                 scores, src, token, is_stay = _select(scores, done, cand, child_tok, width)
             else:
                 cand = scores.unsqueeze(-1) + logp
@@ -244,7 +268,7 @@ def beam_search(
             items = torch.where(done, trie.item_at(nodes), torch.full_like(nodes, -1))
         else:
             items = trie.lookup(seqs)
-        return _finalize(items, scores, seqs, cfg.top_k)
+        return _finalize(items, scores, seqs, cfg.top_k, exclude)
     finally:
         model.train(was_training)
 
@@ -264,6 +288,16 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int = 0) -> tuple[t
     return ids, mask
 
 
+def exclusion_table(seen: Sequence[Sequence[int]], n_items: int) -> torch.Tensor:
+    """Bool ``[len(seen), n_items]``: True at each row's seen item ids (ids outside the range ignored)."""
+    table = torch.zeros(len(seen), n_items, dtype=torch.bool)
+    for row, items in enumerate(seen):
+        ids = torch.as_tensor(np.asarray(items, dtype=np.int64))
+        ids = ids[(ids >= 0) & (ids < n_items)]
+        table[row, ids] = True
+    return table
+
+
 def rank_items(
     model: torch.nn.Module,
     prompts: Sequence[Sequence[int]],
@@ -271,19 +305,25 @@ def rank_items(
     cfg: BeamConfig | None = None,
     batch_size: int = 64,
     pad_token_id: int = 0,
+    exclude: Sequence[Sequence[int]] | None = None,
 ) -> np.ndarray:
     """Top-``cfg.top_k`` item ids (``-1`` = empty) for each prompt, as ``int64[n, top_k]``.
 
     Convenience for evaluation loops: batches, left-pads, decodes, and returns numpy so the
     result feeds :func:`ttds.eval.metrics.ranking_metrics` directly. Prompts are sorted by
-    length before batching so each batch carries little padding.
+    length before batching so each batch carries little padding. ``exclude[i]``: item ids
+    prompt ``i`` must not get (its user's seen items), or None to rank every item.
     """
+    if exclude is not None and len(exclude) != len(prompts):
+        raise ValueError(f"exclude has {len(exclude)} rows for {len(prompts)} prompts")
+    n_items = int(trie.terminal_item.max()) + 1 if trie.terminal_item.numel() else 0
     cfg = cfg or BeamConfig()
     out = np.full((len(prompts), cfg.top_k), -1, dtype=np.int64)
     order = np.argsort([len(p) for p in prompts], kind="stable")
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         ids, mask = left_pad([prompts[i] for i in idx], pad_token_id)
-        res = beam_search(model, ids, mask, trie, cfg)
+        banned = exclusion_table([exclude[i] for i in idx], n_items) if exclude is not None else None
+        res = beam_search(model, ids, mask, trie, cfg, banned)
         out[idx] = res.items.cpu().numpy()
     return out

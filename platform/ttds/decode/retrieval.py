@@ -120,11 +120,13 @@ class ItemIndex:
 
 def rank_by_retrieval(
     backbone, head: torch.nn.Module, builder, index: ItemIndex, user_ids, histories, template: int,
-    max_history: int, k: int = 10, batch_size: int = 64, *, pool: str,
+    max_history: int, k: int = 10, batch_size: int = 64, *, pool: str, exclude_seen: bool = False,
 ) -> np.ndarray:
     """Top-k item ids [n, k] (-1 past the catalogue) for each user's next-item prompt.
 
     `pool` has no default on purpose: it must be the model's (`pool_of(meta)`).
+    `exclude_seen`: each user's history items are kept out (the search asks for k + the
+    batch's longest history, so k items remain after the filter).
     """
     from ttds.decode.beam import left_pad
 
@@ -140,8 +142,14 @@ def rank_by_retrieval(
                 idx = order[start : start + batch_size]
                 ids, mask = left_pad([prompts[i] for i in idx], builder.pad_id)
                 q = prompt_queries(backbone, head, ids.to(device), mask.to(device), pool).cpu().numpy()
-                _, items = index.search(q, k)
-                out[idx, : items.shape[1]] = items
+                if not exclude_seen:
+                    _, items = index.search(q, k)
+                    out[idx, : items.shape[1]] = items
+                    continue
+                _, items = index.search(q, k + max(len(histories[i]) for i in idx))
+                for row, i in zip(items, idx):
+                    kept = row[(row >= 0) & ~np.isin(row, np.asarray(histories[i]))][:k]
+                    out[i, : len(kept)] = kept
     finally:
         backbone.train(was_training)
     return out

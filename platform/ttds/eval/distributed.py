@@ -16,7 +16,8 @@ from ttds.eval.metrics import MetricAccumulator
 
 
 class _Ranker:
-    def __init__(self, model_dir: str, templates: list[int], beam_width: int, top_k: int, batch_size: int, threads: int = 1, use_gpu: bool = False):
+    def __init__(self, model_dir: str, templates: list[int], beam_width: int, top_k: int, batch_size: int, threads: int = 1, use_gpu: bool = False,
+                 exclude_seen: bool = False):
         import torch
 
         from ttds.decode.beam import BeamConfig
@@ -30,7 +31,7 @@ class _Ranker:
         self.builder = prompt_builder(m)
         self.trie = build_trie(self.builder, len(m.tokenizer))
         self.max_history = int(m.meta["max_history"])
-        self.templates, self.batch_size = templates, batch_size
+        self.templates, self.batch_size, self.exclude_seen = templates, batch_size, exclude_seen
         self.beam = BeamConfig(beam_width=beam_width, top_k=top_k)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -41,7 +42,8 @@ class _Ranker:
         out = {"user_id": batch["user_id"].to_numpy(), "target": batch["target"].to_numpy()}
         with torch.no_grad():
             for t in self.templates:
-                ranked = rank_next_items(self.backbone, self.builder, self.trie, batch["user_id"], batch["history"], t, self.beam, self.max_history, self.batch_size)
+                ranked = rank_next_items(self.backbone, self.builder, self.trie, batch["user_id"], batch["history"], t, self.beam, self.max_history, self.batch_size,
+                                         exclude_seen=self.exclude_seen)
                 out[f"ranked_{t}"] = list(ranked)
         return pd.DataFrame(out)
 
@@ -59,11 +61,13 @@ def evaluate_model_dir(
     seed: int = 0,
     use_gpu: bool = False,
     per_user_path: str | Path | None = None,
+    exclude_seen: bool = False,
 ) -> dict:
     """HR@1/5/10, NDCG@5/10 averaged over templates, plus each template's figures.
 
     `use_gpu`: the ranking actors share one GPU (1/workers each) and decode on it in bf16.
     `per_user_path`: also write each user's figures there (`ttds.eval.per_user`), for paired tests.
+    `exclude_seen`: keep each user's history items out of its ranking (popularity too).
     """
     import ray.data
 
@@ -79,7 +83,8 @@ def evaluate_model_dir(
     ds = ray.data.from_pandas(df).repartition(max(workers * 4, 1))
     ranked = ds.map_batches(
         _Ranker,
-        fn_constructor_kwargs={"model_dir": str(model_dir), "templates": templates, "beam_width": beam_width, "top_k": top_k, "batch_size": batch_size, "use_gpu": use_gpu},
+        fn_constructor_kwargs={"model_dir": str(model_dir), "templates": templates, "beam_width": beam_width, "top_k": top_k, "batch_size": batch_size, "use_gpu": use_gpu,
+                               "exclude_seen": exclude_seen},
         batch_size=256,
         batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=workers),
@@ -90,11 +95,14 @@ def evaluate_model_dir(
     accs = {t: MetricAccumulator(ks=(1, 5, 10)).update(mat, ranked["target"].to_numpy()) for t, mat in lists.items()}
     result = average(accs)
     result["split"] = split
+    result["exclude_seen"] = exclude_seen
     if per_user_path is not None:
         from ttds.eval.per_user import per_user_table, write_per_user
 
         write_per_user(per_user_path, per_user_table(ranked["user_id"].to_numpy(), ranked["target"].to_numpy(), list(lists.values())))
     # popularity on exactly the same users, so the two rows of a table are comparable
-    top = np.argsort(-corpus.item_popularity(), kind="stable")[:top_k]
-    result["popularity"] = MetricAccumulator(ks=(1, 5, 10)).update(np.tile(top, (len(ranked), 1)), ranked["target"].to_numpy()).result()
+    from ttds.baselines.popularity import popularity_ranking
+
+    pop = popularity_ranking(corpus, top_k, exclude_seen, hists)  # the users of `df` (the same set as `ranked`)
+    result["popularity"] = MetricAccumulator(ks=(1, 5, 10)).update(pop, np.asarray(targets)).result()
     return result

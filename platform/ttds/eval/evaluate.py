@@ -2,6 +2,9 @@
 
 Leave-one-out: every user's held-out item is ranked against the whole catalogue (no sampled
 negatives). Metrics are averaged over the next-item instruction templates, as in the paper.
+`exclude_seen` keeps each user's history items out of the ranking (RecBole's full-sort
+protocol); the Amazon leave-one-out sets have no repeat purchases, so a seen item can never be
+the held-out one and ranking it only wastes a slot.
 The same function runs inside a Ray Train worker (validation, each rank a slice of users),
 in Ray Data actors (jobs/evaluate.py) and in tests.
 """
@@ -34,13 +37,17 @@ def rank_next_items(
     max_history: int,
     batch_size: int = 64,
     progress: bool = False,
+    exclude_seen: bool = False,
 ) -> np.ndarray:
+    """Top-k item ids per user; the prompt carries the last `max_history` items, the exclusion all of them."""
     prompts = [builder.next_item_prompt(int(u), list(h)[-max_history:], template) for u, h in zip(user_ids, histories)]
+    seen = [np.asarray(h) for h in histories] if exclude_seen else None
     out = np.full((len(prompts), beam.top_k), -1, dtype=np.int64)
     step = max(batch_size * 8, 1)
     chunks = range(0, len(prompts), step)
     for s in tqdm(chunks, desc=f"ranking (template {template})", disable=not progress, unit_scale=step):
-        out[s : s + step] = rank_items(backbone, prompts[s : s + step], trie, beam, batch_size=batch_size, pad_token_id=builder.pad_id)
+        out[s : s + step] = rank_items(backbone, prompts[s : s + step], trie, beam, batch_size=batch_size, pad_token_id=builder.pad_id,
+                                       exclude=seen[s : s + step] if seen is not None else None)
     return out
 
 
@@ -56,6 +63,7 @@ def evaluate_next_item(
     max_history: int,
     batch_size: int = 64,
     progress: bool = False,
+    exclude_seen: bool = False,
 ) -> dict[int, MetricAccumulator]:
     """One MetricAccumulator per template (merge across workers, then `average`)."""
     accs = {}
@@ -64,7 +72,7 @@ def evaluate_next_item(
     try:
         with torch.no_grad():
             for t in templates:
-                ranked = rank_next_items(backbone, builder, trie, user_ids, histories, t, beam, max_history, batch_size, progress)
+                ranked = rank_next_items(backbone, builder, trie, user_ids, histories, t, beam, max_history, batch_size, progress, exclude_seen)
                 accs[t] = MetricAccumulator(ks=(1, 5, 10)).update(ranked, np.asarray(targets))
     finally:
         backbone.train(was_training)

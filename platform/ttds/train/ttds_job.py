@@ -212,7 +212,7 @@ def train_ttds(cfg: TTDSJobConfig) -> dict:
     templates = list(range(3)) if cfg.eval.templates == 0 else list(range(cfg.eval.templates))
     t1 = time.time()
     test = evaluate_model_dir(str(out / "model"), corpus, "test", templates, cfg.eval.beam_width, cfg.eval.top_k, cfg.eval.test_users, cfg.eval.workers, cfg.eval.batch_size,
-                              use_gpu=cfg.train.use_gpu, per_user_path=out / PER_USER_FILE)
+                              use_gpu=cfg.train.use_gpu, per_user_path=out / PER_USER_FILE, exclude_seen=cfg.eval.exclude_seen)
     pop = test.pop("popularity")  # same users as the TTDS row
     metrics = {
         "corpus": corpus.name,

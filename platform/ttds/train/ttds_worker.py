@@ -173,7 +173,8 @@ def validate(c, corpus, model, builder, trie, rank, world) -> dict:
 
     uids, hists, targets = _eval_slice(c, corpus, "valid", c["eval"]["valid_users"], rank, world)
     beam = BeamConfig(beam_width=c["eval"]["beam_width"], top_k=c["eval"]["top_k"])
-    accs = evaluate_next_item(model.backbone, builder, trie, uids, hists, targets, [0], beam, c["max_history"], c["eval"]["batch_size"])
+    accs = evaluate_next_item(model.backbone, builder, trie, uids, hists, targets, [0], beam, c["max_history"], c["eval"]["batch_size"],
+                              exclude_seen=bool(c["eval"].get("exclude_seen", False)))
     acc = accs[0]
     if dist.is_initialized() and world > 1:
         keys = sorted(acc.sums)
@@ -331,6 +332,7 @@ def model_meta(c: dict, epoch: int, metrics: dict) -> dict:
         "codebook_size": c["codebook_size"],
         "corpus_dir": c["corpus_dir"],
         "source": c["source"],
+        "exclude_seen": bool(c["eval"].get("exclude_seen", False)),  # how it was selected; jobs/evaluate.py's default
         "retrieval_pool": "last" if c.get("retrieval_weight", 0.0) > 0 else "mean",  # ttds.decode.retrieval.pool_of
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         "config": c["job_config"],
