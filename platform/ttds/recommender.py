@@ -61,8 +61,9 @@ class RecommenderConfig:
 
     `max_request_history` bounds what a client may send; the prompt itself keeps the last
     `max_history` items the model was trained with (its ttds.json). `max_beam_width` caps the
-    widening that `exclude_seen` needs (k + seen items), so one request cannot ask for an
-    unbounded search.
+    search a request can ask for (its k, or k + seen items for the retrieval path's widened
+    search), so one request cannot ask for an unbounded search. Beam search keeps seen items out
+    by masking them in the search itself (`ttds.decode.beam`), as the evaluation does.
     """
 
     beam_width: int = 20
@@ -428,17 +429,21 @@ class Recommender:
 
         if self.trie is None:
             raise RuntimeError("this Recommender was loaded without the generator part")
+        from ttds.decode.beam import exclusion_table
+
         out: list[Recommendation | None] = [None] * len(states)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, s in enumerate(states):
-            top_k = min(self._need(s), self.cfg.max_beam_width)
+            top_k = min(s.query.k, self.n_items, self.cfg.max_beam_width)  # seen items are masked in the search, not over-fetched
             groups.setdefault((max(self.cfg.beam_width, top_k), top_k), []).append(i)
         with torch.no_grad():
             for (width, top_k), rows in groups.items():
                 for start in range(0, len(rows), self.cfg.batch_size):
                     chunk = rows[start : start + self.cfg.batch_size]
                     ids, mask = left_pad([self.prompt_ids(states[i]) for i in chunk], self.builder.pad_id)
-                    res = beam_search(self.backbone, ids, mask, self.trie, BeamConfig(beam_width=width, top_k=top_k))
+                    seen = [states[i].seen if states[i].query.exclude_seen else [] for i in chunk]
+                    banned = exclusion_table(seen, self.n_items) if any(seen) else None
+                    res = beam_search(self.backbone, ids, mask, self.trie, BeamConfig(beam_width=width, top_k=top_k), banned)
                     items, scores = res.items.cpu().numpy(), res.scores.float().cpu().numpy()
                     for r, i in enumerate(chunk):
                         out[i] = self._finish(states[i], items[r], scores[r], "beam")

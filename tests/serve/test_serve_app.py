@@ -269,6 +269,18 @@ def test_recommender_in_process(models, corpus):
     assert rec.prompt_ids(state) == rec.builder.next_item_prompt(3, state.history, 0)
     ranked = rank_next_items(rec.backbone, rec.builder, rec.trie, [3], [state.history], 0, BeamConfig(20, 10), rec.max_history)
     assert [i for i, _ in rec.recommend(user_id=3)] == ranked[0].tolist()  # serving == evaluation
+    # ... and with seen items excluded, for users whose plain ranking holds one of their own items
+    users = range(min(rec.n_users, 60))
+    states = [rec.resolve(Query(user_id=u)) for u in users]
+    plain = rank_next_items(rec.backbone, rec.builder, rec.trie, list(users), [st.seen for st in states], 0, BeamConfig(20, 10), rec.max_history)
+    hit = [u for u, st, r in zip(users, states, plain) if set(r.tolist()) & set(st.seen)]
+    assert hit, "no user's plain ranking holds a seen item: the exclusion check would test nothing"
+    for u in hit[:3]:
+        st = states[u]
+        assert st.history == list(st.seen)[-rec.max_history :]
+        excl = rank_next_items(rec.backbone, rec.builder, rec.trie, [u], [np.asarray(st.seen)], 0, BeamConfig(20, 10), rec.max_history, exclude_seen=True)
+        served = [i for i, _ in rec.recommend(user_id=u, exclude_seen=True)]
+        assert served == excl[0].tolist() and len(served) == 10 and not set(served) & set(st.seen)
 
     hist = corpus.train_sequences[5][:4].tolist()
     toks = rec.cold_start_user_tokens(hist)
