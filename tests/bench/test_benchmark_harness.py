@@ -48,7 +48,12 @@ def bench(ray_session, synthetic_corpus, tmp_path_factory):
 
 def _table(md: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the first markdown table (the measured one)."""
-    lines = [ln for ln in md.split("## Reference")[0].splitlines() if ln.startswith("|")]
+    lines: list[str] = []
+    for ln in md.splitlines():
+        if ln.startswith("|"):
+            lines.append(ln)
+        elif lines:  # the first table ended
+            break
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     return header, [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
 
@@ -58,7 +63,7 @@ def test_results_json_markdown_and_chart(bench):
     assert res["failures"] == {}
     out = Path(cfg.out)
     data = json.loads((out / "results.json").read_text())
-    assert set(data) == {"dataset", "systems", "perf", "paired"} and data["dataset"] == "synthetic"
+    assert set(data) == {"dataset", "systems", "perf", "paired", "diagnostics"} and data["dataset"] == "synthetic"
     assert list(data["systems"]) == SYSTEMS
     for name, s in data["systems"].items():
         assert set(s) == {*METRICS, "wall_s", "peak_rss_mb", "config"}, name
@@ -119,6 +124,15 @@ def test_results_json_markdown_and_chart(bench):
     assert c["users"] == n_test and c["diff"] == pytest.approx(data["systems"]["ttds"]["NDCG@10"] - data["systems"][strongest]["NDCG@10"], abs=1e-9)
     assert c["se"] > 0 and c["ci95"][0] <= c["diff"] <= c["ci95"][1]
     assert f"Paired test against `{strongest}`" in md and "bootstrap 95%" in md
+
+    # what each system recommends, from the ranked lists in the per-user files
+    diag = data["diagnostics"]
+    assert set(diag) == set(SYSTEMS)
+    n_items = Corpus.open(cfg.data).n_items
+    assert diag["popularity"]["coverage"] == pytest.approx(10 / n_items)  # one list for everyone
+    assert all(diag["popularity"]["log_pop_recommended"] >= d["log_pop_recommended"] for d in diag.values())
+    assert all(0.0 <= d["seen_share"] <= 1.0 and d["log_pop_target"] == diag["popularity"]["log_pop_target"] for d in diag.values())
+    assert diag["sasrec"]["coverage"] > diag["popularity"]["coverage"] and "seen items in top 10" in md
 
     png = out / "results.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
@@ -238,6 +252,20 @@ def test_paired_cli_compares_two_system_folders(bench, tmp_path):
     assert got["b"] == pytest.approx((data["popularity"]["NDCG@10"] + data["sasrec"]["NDCG@10"]) / 2, abs=1e-9)
     assert got["diff"] == pytest.approx(data["ttds"]["NDCG@10"] - got["b"], abs=1e-9)
     assert "2 runs" in runs.stdout and "95% over runs and users" in runs.stdout
+
+
+def test_diagnostics_cli_reads_the_ranked_lists(bench, tmp_path):
+    cfg, res = bench
+    script = str(ROOT / "benchmarks" / "diagnostics.py")
+    dirs = [res["details"][n]["out_dir"] for n in ("ttds", "popularity")]
+    run = subprocess.run([sys.executable, script, "--data", cfg.data, *dirs, "--out", str(tmp_path / "d.json")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    got = json.loads((tmp_path / "d.json").read_text())
+    assert got == {d: res["results"]["diagnostics"][n] for d, n in zip(dirs, ("ttds", "popularity"))}
+    assert "| `" + dirs[0] + "` |" in run.stdout
+    bad = subprocess.run([sys.executable, script, "--data", cfg.data, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no per-user results" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_training_throughput_short_run_on_two_workers(bench, tmp_path):

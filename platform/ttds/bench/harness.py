@@ -394,7 +394,23 @@ class Harness:
         paired = self.paired(systems, details)
         if paired:
             out["paired"] = paired
+        diagnostics = self.diagnostics(details)
+        if diagnostics:
+            out["diagnostics"] = diagnostics
         return out, details
+
+    def diagnostics(self, details: dict) -> dict:
+        """Seen items, popularity bias and coverage of each system's test top 10 (`ttds.bench.diagnostics`)."""
+        from ttds.bench.diagnostics import ranking_diagnostics
+        from ttds.eval.per_user import read_per_user
+
+        out: dict[str, Any] = {}
+        for name, d in details.items():
+            try:
+                out[name] = ranking_diagnostics(read_per_user(d["out_dir"]), self.corpus)
+            except (FileNotFoundError, ValueError) as e:  # an older run without ranked lists: say so, keep the table
+                out[name] = {"error": str(e)[:300]}
+        return out
 
     def paired(self, systems: dict, details: dict) -> dict:
         """Each TTDS-family system vs the strongest baseline on test NDCG@10, user by user

@@ -65,6 +65,7 @@ def results_markdown(results: dict, details: dict, meta: dict) -> str:
     lines += ["", "Best test figure per metric column in **bold** (ties: all bold). Validation figures are for model",
               "selection only; compare only the test columns with published test rows.", ""]
     lines += _verdict(systems, details, results.get("paired"))
+    lines += diagnostics_markdown(results.get("diagnostics") or {})
     failures = meta.get("failures") or {}
     if failures:
         lines += ["", "**Failed systems (no row above):**"] + [f"- `{n}`: {why}" for n, why in failures.items()]
@@ -92,6 +93,22 @@ def results_markdown(results: dict, details: dict, meta: dict) -> str:
         lines += ["", "## Speed and memory (`--perf`)", ""] + perf_markdown(results["perf"])
     lines += ["", f"Chart: `{meta.get('chart', 'results.png')}`. Exact configs: results.json (`config` per system).", ""]
     return "\n".join(lines)
+
+
+def diagnostics_markdown(diag: dict) -> list[str]:
+    """What each system recommends (`ttds.bench.diagnostics`), one row per system with a ranked list on file."""
+    rows = {n: d for n, d in diag.items() if "error" not in d}
+    if not rows:
+        return []
+    out = ["", "What each system recommends (test top 10; `ttds.bench.diagnostics`): share of slots holding an item the user "
+           "already has, share of users whose held-out item is a seen one, mean log(1 + training count) of recommended vs "
+           "held-out items (popularity bias), catalogue coverage:", "",
+           "| system | seen items in top 10 | held-out item seen | log pop recommended | log pop held-out | coverage |",
+           "|---|---|---|---|---|---|"]
+    for n, d in rows.items():
+        out.append(f"| `{n}` | {100 * d['seen_share']:.1f}% | {100 * d['target_seen_share']:.1f}% | {d['log_pop_recommended']:.2f} "
+                   f"| {d['log_pop_target']:.2f} | {100 * d['coverage']:.1f}% |")
+    return out
 
 
 def index_summary(tokenizer_dir: str | Path) -> dict | None:

@@ -3,6 +3,9 @@
 Why: two systems scored on the same users are compared by the per-user differences (a paired
 test), which is several times tighter than comparing two means with their own errors. The
 mean of a column here is exactly the system's reported figure (templates averaged per user).
+The `top10` column keeps each user's ranked list (the first template's), so what a system
+recommends can be examined after the run (`ttds.bench.diagnostics`: seen items, popularity,
+coverage) without ranking again.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ KS = (1, 5, 10)
 
 
 def per_user_table(user_ids, targets, ranked: Sequence[np.ndarray]) -> pd.DataFrame:
-    """user_id, target and HR@k / NDCG@k per user, each the mean over the ranked lists given
-    (one per next-item template; a single list for a model without templates)."""
+    """user_id, target, HR@k / NDCG@k per user (each the mean over the ranked lists given: one
+    per next-item template, a single list for a model without templates) and `top10`, the first
+    list's top 10 (-1 where shorter)."""
     if not ranked:
         raise ValueError("per_user_table needs at least one ranked list")
     targets = np.asarray(targets)
@@ -31,6 +35,10 @@ def per_user_table(user_ids, targets, ranked: Sequence[np.ndarray]) -> pd.DataFr
     table = {"user_id": np.asarray(user_ids, dtype=np.int64), "target": targets.astype(np.int64)}
     for key in values[0]:
         table[key] = np.mean([v[key] for v in values], axis=0)
+    first = np.asarray(ranked[0])[:, :10]
+    if first.shape[1] < 10:
+        first = np.pad(first, ((0, 0), (0, 10 - first.shape[1])), constant_values=-1)
+    table["top10"] = list(first.astype(np.int64))
     return pd.DataFrame(table)
 
 
