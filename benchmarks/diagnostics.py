@@ -33,10 +33,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         corpus = Corpus.open(args.data)
-        figures = {run: ranking_diagnostics(read_per_user(run), corpus, args.split) for run in args.runs}
-    except (DataError, FileNotFoundError, ValueError) as e:
+    except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    figures = {}
+    for run in args.runs:
+        try:
+            figures[run] = ranking_diagnostics(read_per_user(run), corpus, args.split)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {run}: {e}", file=sys.stderr)
+            return 2
     print("\n".join(diagnostics_markdown(figures)).strip())
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2))
