@@ -6,7 +6,9 @@ the same full-ranking code (every item ranked), and record wall time, peak memor
 exact config. Writes to --out:
   results.md    HR@1/5/10, NDCG@5/10 per system (best per column in bold), the paper's
                 Instruments rows as a separate, labelled reference block, and the --perf figures
-  results.json  {"dataset", "systems": {name: {HR@1..NDCG@10, wall_s, peak_rss_mb, config}}, "perf"}
+  results.json  {"dataset", "systems": {name: {HR@1..NDCG@10, wall_s, peak_rss_mb, config}}, "perf",
+                "paired" (each TTDS-family system vs the strongest baseline, user by user),
+                "diagnostics" (seen items in the top 10, popularity bias, coverage per system)}
   results.png   bar chart;  details.json  validation figures, epochs, memory per process, histories
   systems/<name>/  each job's own output folder (model, checkpoints, metrics)
 
@@ -35,6 +37,9 @@ Examples:
       --budget-epochs 20 --out runs/benchmark/Instruments --perf
   python jobs/benchmark.py --data synthetic --systems popularity,sasrec,ttds,ttds-retrieval --budget-epochs 2 --out /tmp/b
   python jobs/benchmark.py ... --ttds-config my_ttds.yaml --set ttds-family:optim.lr=5e-4 --set sasrec:hidden=128
+
+--exclude-seen keeps each user's history items out of every system's rankings (validation and test;
+RecBole's full-sort protocol). The default ranks every item, as the paper.
 
 Re-running with the same --out reuses finished systems whose config is unchanged and resumes an
 interrupted one (--fresh starts over). A system that fails is reported and the others still run.
