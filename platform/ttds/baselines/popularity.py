@@ -12,6 +12,7 @@ import numpy as np
 
 from ttds.data.corpus import Corpus
 from ttds.eval.metrics import ranking_metrics
+from ttds.eval.seen import keep_unseen
 
 __all__ = ["REPORT_KEYS", "evaluate_popularity", "popularity_ranking", "report"]
 
@@ -47,7 +48,7 @@ def popularity_ranking(
     out = np.full((len(histories), k), -1, dtype=np.int64)
     head = order[: k + max((len(h) for h in histories), default=0)]  # enough to survive exclusion
     for i, h in enumerate(histories):
-        kept = head[~np.isin(head, h)][:k]
+        kept = keep_unseen(head, h, k)
         out[i, : len(kept)] = kept
     return out
 

@@ -129,6 +129,7 @@ def rank_by_retrieval(
     batch's longest history, so k items remain after the filter).
     """
     from ttds.decode.beam import left_pad
+    from ttds.eval.seen import keep_unseen
 
     prompts = [builder.next_item_prompt(int(u), list(h)[-max_history:], template) for u, h in zip(user_ids, histories)]
     out = np.full((len(prompts), k), -1, dtype=np.int64)
@@ -148,7 +149,7 @@ def rank_by_retrieval(
                     continue
                 _, items = index.search(q, k + max(len(histories[i]) for i in idx))
                 for row, i in zip(items, idx):
-                    kept = row[(row >= 0) & ~np.isin(row, np.asarray(histories[i]))][:k]
+                    kept = keep_unseen(row, histories[i], k)
                     out[i, : len(kept)] = kept
     finally:
         backbone.train(was_training)
