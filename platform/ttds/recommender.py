@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from ttds.eval.seen import unseen_positions
 
 log = logging.getLogger(__name__)
 
@@ -408,14 +409,8 @@ class Recommender:
         return min(state.query.k + extra, self.n_items)
 
     def _finish(self, state: PromptState, items: np.ndarray, scores: np.ndarray, mode: str) -> Recommendation:
-        seen = set(state.seen) if state.query.exclude_seen else set()
-        out: list[tuple[int, float]] = []
-        for i, s in zip(items.tolist(), scores.tolist()):
-            if i < 0 or not math.isfinite(s) or i in seen:
-                continue
-            out.append((int(i), float(s)))
-            if len(out) == state.query.k:
-                break
+        keep = unseen_positions(items, state.seen if state.query.exclude_seen else (), state.query.k, scores)
+        out = [(int(items[j]), float(scores[j])) for j in keep]
         titles = [self.titles[i] for i, _ in out]
         return Recommendation(out, mode, state.kind, self.version, self.user_semantic_id(state), titles)
 

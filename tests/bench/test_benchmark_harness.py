@@ -335,3 +335,51 @@ def test_id_scheme_table_from_tokenizer_metrics(tmp_path):
     assert len(rows) == 2 and "| `ttds@lsh` | lsh | collaborative | 3 x 16 | 1.25% |" in rows[1]
     assert "101.0" in rows[0] and "7.5" in rows[0] and "0.250 / 0.500" in rows[0]
     assert index_markdown({"ttds": details["ttds"]}) == []  # one scheme: nothing to compare
+
+
+def _as_older_folder(sysdir: Path, old_keyed: dict) -> None:
+    """Make a system folder look written before `keyed` was stored, by a config `old_keyed`."""
+    from ttds.bench.run_keys import config_key
+
+    (sysdir / "key.json").write_text(json.dumps({"key": config_key(old_keyed)}))
+    rec = json.loads((sysdir / "result.json").read_text())
+    extra = {k: v for k, v in rec["entry"]["config"].items() if k in ("ablation", "ablation_overrides", "tokenizer_dir")}
+    rec["entry"]["config"] = {**old_keyed, **extra}
+    (sysdir / "result.json").write_text(json.dumps(rec))
+
+
+def test_a_folder_from_before_new_config_fields_is_reused_only_when_they_match_how_it_ran(bench, tmp_path):
+    """Upgrading ttds must not retrain earlier benchmark folders, nor reuse one that ran differently."""
+    import copy
+    import dataclasses
+    import shutil
+
+    from ttds.bench.harness import Harness
+    from ttds.bench.run_keys import config_key, plain
+    from ttds.config import to_dict
+
+    cfg, _ = bench
+    out = tmp_path / "out"
+    shutil.copytree(cfg.out, out)
+    h = Harness(dataclasses.replace(cfg, out=str(out)))
+    s = next(x for x in h.systems if x.name == "ttds")
+    sysdir = out / "systems" / "ttds"
+    keyed = plain({k: v for k, v in to_dict(h.ttds_config(s, sysdir)).items() if k != "tokenizer_dir"})
+    stored = json.loads((sysdir / "key.json").read_text())  # the run's own folder keeps its keyed config
+    assert stored["key"] == config_key(stored["keyed"]) and stored["keyed"] == {**keyed, "output_dir": stored["keyed"]["output_dir"]}
+
+    # fields added since, at what runs did before them (no exclusion, no smoothing): the same run
+    older = copy.deepcopy(keyed)
+    del older["eval"]["exclude_seen"], older["loss"]["label_smoothing"]
+    _as_older_folder(sysdir, older)
+    folder, record = h._prepare_dir("ttds", keyed)
+    assert folder == sysdir and record is not None and record["entry"]["NDCG@10"] > 0
+    assert not list(out.glob("systems/ttds.stale-*"))
+
+    # lr_schedule's default (cosine) is not what runs before it did (constant): a different run
+    assert keyed["optim"]["lr_schedule"] == "cosine"
+    del older["optim"]["lr_schedule"]
+    _as_older_folder(sysdir, older)
+    folder, record = h._prepare_dir("ttds", keyed)
+    assert record is None and len(list(out.glob("systems/ttds.stale-*"))) == 1
+    assert json.loads((sysdir / "key.json").read_text())["keyed"] == keyed  # the new folder keeps its config

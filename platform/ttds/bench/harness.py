@@ -15,14 +15,15 @@ Layout of `out`:
 
 A re-run with the same `out` reuses each system whose resolved config is unchanged
 (systems/<name>/result.json) and resumes an interrupted one from its checkpoints; a system
-whose config changed is moved aside to `<name>.stale-<time>` and trained again.
+whose config changed is moved aside to `<name>.stale-<time>` and trained again. A config field
+added to the platform since a run does not change it when set to what the run did before the
+field existed (`ttds.bench.run_keys`), so upgrading ttds does not retrain earlier folders.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ import yaml
 
 from ttds.bench.memory import RssSampler
 from ttds.bench.report import METRICS, write_results
+from ttds.bench.run_keys import KEY_FILE, config_key, differs_only_by_added, keyed_of_folder, plain, write_key_file
 from ttds.bench.systems import System, resolve_systems, retrieval_bases
 from ttds.eval.per_user import PER_USER_FILE
 
@@ -97,10 +99,6 @@ def parse_sets(sets: list[str], systems: list[System]) -> dict[str, list[tuple[s
         for s in hits:
             out[s.name].append((key, value))
     return out
-
-
-def _key(obj: Any) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _entry(metrics: dict, wall_s: float, peak_rss_mb: float, config: dict) -> dict:
@@ -193,17 +191,25 @@ class Harness:
         from ttds.config import to_dict
 
         index = {k: v for k, v in to_dict(tcfg.index).items() if k not in _JOINT_ONLY}
-        return _key({"index": index, "data": to_dict(tcfg.data), "backbone": tcfg.backbone.name})
+        return config_key({"index": index, "data": to_dict(tcfg.data), "backbone": tcfg.backbone.name})
 
     # -- bookkeeping
-    def _prepare_dir(self, name: str, key: str) -> tuple[Path, dict | None]:
+    def _prepare_dir(self, name: str, keyed: dict) -> tuple[Path, dict | None]:
         """The system's folder; a reusable earlier record, or None. A folder holding another
-        config's run is moved aside (resuming it would mix two configs)."""
+        config's run is moved aside (resuming it would mix two configs). `keyed` is what
+        identifies the run; an earlier run whose keyed config lacks only fields the platform
+        gained since, each set here to what it did before them, is the same run (run_keys)."""
         sysdir = self.out / "systems" / name
-        key_file = sysdir / "key.json"
+        key_file = sysdir / KEY_FILE
         if sysdir.exists() and key_file.exists():
             old = json.loads(key_file.read_text())["key"]
-            if old == key and not self.cfg.fresh:
+            same = old == config_key(keyed)
+            if not same:
+                before = keyed_of_folder(sysdir)
+                same = before is not None and differs_only_by_added(before, plain(keyed))
+                if same:
+                    log.info("%s: the earlier run lacks only config fields added since, set here as it ran: reusing it", name)
+            if same and not self.cfg.fresh:
                 rec = sysdir / "result.json"
                 return sysdir, (json.loads(rec.read_text()) if rec.exists() else None)
             stale = sysdir.with_name(f"{name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -212,7 +218,7 @@ class Harness:
         elif sysdir.exists() and self.cfg.fresh:
             sysdir.rename(sysdir.with_name(f"{name}.stale-{time.strftime('%Y%m%d-%H%M%S')}"))
         sysdir.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(json.dumps({"key": key}))
+        write_key_file(sysdir, keyed)
         return sysdir, None
 
     def _finish(self, name: str, sysdir: Path, key: str, entry: dict, detail: dict) -> None:
@@ -244,9 +250,10 @@ class Harness:
 
         ov = self.seq_overrides(s) if s.kind == "seq" else {}
         train = self.train_config()
-        key = _key({"system": s.name, "corpus": str(self.corpus.root), "overrides": ov, "train": to_dict(train),
-                    **({"exclude_seen": True} if self.cfg.exclude_seen else {})})  # absent when off: earlier runs stay reusable
-        sysdir, done = self._prepare_dir(s.name, key)
+        keyed = {"system": s.name, "corpus": str(self.corpus.root), "overrides": ov, "train": to_dict(train),
+                 **({"exclude_seen": True} if self.cfg.exclude_seen else {})}  # absent when off: earlier runs stay reusable
+        key = config_key(keyed)
+        sysdir, done = self._prepare_dir(s.name, keyed)
         if done:
             self.records[s.name] = done
             log.info("%s: reusing the result in %s", s.name, sysdir)
@@ -274,8 +281,9 @@ class Harness:
             shared = self.tokenizers[tok_key]
             tcfg = dataclasses.replace(tcfg, tokenizer_dir=str(shared))
         cfg_dict = to_dict(tcfg)
-        key = _key({k: v for k, v in cfg_dict.items() if k != "tokenizer_dir"})
-        sysdir, done = self._prepare_dir(s.name, key)
+        keyed = {k: v for k, v in cfg_dict.items() if k != "tokenizer_dir"}
+        key = config_key(keyed)
+        sysdir, done = self._prepare_dir(s.name, keyed)
         self.ttds_cfgs[s.name] = tcfg
         if done:
             self.records[s.name] = done
@@ -327,8 +335,9 @@ class Harness:
             "loss.retrieval_weight": tcfg.loss.retrieval_weight, "loss.retrieval_temperature": tcfg.loss.retrieval_temperature,
             "loss.retrieval_batch": tcfg.loss.retrieval_batch,
         }
-        key = _key({"base": base["key"], **config})
-        sysdir, done = self._prepare_dir(s.name, key)
+        keyed = {"base": base["key"], **config}
+        key = config_key(keyed)
+        sysdir, done = self._prepare_dir(s.name, keyed)
         if done:
             self.records[s.name] = done
             return
