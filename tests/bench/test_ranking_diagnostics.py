@@ -1,10 +1,11 @@
-"""Ranking diagnostics by hand on the generated corpus: seen share, popularity, coverage."""
+"""Ranking diagnostics by hand on the generated corpus: seen share, popularity, coverage, hits by popularity bucket."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ttds.bench.diagnostics import ranking_diagnostics
+from ttds.bench.diagnostics import POPULARITY_BUCKETS, popularity_bucket_of_items, ranking_diagnostics
+from ttds.bench.report import diagnostics_markdown
 from ttds.data.corpus import Corpus
 from ttds.eval.per_user import per_user_table
 
@@ -35,3 +36,34 @@ def test_diagnostics_by_hand(synthetic_corpus):
         ranking_diagnostics(table.drop(columns=["top10"]), corpus)
     with pytest.raises(ValueError, match="not test users"):
         ranking_diagnostics(pd.concat([table, table.assign(user_id=10**6)]), corpus)
+
+
+def test_popularity_buckets_rank_items_by_count():
+    counts = np.array([5, 0, 9, 5, 1, 7, 2, 3, 0, 4, 6, 8, 1, 1, 2, 3, 0, 2, 9, 1])  # 20 items
+    b = popularity_bucket_of_items(counts)
+    # ranked: 2 (9), 18 (9), 11 (8), 5 (7), ... -> top 5% = 1 item, 5-20% = 3, 20-50% = 6, rest 10
+    assert np.flatnonzero(b == 0).tolist() == [2]
+    assert sorted(np.flatnonzero(b == 1).tolist()) == [5, 11, 18]
+    assert np.bincount(b, minlength=4).tolist() == [1, 3, 6, 10]
+
+
+def test_hits_by_popularity_bucket_by_hand(synthetic_corpus):
+    """Per bucket: the users whose held-out item is in it, their mean NDCG@10, and the slot share."""
+    corpus = Corpus.open(synthetic_corpus)
+    uids, hists, targets = corpus.eval_arrays("test")
+    rng = np.random.default_rng(0)
+    lists = np.stack([rng.choice(np.setdiff1d(np.arange(corpus.n_items), [t]), 10, replace=False) for t in targets])
+    lists[::3, 4] = targets[::3]  # some hits, at rank 5
+    table = per_user_table(uids, targets, [lists])
+    d = ranking_diagnostics(table, corpus)["by_popularity"]
+    bucket = popularity_bucket_of_items(corpus.item_popularity())
+    assert list(d) == list(POPULARITY_BUCKETS)
+    for j, name in enumerate(POPULARITY_BUCKETS):
+        mine = bucket[targets] == j
+        assert d[name]["users"] == pytest.approx(mine.mean())
+        if mine.any():
+            assert d[name]["NDCG@10"] == pytest.approx(np.where(lists[mine] == targets[mine, None], 1 / np.log2(np.arange(2, 12)), 0).sum(1).mean())
+        assert d[name]["slots"] == pytest.approx((bucket[lists] == j).mean())
+    assert sum(v["users"] for v in d.values()) == pytest.approx(1.0)
+    md = "\n".join(diagnostics_markdown({"x": ranking_diagnostics(table, corpus)}))
+    assert "top 5% of items" in md and f"{d['top 5%']['NDCG@10']:.4f}" in md

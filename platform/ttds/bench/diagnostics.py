@@ -11,7 +11,13 @@ every run writes (`ttds.eval.per_user`, column `top10`), show such effects direc
   seen item can never be a hit, so excluding them is free);
 - `log_pop_recommended` / `log_pop_target`: mean log(1 + training count) of the recommended
   items and of the held-out items (a large gap = popularity bias);
-- `coverage`: distinct recommended items / catalogue size.
+- `coverage`: distinct recommended items / catalogue size;
+- `by_popularity`: per bucket of held-out item popularity (items ranked by training count: the
+  top 5% of the catalogue, 5-20%, 20-50%, the rest), the share of users whose held-out item is
+  in it, their NDCG@10 and HR@10, and the share of all recommended slots spent on its items.
+  It says where a gap comes from: on Instruments (seen items excluded) TTDS trailed SASRec
+  mostly on held-out items outside the top 5% (NDCG@10 .011 vs .034 in 5-20%), where it spent
+  8% of its slots against SASRec's 14%.
 """
 
 from __future__ import annotations
@@ -21,9 +27,19 @@ import pandas as pd
 
 from ttds.data.corpus import Corpus
 
-__all__ = ["DIAGNOSTICS", "ranking_diagnostics"]
+__all__ = ["DIAGNOSTICS", "POPULARITY_BUCKETS", "popularity_bucket_of_items", "ranking_diagnostics"]
 
 DIAGNOSTICS = ("seen_share", "target_seen_share", "log_pop_recommended", "log_pop_target", "coverage")
+# upper edges, as fractions of the catalogue ranked by training count (most bought first)
+POPULARITY_BUCKETS = {"top 5%": 0.05, "5-20%": 0.2, "20-50%": 0.5, "50-100%": 1.0}
+
+
+def popularity_bucket_of_items(counts: np.ndarray) -> np.ndarray:
+    """Index into POPULARITY_BUCKETS of every item (ties in count: lower item id ranks first)."""
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    rank = np.empty(len(order), dtype=np.float64)
+    rank[order] = np.arange(len(order)) / max(len(order), 1)
+    return np.searchsorted(np.array(list(POPULARITY_BUCKETS.values())), rank, side="right")
 
 
 def ranking_diagnostics(table: pd.DataFrame, corpus: Corpus, split: str = "test") -> dict[str, float]:
@@ -39,11 +55,24 @@ def ranking_diagnostics(table: pd.DataFrame, corpus: Corpus, split: str = "test"
     targets = table["target"].to_numpy().astype(np.int64)
     seen = np.array([np.isin(r, history[int(u)]) & (r >= 0) for u, r in zip(table["user_id"], ranked)])
     filled = ranked >= 0
-    log_pop = np.log1p(corpus.item_popularity().astype(np.float64))
+    counts = corpus.item_popularity()
+    log_pop = np.log1p(counts.astype(np.float64))
+    bucket = popularity_bucket_of_items(counts)
+    slots = bucket[ranked[filled]]
+    by_pop = {}
+    for j, name in enumerate(POPULARITY_BUCKETS):
+        users = bucket[targets] == j
+        by_pop[name] = {
+            "users": float(users.mean()),
+            "NDCG@10": float(table["NDCG@10"].to_numpy()[users].mean()) if users.any() else float("nan"),
+            "HR@10": float(table["HR@10"].to_numpy()[users].mean()) if users.any() else float("nan"),
+            "slots": float((slots == j).mean()) if len(slots) else float("nan"),
+        }
     return {
         "seen_share": float(seen.sum() / max(filled.sum(), 1)),
         "target_seen_share": float(np.mean([int(t) in set(history[int(u)].tolist()) for u, t in zip(table["user_id"], targets)])),
         "log_pop_recommended": float(log_pop[ranked[filled]].mean()) if filled.any() else float("nan"),
         "log_pop_target": float(log_pop[targets].mean()),
         "coverage": float(len(np.unique(ranked[filled])) / max(corpus.n_items, 1)),
+        "by_popularity": by_pop,
     }

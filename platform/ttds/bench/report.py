@@ -108,6 +108,21 @@ def diagnostics_markdown(diag: dict) -> list[str]:
     for n, d in rows.items():
         out.append(f"| `{n}` | {100 * d['seen_share']:.1f}% | {100 * d['target_seen_share']:.1f}% | {d['log_pop_recommended']:.2f} "
                    f"| {d['log_pop_target']:.2f} | {100 * d['coverage']:.1f}% |")
+    return out + _by_popularity_markdown({n: d["by_popularity"] for n, d in rows.items() if "by_popularity" in d})
+
+
+def _by_popularity_markdown(rows: dict) -> list[str]:
+    """NDCG@10 per bucket of held-out item popularity, with the share of slots each system spends there."""
+    if not rows:
+        return []
+    buckets = list(next(iter(rows.values())))
+    users = next(iter(rows.values()))
+    out = ["", "Where the hits come from: test NDCG@10 of the users whose held-out item falls in each popularity bucket "
+           "(items ranked by training count), and in brackets the share of the system's top-10 slots spent on that bucket's items:", "",
+           "| system | " + " | ".join(f"{b} of items ({100 * users[b]['users']:.0f}% of users)" for b in buckets) + " |",
+           "|---|" + "---|" * len(buckets)]
+    for n, d in rows.items():
+        out.append(f"| `{n}` | " + " | ".join(f"{d[b]['NDCG@10']:.4f} ({100 * d[b]['slots']:.1f}%)" for b in buckets) + " |")
     return out
 
 
