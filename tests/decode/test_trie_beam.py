@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -218,6 +219,43 @@ def test_excluded_items_never_take_a_slot_and_the_rest_keep_their_exact_order(ra
         assert (row >= 0).all() and not set(row.tolist()) & set(s)
     with pytest.raises(ValueError, match="exclude has 1 rows for 4 prompts"):
         rank_items(random_model, PROMPTS, trie, narrow, exclude=[[1]])
+
+
+def test_popularity_prior_telescopes_and_a_wide_beam_ranks_exactly_by_the_penalised_score(random_model):
+    """node_bias = trie.prior_bias(w, g): along an ID the biases sum to -g log(w_item / sum w), so a
+    beam wide enough to be exact returns log P(ID | prompt) - g log prior(item), in that order."""
+    import math
+
+    seqs = make_catalogue(14, alphabet=2, seed=5)
+    trie = PrefixTrie.from_sequences(seqs, list(range(len(seqs))), VOCAB)
+    weight = [1.0 + 5 * (i % 3) + i for i in range(len(seqs))]
+    g = 0.7
+    bias = trie.prior_bias(weight, g)
+    for item, ident in enumerate(seqs):
+        path = [_walk(trie, ident[: d + 1]) for d in range(len(ident))]
+        assert float(bias[path].sum()) == pytest.approx(-g * math.log(weight[item] / sum(weight)), abs=1e-5)
+    res = beam_search(random_model, *left_pad(PROMPTS), trie, BeamConfig(beam_width=16, top_k=14), node_bias=bias)
+    for row, prompt in enumerate(PROMPTS):
+        want = {i: _exact_log_prob(random_model, prompt, s) - g * math.log(weight[i] / sum(weight)) for i, s in enumerate(seqs)}
+        for item, score in zip(res.items[row].tolist(), res.scores[row].tolist()):
+            assert score == pytest.approx(want[item], abs=1e-4)
+        assert res.items[row].tolist()[:3] == sorted(want, key=lambda i: -want[i])[:3]
+
+
+def test_a_strong_prior_moves_a_narrow_beam_to_less_popular_items(random_model):
+    seqs = make_catalogue(200, alphabet=5, seed=2)
+    trie = PrefixTrie.from_sequences(seqs, list(range(len(seqs))), VOCAB)
+    weight = np.where(np.arange(200) < 100, 1000.0, 1.0)  # items 0-99 popular, 100-199 rare
+    narrow = BeamConfig(beam_width=10, top_k=10)
+    plain = rank_items(random_model, PROMPTS, trie, narrow)
+    debiased = rank_items(random_model, PROMPTS, trie, narrow, node_bias=trie.prior_bias(weight, 1.0))
+    assert (debiased >= 100).mean() > (plain >= 100).mean() and (debiased >= 100).mean() > 0.9
+    with pytest.raises(ValueError, match="constrained"):
+        beam_search(random_model, *left_pad(PROMPTS), trie, BeamConfig(10, 10, constrained=False), node_bias=trie.prior_bias(weight, 1.0))
+    with pytest.raises(ValueError, match="nodes"):
+        beam_search(random_model, *left_pad(PROMPTS), trie, narrow, node_bias=torch.zeros(3))
+    with pytest.raises(ValueError, match="> 0"):
+        trie.prior_bias(np.zeros(200), 1.0)
 
 
 def test_fewer_items_than_top_k_pads_with_minus_one(random_model):

@@ -220,6 +220,39 @@ class PrefixTrie:
         ok = (self.edge_key[pos] == key) & (nodes >= 0) & (tokens >= 0) & (tokens < self.vocab_size)
         return torch.where(ok, self.child_node[pos], torch.full_like(pos, -1))
 
+    def parent(self) -> torch.Tensor:
+        """Parent node of every node ``[num_nodes]`` (the root's is ``-1``)."""
+        return torch.cat([self.edge_key.new_full((1,), -1), self.edge_key // self.vocab_size])
+
+    def prior_bias(self, item_weight: np.ndarray, strength: float) -> torch.Tensor:
+        """Per-node additive score ``[num_nodes]`` that makes a search rank by
+        ``log P(ID | prompt) - strength * log prior(item)``, applied step by step.
+
+        ``prior(item)`` is ``item_weight`` normalised (e.g. training count + 1). Entering node
+        ``c`` from its parent ``p`` adds ``-strength * log(m(c) / m(p))``, where ``m`` is the
+        weight of all items under a node; the terms telescope along an ID to
+        ``-strength * log(w_item / w_total)``. Applied at every step (not to the finished list)
+        so that the beam itself moves toward less popular branches instead of only reordering
+        what a popularity-leaning search already kept.
+        """
+        w = np.asarray(item_weight, dtype=np.float64)
+        if (w <= 0).any():
+            raise ValueError("item weights must be > 0 (add a smoothing constant to counts)")
+        mass = np.zeros(self.num_nodes, dtype=np.float64)
+        term = self.terminal_item.cpu().numpy()
+        at = np.flatnonzero(term >= 0)
+        if (term[at] >= len(w)).any():
+            raise ValueError(f"the trie has item ids beyond the {len(w)} weights given")
+        mass[at] = w[term[at]]
+        parent = self.parent().cpu().numpy()
+        depth = self.depth.cpu().numpy()
+        for d in range(int(depth.max()), 0, -1):  # children before parents: a node's mass is final when added up
+            nodes = np.flatnonzero(depth == d)
+            np.add.at(mass, parent[nodes], mass[nodes])
+        bias = np.zeros(self.num_nodes, dtype=np.float64)
+        bias[1:] = -strength * (np.log(mass[1:]) - np.log(mass[parent[1:]]))
+        return torch.from_numpy(bias.astype(np.float32)).to(self.device)
+
     def item_at(self, nodes: torch.Tensor) -> torch.Tensor:
         """Item id whose ID ends at each node, ``-1`` if none (or the node is ``-1``)."""
         item = self.terminal_item[nodes.clamp(min=0)]
