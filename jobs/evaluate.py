@@ -6,6 +6,7 @@ the next-item instruction templates, as in the paper. Writes eval.json and eval.
 Examples:
   python jobs/evaluate.py --model runs/train_ttds/<ts>/model
   python jobs/evaluate.py --model ... --split valid --users 2000 --templates 1 --workers 2
+  python jobs/evaluate.py --model ... --exclude-seen --popularity-prior 0.1
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--exclude-seen", action="store_true", help="keep each user's history items out of its ranking (RecBole's full-sort "
                                                                "protocol; default: the model's eval.exclude_seen)")
+    p.add_argument("--popularity-prior", type=float, default=0.0, metavar="G",
+                   help="rank by log P(ID | prompt) - G log(1 + training count), applied inside the beam search: more "
+                        "less-popular items at some cost in accuracy (0 = off; Instruments validation, G=.1: NDCG@10 .0883 -> .0881, "
+                        "top-10 slots outside the 5%% most bought items 8.5%% -> 10.7%%)")
     p.add_argument("--out", help="where to write eval.json / eval.md (default: the model folder)")
     args = p.parse_args(argv)
 
@@ -59,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or model_dir)
     per_user = out / f"{args.split}_per_user.parquet"  # for paired comparisons (benchmarks/paired.py)
     exclude = args.exclude_seen or bool(meta.get("exclude_seen", False))
+    if args.popularity_prior < 0:
+        print(f"error: --popularity-prior must be >= 0, got {args.popularity_prior}", file=sys.stderr)
+        return 2
     res = evaluate_model_dir(str(model_dir), corpus, args.split, templates, args.beam, 10, args.users, args.workers, args.batch_size,
-                             per_user_path=per_user, exclude_seen=exclude)
+                             per_user_path=per_user, exclude_seen=exclude, popularity_prior=args.popularity_prior)
     res["wall_s"] = round(time.time() - t0, 1)
     res["users_per_s"] = round(res["users"] * len(templates) / res["wall_s"], 1)
     pop = res.pop("popularity")

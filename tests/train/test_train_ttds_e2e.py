@@ -89,6 +89,20 @@ def _check_seen_exclusion(model_dir, corpus_dir, tmp_path):
     want = per_user_table(uids, targets, [local]).sort_values("user_id").reset_index(drop=True)
     assert np.allclose(got["NDCG@10"], want["NDCG@10"]) and np.allclose(got["HR@10"], want["HR@10"])
 
+    # the in-search popularity prior through the actors: the local ranking with the same bias,
+    # and lists of less popular items than without it
+    counts = corpus.item_popularity()
+    trie = build_trie(builder, len(m.tokenizer))
+    prior = rank_next_items(m.model.backbone, builder, trie, uids, hists, 0, BeamConfig(beam_width=10, top_k=10), int(m.meta["max_history"]),
+                            exclude_seen=True, node_bias=trie.prior_bias(counts + 1.0, 1.0))
+    res = evaluate_model_dir(str(model_dir), corpus, "test", [0], beam_width=10, top_k=10, workers=1,
+                             per_user_path=tmp_path / "prior.parquet", exclude_seen=True, popularity_prior=1.0)
+    assert res["popularity_prior"] == 1.0
+    got = read_per_user(tmp_path / "prior.parquet").set_index("user_id").loc[uids]
+    assert np.array_equal(np.stack(got["top10"].to_numpy()), prior)
+    log_pop = np.log1p(counts)
+    assert log_pop[prior].mean() < log_pop[local].mean()
+
 
 def test_bad_config_fails_before_any_work(tmp_path):
     import subprocess

@@ -17,7 +17,7 @@ from ttds.eval.metrics import MetricAccumulator
 
 class _Ranker:
     def __init__(self, model_dir: str, templates: list[int], beam_width: int, top_k: int, batch_size: int, threads: int = 1, use_gpu: bool = False,
-                 exclude_seen: bool = False):
+                 exclude_seen: bool = False, popularity_prior: float = 0.0, item_counts: list[int] | None = None):
         import torch
 
         from ttds.decode.beam import BeamConfig
@@ -33,6 +33,9 @@ class _Ranker:
         self.max_history = int(m.meta["max_history"])
         self.templates, self.batch_size, self.exclude_seen = templates, batch_size, exclude_seen
         self.beam = BeamConfig(beam_width=beam_width, top_k=top_k)
+        self.node_bias = None
+        if popularity_prior:  # log P(ID | prompt) - g log(1 + training count), applied inside the search
+            self.node_bias = self.trie.prior_bias(np.asarray(item_counts, dtype=np.float64) + 1.0, popularity_prior)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         import torch
@@ -43,7 +46,7 @@ class _Ranker:
         with torch.no_grad():
             for t in self.templates:
                 ranked = rank_next_items(self.backbone, self.builder, self.trie, batch["user_id"], batch["history"], t, self.beam, self.max_history, self.batch_size,
-                                         exclude_seen=self.exclude_seen)
+                                         exclude_seen=self.exclude_seen, node_bias=self.node_bias)
                 out[f"ranked_{t}"] = list(ranked)
         return pd.DataFrame(out)
 
@@ -62,13 +65,18 @@ def evaluate_model_dir(
     use_gpu: bool = False,
     per_user_path: str | Path | None = None,
     exclude_seen: bool = False,
+    popularity_prior: float = 0.0,
 ) -> dict:
     """HR@1/5/10, NDCG@5/10 averaged over templates, plus each template's figures.
 
     `use_gpu`: the ranking actors share one GPU (1/workers each) and decode on it in bf16.
     `per_user_path`: also write each user's figures there (`ttds.eval.per_user`), for paired tests.
     `exclude_seen`: keep each user's history items out of its ranking (popularity too).
+    `popularity_prior`: g > 0 ranks by log P(ID | prompt) - g log(1 + training count) inside the
+    beam search (`PrefixTrie.prior_bias`): trades head accuracy for coverage of less popular items.
     """
+    if popularity_prior < 0:
+        raise ValueError(f"popularity_prior must be >= 0, got {popularity_prior}")
     import ray.data
 
     from ttds.eval.evaluate import average
@@ -84,7 +92,8 @@ def evaluate_model_dir(
     ranked = ds.map_batches(
         _Ranker,
         fn_constructor_kwargs={"model_dir": str(model_dir), "templates": templates, "beam_width": beam_width, "top_k": top_k, "batch_size": batch_size, "use_gpu": use_gpu,
-                               "exclude_seen": exclude_seen},
+                               "exclude_seen": exclude_seen, "popularity_prior": popularity_prior,
+                               "item_counts": corpus.item_popularity().tolist() if popularity_prior else None},
         batch_size=256,
         batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=workers),
@@ -96,6 +105,8 @@ def evaluate_model_dir(
     result = average(accs)
     result["split"] = split
     result["exclude_seen"] = exclude_seen
+    if popularity_prior:
+        result["popularity_prior"] = popularity_prior
     if per_user_path is not None:
         from ttds.eval.per_user import per_user_table, write_per_user
 

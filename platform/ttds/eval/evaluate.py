@@ -38,8 +38,10 @@ def rank_next_items(
     batch_size: int = 64,
     progress: bool = False,
     exclude_seen: bool = False,
+    node_bias: torch.Tensor | None = None,
 ) -> np.ndarray:
-    """Top-k item ids per user; the prompt carries the last `max_history` items, the exclusion all of them."""
+    """Top-k item ids per user; the prompt carries the last `max_history` items, the exclusion all of them.
+    `node_bias`: an in-search popularity prior (`PrefixTrie.prior_bias`), or None."""
     prompts = [builder.next_item_prompt(int(u), list(h)[-max_history:], template) for u, h in zip(user_ids, histories)]
     seen = [np.asarray(h) for h in histories] if exclude_seen else None
     out = np.full((len(prompts), beam.top_k), -1, dtype=np.int64)
@@ -47,7 +49,7 @@ def rank_next_items(
     chunks = range(0, len(prompts), step)
     for s in tqdm(chunks, desc=f"ranking (template {template})", disable=not progress, unit_scale=step):
         out[s : s + step] = rank_items(backbone, prompts[s : s + step], trie, beam, batch_size=batch_size, pad_token_id=builder.pad_id,
-                                       exclude=seen[s : s + step] if seen is not None else None)
+                                       exclude=seen[s : s + step] if seen is not None else None, node_bias=node_bias)
     return out
 
 
