@@ -17,7 +17,7 @@ from ttds.eval.metrics import MetricAccumulator
 
 class _Ranker:
     def __init__(self, model_dir: str, templates: list[int], beam_width: int, top_k: int, batch_size: int, threads: int = 1, use_gpu: bool = False,
-                 exclude_seen: bool = False, popularity_prior: float = 0.0, item_counts: list[int] | None = None):
+                 exclude_seen: bool = False, popularity_prior: float = 0.0, corpus_dir: str | None = None):
         import torch
 
         from ttds.decode.beam import BeamConfig
@@ -35,7 +35,10 @@ class _Ranker:
         self.beam = BeamConfig(beam_width=beam_width, top_k=top_k)
         self.node_bias = None
         if popularity_prior:  # log P(ID | prompt) - g log(1 + training count), applied inside the search
-            self.node_bias = self.trie.prior_bias(np.asarray(item_counts, dtype=np.float64) + 1.0, popularity_prior)
+            # counted here from the corpus folder: a catalogue-sized list as a constructor argument would
+            # go through the object store (Ray warns that a restarted actor could not get it back)
+            counts = Corpus.open(corpus_dir).item_popularity().astype(np.float64)
+            self.node_bias = self.trie.prior_bias(counts + 1.0, popularity_prior)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         import torch
@@ -93,7 +96,7 @@ def evaluate_model_dir(
         _Ranker,
         fn_constructor_kwargs={"model_dir": str(model_dir), "templates": templates, "beam_width": beam_width, "top_k": top_k, "batch_size": batch_size, "use_gpu": use_gpu,
                                "exclude_seen": exclude_seen, "popularity_prior": popularity_prior,
-                               "item_counts": corpus.item_popularity().tolist() if popularity_prior else None},
+                               "corpus_dir": str(Path(corpus.root).resolve())},
         batch_size=256,
         batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=workers),
