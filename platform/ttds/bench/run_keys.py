@@ -30,7 +30,7 @@ __all__ = ["BEFORE_ADDED", "KEY_FILE", "config_key", "differs_only_by_added", "k
 
 KEY_FILE = "key.json"
 # what the harness adds to a TTDS system's result config beside the keyed config
-_RESULT_ONLY = ("ablation", "ablation_overrides", "tokenizer_dir")
+_RESULT_ONLY = ("ablation", "ablation_overrides", "tokenizer_dir", "index_kind")  # index_kind: older harness versions
 
 # dotted path in a keyed config -> the value that reproduces what runs did before the field existed
 BEFORE_ADDED: dict[str, Any] = {
