@@ -115,8 +115,8 @@ def _by_popularity_markdown(rows: dict) -> list[str]:
     """NDCG@10 per bucket of held-out item popularity, with the share of slots each system spends there."""
     if not rows:
         return []
-    buckets = list(next(iter(rows.values())))
-    users = next(iter(rows.values()))
+    users = next(iter(rows.values()))  # the users' split over buckets is the same for every system
+    buckets = list(users)
     out = ["", "Where the hits come from: test NDCG@10 of the users whose held-out item falls in each popularity bucket "
            "(items ranked by training count), and in brackets the share of the system's top-10 slots spent on that bucket's items:", "",
            "| system | " + " | ".join(f"{b} of items ({100 * users[b]['users']:.0f}% of users)" for b in buckets) + " |",
