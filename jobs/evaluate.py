@@ -7,6 +7,7 @@ Examples:
   python jobs/evaluate.py --model runs/train_ttds/<ts>/model
   python jobs/evaluate.py --model ... --split valid --users 2000 --templates 1 --workers 2
   python jobs/evaluate.py --model ... --exclude-seen --popularity-prior 0.1
+  python jobs/evaluate.py --model ... --rank-by item_head   (models trained with --loss.item_head_weight=1)
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="rank by log P(ID | prompt) - G log(1 + training count), applied inside the beam search: more "
                         "less-popular items at some cost in accuracy (0 = off; Instruments validation, G=.1: NDCG@10 .0883 -> .0881, "
                         "top-10 slots outside the 5%% most bought items 8.5%% -> 10.7%%)")
+    p.add_argument("--rank-by", choices=["beam", "item_head"], help="beam: trie-constrained beam search over IDs; item_head: the item head's "
+                   "logits, one forward (models trained with --loss.item_head_weight > 0; default: the model's eval.rank_by)")
     p.add_argument("--out", help="where to write eval.json / eval.md (default: the model folder)")
     args = p.parse_args(argv)
 
     from ttds.data.corpus import Corpus
     from ttds.data.rejects import DataError
-    from ttds.eval.distributed import evaluate_model_dir
+    from ttds.eval.distributed import check_rank_by, evaluate_model_dir
     from ttds.llm.prompts import TEMPLATES
     from ttds.runtime import init_ray
     from ttds.train.ttds_job import results_table
@@ -67,8 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.popularity_prior < 0:
         print(f"error: --popularity-prior must be >= 0, got {args.popularity_prior}", file=sys.stderr)
         return 2
+    rank_by = args.rank_by or meta.get("rank_by", "beam")
+    try:
+        check_rank_by(rank_by, model_dir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if rank_by == "item_head" and args.popularity_prior:
+        print("error: --popularity-prior applies to beam search, not to --rank-by item_head", file=sys.stderr)
+        return 2
     res = evaluate_model_dir(str(model_dir), corpus, args.split, templates, args.beam, 10, args.users, args.workers, args.batch_size,
-                             per_user_path=per_user, exclude_seen=exclude, popularity_prior=args.popularity_prior)
+                             per_user_path=per_user, exclude_seen=exclude, popularity_prior=args.popularity_prior, rank_by=rank_by)
     res["wall_s"] = round(time.time() - t0, 1)
     res["users_per_s"] = round(res["users"] * len(templates) / res["wall_s"], 1)
     pop = res.pop("popularity")

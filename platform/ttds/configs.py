@@ -124,6 +124,10 @@ class LossConfig:
     retrieval_temperature: float = 0.1  # softmax temperature of cos(prompt query, item X)
     retrieval_batch: int = 32  # next-item prompts per step in the retrieval loss
     label_smoothing: float = 0.0  # of the LLM's token cross-entropy (every task); 0 = plain cross-entropy
+    # >0: an item head (hidden -> one logit per item, full-catalogue cross-entropy like SASRec's) on the
+    # LLM state where each next-item ID starts, trained at every item of the next-item rows; rank by it
+    # with eval.rank_by=item_head (ttds.decode.item_head). 0 = none (the paper's model)
+    item_head_weight: float = 0.0
 
 
 @dataclass
@@ -156,6 +160,9 @@ class EvalConfig:
     # full-sort evaluation does. Off by default (the paper's protocol ranks every item); the
     # Amazon leave-one-out sets have no repeats, so a seen item can never be the answer.
     exclude_seen: bool = False
+    # beam (trie-constrained beam search over IDs, the paper's) | item_head (the item head's logits, one
+    # forward; needs loss.item_head_weight > 0). Used for validation (model selection) and the test.
+    rank_by: str = "beam"
 
 
 @dataclass

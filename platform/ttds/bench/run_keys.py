@@ -36,6 +36,8 @@ _RESULT_ONLY = ("ablation", "ablation_overrides", "tokenizer_dir", "index_kind")
 BEFORE_ADDED: dict[str, Any] = {
     "index.reindex_rule": "fresh",  # re-indexing took the towers' codes as they were
     "tasks.user_id_in_next_item": True,  # next-item prompts carried the user's ID
+    "loss.item_head_weight": 0.0,  # no item head
+    "eval.rank_by": "beam",  # ranked by beam search
     "optim.lr_schedule": "constant",  # NOT the default (cosine): runs before it kept lr fixed
     "optim.min_lr_ratio": 0.1,  # read only by cosine; its default, so a constant run matches
     "backbone.dropout": 0.0,

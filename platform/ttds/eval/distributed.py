@@ -17,7 +17,7 @@ from ttds.eval.metrics import MetricAccumulator
 
 class _Ranker:
     def __init__(self, model_dir: str, templates: list[int], beam_width: int, top_k: int, batch_size: int, threads: int = 1, use_gpu: bool = False,
-                 exclude_seen: bool = False, popularity_prior: float = 0.0, corpus_dir: str | None = None):
+                 exclude_seen: bool = False, popularity_prior: float = 0.0, corpus_dir: str | None = None, rank_by: str = "beam"):
         import torch
 
         from ttds.decode.beam import BeamConfig
@@ -28,6 +28,7 @@ class _Ranker:
         # on a GPU node each actor holds a fraction of the GPU (Ray sets CUDA_VISIBLE_DEVICES)
         m = load_model(model_dir, device="cuda" if use_gpu else None)
         self.backbone = m.model.backbone.eval()
+        self.item_head = m.model.item_head if rank_by == "item_head" else None
         self.builder = prompt_builder(m)
         self.trie = build_trie(self.builder, len(m.tokenizer))
         self.max_history = int(m.meta["max_history"])
@@ -49,9 +50,20 @@ class _Ranker:
         with torch.no_grad():
             for t in self.templates:
                 ranked = rank_next_items(self.backbone, self.builder, self.trie, batch["user_id"], batch["history"], t, self.beam, self.max_history, self.batch_size,
-                                         exclude_seen=self.exclude_seen, node_bias=self.node_bias)
+                                         exclude_seen=self.exclude_seen, node_bias=self.node_bias, item_head=self.item_head)
                 out[f"ranked_{t}"] = list(ranked)
         return pd.DataFrame(out)
+
+
+RANK_BY = ("beam", "item_head")
+
+
+def check_rank_by(rank_by: str, model_dir: str | Path | None = None) -> None:
+    """Refuse an unknown ranker, or the item head of a model folder that has none (before any actor starts)."""
+    if rank_by not in RANK_BY:
+        raise ValueError(f"rank_by must be one of {', '.join(RANK_BY)}, not {rank_by!r}")
+    if rank_by == "item_head" and model_dir is not None and not (Path(model_dir) / "item_head.safetensors").exists():
+        raise ValueError(f"{model_dir} has no item head: train with --loss.item_head_weight > 0 to rank by it")
 
 
 def evaluate_model_dir(
@@ -69,6 +81,7 @@ def evaluate_model_dir(
     per_user_path: str | Path | None = None,
     exclude_seen: bool = False,
     popularity_prior: float = 0.0,
+    rank_by: str = "beam",
 ) -> dict:
     """HR@1/5/10, NDCG@5/10 averaged over templates, plus each template's figures.
 
@@ -77,9 +90,14 @@ def evaluate_model_dir(
     `exclude_seen`: keep each user's history items out of its ranking (popularity too).
     `popularity_prior`: g > 0 ranks by log P(ID | prompt) - g log(1 + training count) inside the
     beam search (`PrefixTrie.prior_bias`): trades head accuracy for coverage of less popular items.
+    `rank_by`: "beam" (constrained beam search over IDs) or "item_head" (the model's item head,
+    `ttds.decode.item_head`; the model must have been trained with `loss.item_head_weight` > 0).
     """
     if popularity_prior < 0:
         raise ValueError(f"popularity_prior must be >= 0, got {popularity_prior}")
+    check_rank_by(rank_by, model_dir)
+    if rank_by == "item_head" and popularity_prior:
+        raise ValueError("popularity_prior applies to beam search only, not to rank_by='item_head'")
     import ray.data
 
     from ttds.eval.evaluate import average
@@ -95,7 +113,7 @@ def evaluate_model_dir(
     ranked = ds.map_batches(
         _Ranker,
         fn_constructor_kwargs={"model_dir": str(model_dir), "templates": templates, "beam_width": beam_width, "top_k": top_k, "batch_size": batch_size, "use_gpu": use_gpu,
-                               "exclude_seen": exclude_seen, "popularity_prior": popularity_prior,
+                               "exclude_seen": exclude_seen, "popularity_prior": popularity_prior, "rank_by": rank_by,
                                "corpus_dir": str(Path(corpus.root).resolve())},
         batch_size=256,
         batch_format="pandas",
@@ -108,6 +126,7 @@ def evaluate_model_dir(
     result = average(accs)
     result["split"] = split
     result["exclude_seen"] = exclude_seen
+    result["rank_by"] = rank_by
     if popularity_prior:
         result["popularity_prior"] = popularity_prior
     if per_user_path is not None:

@@ -39,9 +39,15 @@ def rank_next_items(
     progress: bool = False,
     exclude_seen: bool = False,
     node_bias: torch.Tensor | None = None,
+    item_head: torch.nn.Module | None = None,
 ) -> np.ndarray:
     """Top-k item ids per user; the prompt carries the last `max_history` items, the exclusion all of them.
-    `node_bias`: an in-search popularity prior (`PrefixTrie.prior_bias`), or None."""
+    `node_bias`: an in-search popularity prior (`PrefixTrie.prior_bias`), or None.
+    `item_head`: rank by the model's item head (`ttds.decode.item_head`) instead of beam search."""
+    if item_head is not None:
+        from ttds.decode.item_head import rank_by_item_head
+
+        return rank_by_item_head(backbone, item_head, builder, user_ids, histories, template, max_history, beam.top_k, batch_size, exclude_seen)
     prompts = [builder.next_item_prompt(int(u), list(h)[-max_history:], template) for u, h in zip(user_ids, histories)]
     seen = [np.asarray(h) for h in histories] if exclude_seen else None
     out = np.full((len(prompts), beam.top_k), -1, dtype=np.int64)
@@ -66,15 +72,17 @@ def evaluate_next_item(
     batch_size: int = 64,
     progress: bool = False,
     exclude_seen: bool = False,
+    item_head: torch.nn.Module | None = None,
 ) -> dict[int, MetricAccumulator]:
-    """One MetricAccumulator per template (merge across workers, then `average`)."""
+    """One MetricAccumulator per template (merge across workers, then `average`); `item_head`: see `rank_next_items`."""
     accs = {}
     was_training = backbone.training
     backbone.eval()
     try:
         with torch.no_grad():
             for t in templates:
-                ranked = rank_next_items(backbone, builder, trie, user_ids, histories, t, beam, max_history, batch_size, progress, exclude_seen)
+                ranked = rank_next_items(backbone, builder, trie, user_ids, histories, t, beam, max_history, batch_size, progress, exclude_seen,
+                                         item_head=item_head)
                 accs[t] = MetricAccumulator(ks=(1, 5, 10)).update(ranked, np.asarray(targets))
     finally:
         backbone.train(was_training)

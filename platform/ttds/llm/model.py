@@ -25,12 +25,23 @@ def smoothed_lm_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: floa
     return nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=-100, label_smoothing=smoothing)
 
 
+def item_head_loss(hidden: torch.Tensor, head: nn.Linear, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Full-catalogue cross-entropy of each item from the state just before its ID (SASRec's
+    loss, on the LLM's own states): hidden [B, T, H], positions [K, 2] (row, token), targets [K]."""
+    states = hidden[positions[:, 0], positions[:, 1]]
+    return nn.functional.cross_entropy(head(states.to(head.weight.dtype)).float(), targets.long())
+
+
 class TTDSModel(nn.Module):
-    def __init__(self, backbone: nn.Module, towers: TwinTowerTokenizer, hidden_size: int, x_dim: int, fusion: nn.Module | None = None):
+    def __init__(self, backbone: nn.Module, towers: TwinTowerTokenizer, hidden_size: int, x_dim: int, fusion: nn.Module | None = None,
+                 n_items: int = 0):
         super().__init__()
         self.backbone = backbone
         self.towers = towers
         self.id_head = nn.Linear(hidden_size, x_dim)
+        # optional item head (loss.item_head_weight > 0): one logit per item from the state where the
+        # LLM starts an item's ID, trained like SASRec's output layer; ranks all items in one forward
+        self.item_head = nn.Linear(hidden_size, n_items, bias=False) if n_items > 0 else None
         # index.kind == "moc" only: CodeFusion hooked on the input embedding (ttds.llm.fusion)
         self.fusion = fusion
         if fusion is not None:
@@ -55,12 +66,17 @@ class TTDSModel(nn.Module):
         ret_weight: float = 0.0,
         ret_temperature: float = 0.1,
         label_smoothing: float = 0.0,
+        item_positions: torch.Tensor | None = None,
+        item_targets: torch.Tensor | None = None,
+        item_weight: float = 0.0,
     ) -> dict[str, torch.Tensor]:
+        use_item_head = item_weight > 0 and self.item_head is not None
         out = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=dmvae.position_ids_from_mask(attention_mask),
             labels=labels if label_smoothing == 0 else None,
+            output_hidden_states=use_item_head,
         )
         llm = out.loss if label_smoothing == 0 else smoothed_lm_loss(out.logits, labels, label_smoothing)
         l_id = l_token = None
@@ -77,6 +93,14 @@ class TTDSModel(nn.Module):
 
             l_ret = retrieval_loss(self.backbone, self.id_head, ret_input_ids, ret_attention_mask, ret_targets, ret_item_x, ret_temperature)
             loss = loss + ret_weight * l_ret
+        l_item = None
+        if use_item_head and (item_positions is None or len(item_positions) == 0):
+            # a batch without next-item rows: a zero that still touches the head, so every
+            # data-parallel rank has a gradient for it and the ranks reduce the same tensors
+            l_item = self.item_head.weight.sum() * 0.0
+        elif use_item_head:
+            l_item = item_head_loss(out.hidden_states[-1], self.item_head, item_positions, item_targets)
+            loss = loss + item_weight * l_item
         zero = llm.detach() * 0
         return {
             "loss": loss,
@@ -84,4 +108,5 @@ class TTDSModel(nn.Module):
             "id_loss": l_id.detach() if l_id is not None else zero,
             "token_loss": l_token.detach() if l_token is not None else zero,
             "retrieval_loss": l_ret.detach() if l_ret is not None else zero,
+            "item_head_loss": l_item.detach() if l_item is not None else zero,
         }

@@ -4,6 +4,7 @@ A model is always saved with the ID tables it was trained on:
   backbone/              peft adapter or full HF model + tokenizer (safetensors)
   towers.safetensors     twin-tower tokenizer weights; towers.json its config
   id_head.safetensors    the L_ID projection head
+  item_head.safetensors  the item head (one output vector per item; loss.item_head_weight > 0 only)
   fusion.safetensors/.json  MoC's code-embedding fusion module (index.kind=moc only)
   item_ids.parquet/.json user_ids.parquet/.json   the semantic-ID tables in force
   features.safetensors   X of items and users (retrieval fast path, cold start)
@@ -59,6 +60,8 @@ def save_model(out_dir: str | Path, model: TTDSModel, tokenizer, items: Semantic
     save_file(_state(model.towers), str(out / "towers.safetensors"))
     (out / "towers.json").write_text(json.dumps(model.towers.config.to_dict(), indent=2))
     save_file(_state(model.id_head), str(out / "id_head.safetensors"))
+    if getattr(model, "item_head", None) is not None:
+        save_file(_state(model.item_head), str(out / "item_head.safetensors"))
     if getattr(model, "fusion", None) is not None:  # MoC code fusion (ttds.llm.fusion)
         from ttds.llm.fusion import save_fusion
 
@@ -92,8 +95,12 @@ def load_model(path: str | Path, trainable: bool = False, device: str | torch.de
     head_state = load_file(str(path / "id_head.safetensors"))
     from ttds.llm.fusion import load_fusion
 
-    model = TTDSModel(backbone, towers, head_state["weight"].shape[1], head_state["weight"].shape[0], fusion=load_fusion(path))
+    item_state = load_file(str(path / "item_head.safetensors")) if (path / "item_head.safetensors").exists() else None
+    model = TTDSModel(backbone, towers, head_state["weight"].shape[1], head_state["weight"].shape[0], fusion=load_fusion(path),
+                      n_items=item_state["weight"].shape[0] if item_state is not None else 0)
     model.id_head.load_state_dict(head_state)
+    if item_state is not None:
+        model.item_head.load_state_dict(item_state)
     if device is not None:
         model.to(device)
     model.train(trainable)

@@ -159,13 +159,26 @@ class PromptBuilder:
         return self._fill("next_item", t, {"user": slot})
 
     def next_item(self, user: int, items, t: int = 0) -> tuple[list[int], list[int]]:
+        ids, labels, _ = self.next_item_spans(user, items, t)
+        return ids, labels
+
+    def next_item_spans(self, user: int, items, t: int = 0) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+        """`next_item` plus (query position, item) for every item whose ID survives the clip.
+
+        The query position is the token just before the item's first ID token: the state from
+        which the LLM starts generating that item, which the item head scores (`loss.item_head_weight`)."""
         prompt = self._next_item_head(user, t)
-        ids, labels = list(prompt), [IGNORE] * len(prompt)
+        ids, labels, starts = list(prompt), [IGNORE] * len(prompt), []
         for i in items:
             tok = self.items.get(int(i))
+            starts.append((len(ids), int(i)))
             ids += tok
             labels += tok
-        return self._clip(ids, labels)
+        cut = max(0, len(ids) - self.max_len)  # what _clip removes: ids[head : head + cut]
+        head = len(self.bos)
+        spans = [(s - cut - 1, i) for s, i in starts if cut == 0 or s >= head + cut]
+        ids, labels = self._clip(ids, labels)
+        return ids, labels, [(q, i) for q, i in spans if q >= 0]
 
     def next_item_prompt(self, user: int, history, t: int = 0, user_tokens: list[int] | None = None) -> list[int]:
         """The evaluation/serving prompt. `user_tokens` fill the user slot instead of the table's

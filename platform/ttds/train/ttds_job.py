@@ -96,6 +96,14 @@ def check_config(cfg: TTDSJobConfig) -> None:
         problems.append(f"backbone.dropout={cfg.backbone.dropout}: expected a value in [0, 1)")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
         problems.append(f"loss.label_smoothing={cfg.loss.label_smoothing}: expected a value in [0, 1)")
+    if cfg.loss.item_head_weight < 0:
+        problems.append(f"loss.item_head_weight={cfg.loss.item_head_weight}: expected a value >= 0")
+    from ttds.eval.distributed import RANK_BY
+
+    if cfg.eval.rank_by not in RANK_BY:
+        problems.append(f"eval.rank_by={cfg.eval.rank_by!r}: expected one of {', '.join(RANK_BY)}")
+    elif cfg.eval.rank_by == "item_head" and cfg.loss.item_head_weight <= 0:
+        problems.append("eval.rank_by=item_head needs loss.item_head_weight > 0 (the item head is trained only then)")
     if cfg.train.zero_stage not in (0, 1, 2, 3):
         problems.append(f"train.zero_stage={cfg.train.zero_stage}: expected 0-3")
     for name in ("epochs", "batch_size"):
@@ -160,6 +168,7 @@ def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) 
         "retrieval_temperature": cfg.loss.retrieval_temperature,
         "retrieval_batch": cfg.loss.retrieval_batch,
         "label_smoothing": cfg.loss.label_smoothing,
+        "item_head_weight": cfg.loss.item_head_weight,
         "time_budget_s": cfg.optim.time_budget_s,
         "epochs": cfg.optim.epochs,
         "batch_size": cfg.optim.batch_size,
@@ -212,7 +221,7 @@ def train_ttds(cfg: TTDSJobConfig) -> dict:
     templates = list(range(3)) if cfg.eval.templates == 0 else list(range(cfg.eval.templates))
     t1 = time.time()
     test = evaluate_model_dir(str(out / "model"), corpus, "test", templates, cfg.eval.beam_width, cfg.eval.top_k, cfg.eval.test_users, cfg.eval.workers, cfg.eval.batch_size,
-                              use_gpu=cfg.train.use_gpu, per_user_path=out / PER_USER_FILE, exclude_seen=cfg.eval.exclude_seen)
+                              use_gpu=cfg.train.use_gpu, per_user_path=out / PER_USER_FILE, exclude_seen=cfg.eval.exclude_seen, rank_by=cfg.eval.rank_by)
     pop = test.pop("popularity")  # same users as the TTDS row
     metrics = {
         "corpus": corpus.name,

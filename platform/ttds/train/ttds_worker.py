@@ -88,7 +88,8 @@ def build_model(c: dict, corpus: Corpus, tok_dir: Path):
     from ttds.llm.fusion import fusion_for_towers  # MoC towers only (index.kind == "moc"): fuse ID code embeddings
 
     fusion = fusion_for_towers(c["towers"], c["item_levels"], c["codebook_size"], backbone, tokenizer)
-    return TTDSModel(backbone, towers, hidden, c["x_dim"], fusion=fusion), tokenizer
+    n_items = corpus.n_items if c.get("item_head_weight", 0.0) > 0 else 0
+    return TTDSModel(backbone, towers, hidden, c["x_dim"], fusion=fusion, n_items=n_items), tokenizer
 
 
 class Indexer:
@@ -134,8 +135,11 @@ def make_builder(tokenizer, corpus: Corpus, indexer: Indexer, c: dict) -> Prompt
     )
 
 
-def rows_to_examples(batch: dict, builder: PromptBuilder, rates: dict, rng: random.Random):
-    """Sample rows by task rate, build prompts; never empty (ranks must step together)."""
+def rows_to_examples(batch: dict, builder: PromptBuilder, rates: dict, rng: random.Random, spans: list | None = None):
+    """Sample rows by task rate, build prompts; never empty (ranks must step together).
+
+    `spans` (a list, filled in place): (row, query position, item) of every item in the
+    next-item rows, for the item head (positions in the unpadded row)."""
     seqs, labels = [], []
     for r, (task, anchor, seq) in enumerate(zip(batch["task"], batch["anchor"], batch["seq"])):
         task = str(task)
@@ -144,7 +148,9 @@ def rows_to_examples(batch: dict, builder: PromptBuilder, rates: dict, rng: rand
             continue
         t = rng.randrange(builder.n_templates(task))
         if task == "next_item":
-            ids, lab = builder.next_item(int(anchor), seq, t)
+            ids, lab, row_spans = builder.next_item_spans(int(anchor), seq, t)
+            if spans is not None:
+                spans += [(len(seqs), q, i) for q, i in row_spans]
         elif task == "user_pred":
             ids, lab = builder.user_pred(int(anchor), seq, t)
         elif task == "comment":
@@ -173,8 +179,9 @@ def validate(c, corpus, model, builder, trie, rank, world) -> dict:
 
     uids, hists, targets = _eval_slice(c, corpus, "valid", c["eval"]["valid_users"], rank, world)
     beam = BeamConfig(beam_width=c["eval"]["beam_width"], top_k=c["eval"]["top_k"])
+    item_head = model.item_head if c["eval"].get("rank_by", "beam") == "item_head" else None
     accs = evaluate_next_item(model.backbone, builder, trie, uids, hists, targets, [0], beam, c["max_history"], c["eval"]["batch_size"],
-                              exclude_seen=bool(c["eval"].get("exclude_seen", False)))
+                              exclude_seen=bool(c["eval"].get("exclude_seen", False)), item_head=item_head)
     acc = accs[0]
     if dist.is_initialized() and world > 1:
         keys = sorted(acc.sums)
@@ -239,6 +246,9 @@ def ttds_worker(c: dict) -> None:
     item_x_t, user_x_t = torch.as_tensor(item_x), torch.as_tensor(user_x)
     ret_w = float(c.get("retrieval_weight", 0.0))  # optional retrieval fast-path loss (ttds.decode.retrieval)
     ret_users = [u for u, s in enumerate(corpus.train_sequences) if len(s) >= 2] if ret_w > 0 else []
+    item_w = float(c.get("item_head_weight", 0.0))  # optional item head (TTDSModel.item_head)
+    if item_w > 0 and model.item_head is None:
+        raise ValueError("loss.item_head_weight > 0 but the model has no item head (resumed from a model trained without one)")
     run_start = time.time()
 
     for epoch in range(start_epoch, c["epochs"]):
@@ -261,20 +271,26 @@ def ttds_worker(c: dict) -> None:
             group["lr"] = 0.0 if (i == 0 and frozen) else base_lrs[i] * scale
         model.train()
         t0, n_examples, steps = time.time(), 0, 0
-        sums = {"loss": 0.0, "llm_loss": 0.0, "id_loss": 0.0, "token_loss": 0.0, **({"retrieval_loss": 0.0} if ret_w > 0 else {})}
+        sums = {"loss": 0.0, "llm_loss": 0.0, "id_loss": 0.0, "token_loss": 0.0, **({"retrieval_loss": 0.0} if ret_w > 0 else {}),
+                **({"item_head_loss": 0.0} if item_w > 0 else {})}
         for batch in shard.iter_batches(batch_size=c["batch_size"], batch_format="numpy", local_shuffle_buffer_size=4096, local_shuffle_seed=c["seed"] + epoch):
-            seqs, labels = rows_to_examples(batch, builder, c["rates"], rng)
+            spans: list | None = [] if item_w > 0 else None
+            seqs, labels = rows_to_examples(batch, builder, c["rates"], rng, spans)
             ids, mask, lab = left_pad(seqs, builder.pad_id, labels)
             kw = {}
+            if item_w > 0:
+                kw.update(item_head_kwargs(spans, [len(x) for x in seqs], ids.shape[1]))
             if alpha > 0:
                 pick = torch.randint(0, len(item_x_t), (c["id_batch"],))
                 id_ids, id_mask, _ = left_pad(builder.id_sequences(pick.tolist()), builder.pad_id)
-                kw = {"id_input_ids": id_ids, "id_attention_mask": id_mask, "id_targets": item_x_t[pick], "item_x": item_x_t[pick]}
+                kw.update({"id_input_ids": id_ids, "id_attention_mask": id_mask, "id_targets": item_x_t[pick], "item_x": item_x_t[pick]})
                 if model.towers.user is not None:
                     kw["user_x"] = user_x_t[torch.randint(0, len(user_x_t), (c["id_batch"],))]
             if ret_w > 0:
                 kw.update(retrieval_kwargs(builder, corpus, ret_users, c, rng, item_x_t))
             ret_kw = {"ret_weight": ret_w, "ret_temperature": c.get("retrieval_temperature", 0.1)} if ret_w > 0 else {}
+            if item_w > 0:
+                ret_kw["item_weight"] = item_w
             out = engine(ids.to(engine.device), mask.to(engine.device), lab.to(engine.device), alpha=alpha, beta=beta, label_smoothing=smoothing, **ret_kw, **{k: v.to(engine.device) for k, v in kw.items()})
             engine.backward(out["loss"])
             engine.step()
@@ -334,6 +350,7 @@ def model_meta(c: dict, epoch: int, metrics: dict) -> dict:
         "source": c["source"],
         "exclude_seen": bool(c["eval"].get("exclude_seen", False)),  # how it was selected; jobs/evaluate.py's default
         "retrieval_pool": "last" if c.get("retrieval_weight", 0.0) > 0 else "mean",  # ttds.decode.retrieval.pool_of
+        "rank_by": c["eval"].get("rank_by", "beam"),  # how it was selected; jobs/evaluate.py's default
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         "config": c["job_config"],
     }
@@ -356,6 +373,13 @@ def retrieval_kwargs(builder: PromptBuilder, corpus: Corpus, users: list[int], c
     prompts, targets = retrieval_examples(builder, corpus.train_sequences, pick, c["max_history"], rng)
     ids, mask, _ = left_pad(prompts, builder.pad_id)
     return {"ret_input_ids": ids, "ret_attention_mask": mask, "ret_targets": torch.as_tensor(targets), "ret_item_x": item_x_t}
+
+
+def item_head_kwargs(spans: list[tuple[int, int, int]], lengths: list[int], width: int) -> dict:
+    """Model kwargs of the item-head loss: (row, position) in the LEFT-padded batch and the item."""
+    rows = [(r, width - lengths[r] + q) for r, q, _ in spans]
+    return {"item_positions": torch.as_tensor(rows, dtype=torch.long).reshape(-1, 2),
+            "item_targets": torch.as_tensor([i for _, _, i in spans], dtype=torch.long)}
 
 
 def over_time_budget(c: dict, elapsed_s: float, epochs_done: int) -> bool:
