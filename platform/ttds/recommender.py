@@ -192,6 +192,9 @@ class Recommender:
         self.items_table, self.users_table = lm.items, lm.users
         self.towers = lm.model.towers.to("cpu").eval()  # cold start encodes one vector: CPU, no transfer
         self.id_head = lm.model.id_head.eval()
+        # the item head (models trained with loss.item_head_weight > 0) is the retrieval mode's ranker when present
+        head = lm.model.item_head
+        self.item_head = head.eval() if (head is not None and "retriever" in parts) else None
         self.backbone = lm.model.backbone.eval() if needs_backbone else None
         vocab = lm.tokenizer.get_vocab()
         self.vocab = vocab
@@ -457,13 +460,17 @@ class Recommender:
             return prompt_queries(self.backbone, self.id_head, ids, mask, pool_of(self.meta)).cpu().numpy()
 
     def _check_retrieval(self) -> None:
+        if self.item_head is not None:
+            return
         if self.item_index is None:
             if "retriever" not in self.parts:
                 raise RuntimeError("this Recommender was loaded without the retriever part")
             raise RequestError("retrieval mode needs features.safetensors in the model folder; use mode=beam")
 
     def retrieve(self, states: Sequence[PromptState]) -> list[Recommendation]:
-        """Fast path: prompt → id_head → faiss top-k over L2-normalised item X (and text queries)."""
+        """Fast path, one forward per prompt: the item head's logits when the model has one (it was
+        trained for this ranking, `ttds.decode.item_head`), else id_head → faiss top-k over
+        L2-normalised item X; text queries search the text index."""
         out: list[Recommendation | None] = [None] * len(states)
         text_rows = [i for i, s in enumerate(states) if s.kind == "text"]
         prompt_rows = [i for i, s in enumerate(states) if s.kind != "text"]
@@ -471,6 +478,9 @@ class Recommender:
             self._check_retrieval()
             for start in range(0, len(prompt_rows), self.cfg.batch_size):
                 chunk = prompt_rows[start : start + self.cfg.batch_size]
+                if self.item_head is not None:
+                    self._item_head_rows(states, chunk, out)
+                    continue
                 q = _normalise(self._pooled_prompts([self.prompt_ids(states[i]) for i in chunk]))
                 if q.shape[1] != self.item_xn.shape[1]:
                     raise RuntimeError(f"id_head maps to {q.shape[1]} dims but item X has {self.item_xn.shape[1]}")
@@ -487,6 +497,20 @@ class Recommender:
             for r, i in enumerate(text_rows):
                 out[i] = self._finish(states[i], items[r], scores[r], "text")
         return out  # type: ignore[return-value]
+
+    def _item_head_rows(self, states: Sequence[PromptState], chunk: list[int], out: list) -> None:
+        """Rank `chunk`'s prompts by the item head (one batched forward), into `out`."""
+        from ttds.decode.beam import left_pad
+        from ttds.decode.item_head import item_head_scores
+
+        ids, mask = left_pad([self.prompt_ids(states[i]) for i in chunk], self.builder.pad_id)
+        need = max(self._need(states[i]) for i in chunk)
+        with torch.no_grad():
+            logits = item_head_scores(self.backbone, self.item_head, ids.to(self.device), mask.to(self.device))
+            scores, items = logits.topk(min(need, logits.shape[1]), dim=1)
+        scores, items = scores.cpu().numpy(), items.cpu().numpy()
+        for r, i in enumerate(chunk):
+            out[i] = self._finish(states[i], items[r], scores[r], "retrieval")
 
     def _check_text(self) -> None:
         if self.backbone is None:

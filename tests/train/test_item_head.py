@@ -97,6 +97,15 @@ def test_item_head_trains_ranks_and_evaluates_through_ray(ray_session, synthetic
     got = got.set_index("user_id").loc[want["user_id"]]
     assert np.allclose(got["NDCG@10"].to_numpy(), want["NDCG@10"].to_numpy(), atol=1e-6)
 
+    # serving's retrieval mode ranks by the item head: the same lists as the evaluation
+    from ttds.recommender import Query, Recommender
+
+    rec = Recommender.load(out / "model")
+    for row in range(3):
+        state = rec.resolve(Query(user_id=int(uids[row]), k=10, mode="retrieval", exclude_seen=True))
+        served = rec.retrieve([state])[0]
+        assert [i for i, _ in served.items] == local[row].tolist() and served.mode == "retrieval"
+
     # the same model ranked by beam search still works (both rankers come with the model)
     beam = evaluate_model_dir(str(out / "model"), corpus, "test", [0], 10, 10, 100, 1, 64, exclude_seen=True)
     assert beam["rank_by"] == "beam" and beam["users"] == 100

@@ -37,6 +37,7 @@ LABELS = {
     "ttds-dm": "TTDS w/o DM-VAE",
     "ttds-ho": "TTDS w/o high-order tasks",
     "ttds-uid": "TTDS, user ID in next-item prompts",
+    "ttds-ih": "TTDS + item head (ranked by it)",
     "m3": "TTDS M=3",
     "m5": "TTDS M=5",
 }
