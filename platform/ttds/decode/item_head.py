@@ -34,27 +34,16 @@ def rank_by_item_head(
 
     `exclude_seen`: each user's whole history is masked to -inf before the top-k, so k unseen
     items always come back (the catalogue is larger than any history)."""
-    from ttds.decode.beam import left_pad
+    from ttds.decode.retrieval import prompt_batches
 
-    prompts = [builder.next_item_prompt(int(u), list(h)[-max_history:], template) for u, h in zip(user_ids, histories)]
     n_items = item_head.weight.shape[0]
     k = min(k, n_items)
-    out = np.full((len(prompts), k), -1, dtype=np.int64)
-    order = np.argsort([len(p) for p in prompts], kind="stable")  # little padding per batch
-    device = item_head.weight.device
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                ids, mask = left_pad([prompts[i] for i in idx], builder.pad_id)
-                scores = item_head_scores(backbone, item_head, ids.to(device), mask.to(device))
-                if exclude_seen:
-                    for row, i in enumerate(idx):
-                        seen = torch.as_tensor(np.asarray(histories[i], dtype=np.int64), device=scores.device)
-                        scores[row, seen[(seen >= 0) & (seen < n_items)]] = float("-inf")
-                out[idx] = scores.topk(k, dim=1).indices.cpu().numpy()
-    finally:
-        backbone.train(was_training)
+    out = np.full((len(user_ids), k), -1, dtype=np.int64)
+    for idx, ids, mask in prompt_batches(backbone, builder, user_ids, histories, template, max_history, batch_size, item_head.weight.device):
+        scores = item_head_scores(backbone, item_head, ids, mask)
+        if exclude_seen:
+            for row, i in enumerate(idx):
+                seen = torch.as_tensor(np.asarray(histories[i], dtype=np.int64), device=scores.device)
+                scores[row, seen[(seen >= 0) & (seen < n_items)]] = float("-inf")
+        out[idx] = scores.topk(k, dim=1).indices.cpu().numpy()
     return out

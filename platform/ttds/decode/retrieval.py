@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ttds.llm import dmvae
 
-__all__ = ["POOLS", "TRAINED_POOL", "ItemIndex", "pool_of", "prompt_queries", "prompt_states", "rank_by_retrieval", "retrieval_examples", "retrieval_loss"]
+__all__ = ["POOLS", "TRAINED_POOL", "ItemIndex", "pool_of", "prompt_batches", "prompt_queries", "prompt_states", "rank_by_retrieval", "retrieval_examples", "retrieval_loss"]
 
 POOLS = ("last", "mean")
 TRAINED_POOL = "last"  # the pooling the ranking loss trains (see the module docstring)
@@ -118,6 +118,26 @@ class ItemIndex:
         return self.index.search(q, min(k, self.n))
 
 
+def prompt_batches(backbone, builder, user_ids, histories, template: int, max_history: int, batch_size: int, device):
+    """(rows, input_ids, mask) of the users' next-item prompts (the evaluation prompt), batched by
+    length (little padding), on `device`; the backbone is in eval mode without gradients while the
+    batches are consumed, and back in its mode afterwards. The loop of every one-forward ranker."""
+    from ttds.decode.beam import left_pad
+
+    prompts = [builder.next_item_prompt(int(u), list(h)[-max_history:], template) for u, h in zip(user_ids, histories)]
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                ids, mask = left_pad([prompts[i] for i in idx], builder.pad_id)
+                yield idx, ids.to(device), mask.to(device)
+    finally:
+        backbone.train(was_training)
+
+
 def rank_by_retrieval(
     backbone, head: torch.nn.Module, builder, index: ItemIndex, user_ids, histories, template: int,
     max_history: int, k: int = 10, batch_size: int = 64, *, pool: str, exclude_seen: bool = False,
@@ -128,29 +148,18 @@ def rank_by_retrieval(
     `exclude_seen`: each user's history items are kept out (the search asks for k + the
     batch's longest history, so k items remain after the filter).
     """
-    from ttds.decode.beam import left_pad
     from ttds.eval.seen import keep_unseen
 
-    prompts = [builder.next_item_prompt(int(u), list(h)[-max_history:], template) for u, h in zip(user_ids, histories)]
-    out = np.full((len(prompts), k), -1, dtype=np.int64)
-    order = np.argsort([len(p) for p in prompts], kind="stable")  # little padding per batch
+    out = np.full((len(user_ids), k), -1, dtype=np.int64)
     device = next(head.parameters()).device
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                ids, mask = left_pad([prompts[i] for i in idx], builder.pad_id)
-                q = prompt_queries(backbone, head, ids.to(device), mask.to(device), pool).cpu().numpy()
-                if not exclude_seen:
-                    _, items = index.search(q, k)
-                    out[idx, : items.shape[1]] = items
-                    continue
-                _, items = index.search(q, k + max(len(histories[i]) for i in idx))
-                for row, i in zip(items, idx):
-                    kept = keep_unseen(row, histories[i], k)
-                    out[i, : len(kept)] = kept
-    finally:
-        backbone.train(was_training)
+    for idx, ids, mask in prompt_batches(backbone, builder, user_ids, histories, template, max_history, batch_size, device):
+        q = prompt_queries(backbone, head, ids, mask, pool).cpu().numpy()
+        if not exclude_seen:
+            _, items = index.search(q, k)
+            out[idx, : items.shape[1]] = items
+            continue
+        _, items = index.search(q, k + max(len(histories[i]) for i in idx))
+        for row, i in zip(items, idx):
+            kept = keep_unseen(row, histories[i], k)
+            out[i, : len(kept)] = kept
     return out
