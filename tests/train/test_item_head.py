@@ -123,3 +123,30 @@ def test_rank_by_is_checked_before_work(synthetic_corpus, tmp_path):
         check_config(tiny_config(synthetic_corpus, tmp_path, 1, ["--eval.rank_by=lists"]))
     with pytest.raises(ValueError, match="has no item head"):
         check_rank_by("item_head", tmp_path)
+
+
+def test_a_batch_without_next_item_rows_still_gives_the_head_a_gradient():
+    """Data-parallel ranks must reduce the same gradients: the head gets a (zero) one on every step."""
+    from ttds.llm.model import TTDSModel
+
+    class _Backbone(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+
+        def forward(self, input_ids, attention_mask, position_ids, labels=None, output_hidden_states=False):
+            h = self.emb(input_ids)
+            out = type("Out", (), {})()
+            out.loss, out.logits, out.hidden_states = h.pow(2).mean(), None, (h,)
+            return out
+
+    model = TTDSModel(_Backbone(), torch.nn.Module(), 4, 3, n_items=6)
+    ids = torch.tensor([[1, 2, 3]])
+    mask = torch.ones_like(ids)
+    out = model(ids, mask, ids, item_positions=torch.zeros(0, 2, dtype=torch.long), item_targets=torch.zeros(0, dtype=torch.long), item_weight=1.0)
+    out["loss"].backward()
+    assert model.item_head.weight.grad is not None and float(model.item_head.weight.grad.abs().sum()) == 0.0
+    model.zero_grad()
+    out = model(ids, mask, ids, item_positions=torch.tensor([[0, 1]]), item_targets=torch.tensor([4]), item_weight=1.0)
+    out["loss"].backward()
+    assert float(model.item_head.weight.grad.abs().sum()) > 0 and float(out["item_head_loss"]) > 0

@@ -94,12 +94,13 @@ class TTDSModel(nn.Module):
             l_ret = retrieval_loss(self.backbone, self.id_head, ret_input_ids, ret_attention_mask, ret_targets, ret_item_x, ret_temperature)
             loss = loss + ret_weight * l_ret
         l_item = None
-        if use_item_head and (item_positions is None or len(item_positions) == 0):
-            # a batch without next-item rows: a zero that still touches the head, so every
-            # data-parallel rank has a gradient for it and the ranks reduce the same tensors
-            l_item = self.item_head.weight.sum() * 0.0
-        elif use_item_head:
-            l_item = item_head_loss(out.hidden_states[-1], self.item_head, item_positions, item_targets)
+        if use_item_head:
+            if item_positions is None or len(item_positions) == 0:
+                # a batch without next-item rows: a zero that still touches the head, so every
+                # data-parallel rank has a gradient for it and the ranks reduce the same tensors
+                l_item = self.item_head.weight.sum() * 0.0
+            else:
+                l_item = item_head_loss(out.hidden_states[-1], self.item_head, item_positions, item_targets)
             loss = loss + item_weight * l_item
         zero = llm.detach() * 0
         return {
