@@ -190,6 +190,7 @@ ABLATIONS: dict[str, list[str]] = {
     "m3": ["--index.levels=3"],
     "m5": ["--index.levels=5"],
     "tiger": ["--index.dynamic=false", "--index.user_tower=false", "--loss.dmvae=false", "--tasks.high_order=false"],
-    # not in the paper: TTDS with an item head trained beside the ID tokens, selected and ranked by it
-    "ttds-ih": ["--loss.item_head_weight=1.0", "--eval.rank_by=item_head"],
+    # not in the paper: TTDS with an item head trained beside the ID tokens, selected and ranked by it;
+    # with SASRec's dropout, which the head needs (it overfits without: README, "Is it the decoding or the model?")
+    "ttds-ih": ["--loss.item_head_weight=1.0", "--eval.rank_by=item_head", "--backbone.dropout=0.2"],
 }
