@@ -62,11 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     n_templates = len(TEMPLATES["next_item"])
     templates = list(range(n_templates if args.templates == 0 else min(args.templates, n_templates)))
-    init_ray()
-    t0 = time.time()
-    out = Path(args.out or model_dir)
-    per_user = out / f"{args.split}_per_user.parquet"  # for paired comparisons (benchmarks/paired.py)
-    exclude = args.exclude_seen or bool(meta.get("exclude_seen", False))
     if args.popularity_prior < 0:
         print(f"error: --popularity-prior must be >= 0, got {args.popularity_prior}", file=sys.stderr)
         return 2
@@ -79,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     if rank_by == "item_head" and args.popularity_prior:
         print("error: --popularity-prior applies to beam search, not to --rank-by item_head", file=sys.stderr)
         return 2
+    init_ray()  # after every check: a refused command starts nothing
+    t0 = time.time()
+    out = Path(args.out or model_dir)
+    per_user = out / f"{args.split}_per_user.parquet"  # for paired comparisons (benchmarks/paired.py)
+    exclude = args.exclude_seen or bool(meta.get("exclude_seen", False))
     res = evaluate_model_dir(str(model_dir), corpus, args.split, templates, args.beam, 10, args.users, args.workers, args.batch_size,
                              per_user_path=per_user, exclude_seen=exclude, popularity_prior=args.popularity_prior, rank_by=rank_by)
     res["wall_s"] = round(time.time() - t0, 1)
