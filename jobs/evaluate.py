@@ -62,17 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     n_templates = len(TEMPLATES["next_item"])
     templates = list(range(n_templates if args.templates == 0 else min(args.templates, n_templates)))
-    if args.popularity_prior < 0:
-        print(f"error: --popularity-prior must be >= 0, got {args.popularity_prior}", file=sys.stderr)
-        return 2
     rank_by = args.rank_by or meta.get("rank_by", "beam")
     try:
-        check_rank_by(rank_by, model_dir)
+        check_rank_by(rank_by, model_dir, args.popularity_prior)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    if rank_by == "item_head" and args.popularity_prior:
-        print("error: --popularity-prior applies to beam search, not to --rank-by item_head", file=sys.stderr)
         return 2
     init_ray()  # after every check: a refused command starts nothing
     t0 = time.time()

@@ -58,8 +58,13 @@ class _Ranker:
 RANK_BY = ("beam", "item_head")
 
 
-def check_rank_by(rank_by: str, model_dir: str | Path | None = None) -> None:
-    """Refuse an unknown ranker, or the item head of a model folder that has none (before any actor starts)."""
+def check_rank_by(rank_by: str, model_dir: str | Path | None = None, popularity_prior: float = 0.0) -> None:
+    """Refuse an unknown ranker, the item head of a model folder that has none, or a popularity
+    prior that is negative or meant for another ranker (before any actor starts)."""
+    if popularity_prior < 0:
+        raise ValueError(f"popularity_prior must be >= 0, got {popularity_prior}")
+    if rank_by == "item_head" and popularity_prior:
+        raise ValueError("popularity_prior applies to beam search only, not to rank_by='item_head'")
     if rank_by not in RANK_BY:
         raise ValueError(f"rank_by must be one of {', '.join(RANK_BY)}, not {rank_by!r}")
     if rank_by == "item_head" and model_dir is not None and not (Path(model_dir) / "item_head.safetensors").exists():
@@ -93,11 +98,7 @@ def evaluate_model_dir(
     `rank_by`: "beam" (constrained beam search over IDs) or "item_head" (the model's item head,
     `ttds.decode.item_head`; the model must have been trained with `loss.item_head_weight` > 0).
     """
-    if popularity_prior < 0:
-        raise ValueError(f"popularity_prior must be >= 0, got {popularity_prior}")
-    check_rank_by(rank_by, model_dir)
-    if rank_by == "item_head" and popularity_prior:
-        raise ValueError("popularity_prior applies to beam search only, not to rank_by='item_head'")
+    check_rank_by(rank_by, model_dir, popularity_prior)
     import ray.data
 
     from ttds.eval.evaluate import average
