@@ -93,6 +93,10 @@ class BackboneSection:
     # dropout on the embedding and every attention/MLP output while training (ttds.llm.dropout);
     # 0 = none, as before. SASRec's default is 0.2.
     dropout: float = 0.0
+    # per-item input vectors added at the last token of every item ID in a prompt (ttds.llm.item_embedding):
+    # none (the paper's model: codes only) | separate (own table) | tied (the item head's vectors, as
+    # SASRec ties its input and output item embeddings; needs loss.item_head_weight > 0)
+    item_embedding: str = "none"
 
 
 @dataclass

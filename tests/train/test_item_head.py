@@ -64,7 +64,8 @@ def test_left_padded_positions():
 
 @pytest.mark.slow
 def test_item_head_trains_ranks_and_evaluates_through_ray(ray_session, synthetic_corpus, tmp_path):
-    """Trained jointly (Ray Train + DeepSpeed), selected and tested by the item head; beats
+    """Trained jointly (Ray Train + DeepSpeed), selected and tested by the item head, with the
+    head's vectors tied to per-item input vectors (backbone.item_embedding=tied); beats
     popularity; the Ray Data actors rank exactly as the in-process ranker; seen items stay out."""
     from test_train_ttds_e2e import tiny_config
 
@@ -77,7 +78,7 @@ def test_item_head_trains_ranks_and_evaluates_through_ray(ray_session, synthetic
 
     out = tmp_path / "run"
     m = train_ttds(tiny_config(synthetic_corpus, out, epochs=2, extra=[
-        "--loss.item_head_weight=1.0", "--eval.rank_by=item_head", "--eval.exclude_seen=true"]))
+        "--loss.item_head_weight=1.0", "--eval.rank_by=item_head", "--eval.exclude_seen=true", "--backbone.item_embedding=tied"]))
     ttds, pop = m["test"]["NDCG@10"], m["popularity_test"]["NDCG@10"]
     assert m["test"]["rank_by"] == "item_head"
     assert ttds > 2 * pop and ttds - pop > 0.05, (ttds, pop)
@@ -90,6 +91,7 @@ def test_item_head_trains_ranks_and_evaluates_through_ray(ray_session, synthetic
     uids, hists, targets = corpus.eval_arrays("test")
     lm = load_model(out / "model")
     assert lm.model.item_head.weight.shape[0] == corpus.n_items
+    assert lm.model.item_embedding is not None and lm.model.item_embedding.table is lm.model.item_head.weight
     local = rank_by_item_head(lm.model.backbone, lm.model.item_head, prompt_builder(lm), uids, hists, 0, int(meta["max_history"]), 10, 64, exclude_seen=True)
     assert all(not set(row) & set(h.tolist()) for row, h in zip(local, hists)) and (local >= 0).all()
     want = per_user_table(uids, targets, [local])

@@ -41,6 +41,7 @@ BEFORE_ADDED: dict[str, Any] = {
     "optim.lr_schedule": "constant",  # NOT the default (cosine): runs before it kept lr fixed
     "optim.min_lr_ratio": 0.1,  # read only by cosine; its default, so a constant run matches
     "backbone.dropout": 0.0,
+    "backbone.item_embedding": "none",  # prompts carried the code tokens only
     "loss.label_smoothing": 0.0,
     "eval.exclude_seen": False,  # every item was ranked
 }

@@ -31,7 +31,25 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["CodeFusion", "build_fusion", "fusion_for_towers", "save_fusion", "load_fusion"]
+__all__ = ["CodeFusion", "id_span_starts", "build_fusion", "fusion_for_towers", "save_fusion", "load_fusion"]
+
+
+def id_span_starts(input_ids: torch.Tensor, level_of: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, starts) of every complete, in-order span of item code tokens (levels 0..M-1) in
+    `input_ids` [B, T]; `level_of[token]` is a token's ID level, -1 for any other token."""
+    b, t = input_ids.shape
+    m = int(levels)
+    if t < m:
+        empty = torch.zeros(0, dtype=torch.long, device=input_ids.device)
+        return empty, empty
+    level_of = level_of.to(input_ids.device)
+    known = (input_ids >= 0) & (input_ids < len(level_of))
+    lv = torch.where(known, level_of[input_ids.clamp(0, len(level_of) - 1)], torch.full_like(input_ids, -1))
+    width = t - m + 1
+    ok = torch.ones(b, width, dtype=torch.bool, device=input_ids.device)
+    for j in range(m):
+        ok &= lv[:, j : j + width] == j
+    return ok.nonzero(as_tuple=True)
 
 
 class CodeFusion(nn.Module):
@@ -59,20 +77,7 @@ class CodeFusion(nn.Module):
 
     def span_starts(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, starts) of every complete, in-order item ID span of `input_ids` [B, T]."""
-        b, t = input_ids.shape
-        m = self.levels
-        if t < m:
-            empty = torch.zeros(0, dtype=torch.long, device=input_ids.device)
-            return empty, empty
-        level_of = self.level_of.to(input_ids.device)
-        known = (input_ids >= 0) & (input_ids < len(level_of))
-        lv = torch.where(known, level_of[input_ids.clamp(0, len(level_of) - 1)], torch.full_like(input_ids, -1))
-        width = t - m + 1
-        ok = torch.ones(b, width, dtype=torch.bool, device=input_ids.device)
-        for j in range(m):
-            ok &= lv[:, j : j + width] == j
-        rows, starts = ok.nonzero(as_tuple=True)
-        return rows, starts
+        return id_span_starts(input_ids, self.level_of, self.levels)
 
     def forward(self, embeds: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """Embeddings [B, T, H]; each span's last token gets + up(act(down(concat(span))))."""

@@ -46,6 +46,16 @@ class TTDSModel(nn.Module):
         self.fusion = fusion
         if fusion is not None:
             fusion.attach(backbone)
+        # optional per-item input vectors (backbone.item_embedding, ttds.llm.item_embedding)
+        self.item_embedding = None
+
+    def set_item_embedding(self, module) -> None:
+        """Hook `module` (an ItemEmbedding, or None) on the backbone's input embedding."""
+        if self.item_embedding is not None:
+            self.item_embedding.detach()
+        self.item_embedding = module
+        if module is not None:
+            module.attach(self.backbone)
 
     def forward(
         self,

@@ -6,6 +6,7 @@ A model is always saved with the ID tables it was trained on:
   id_head.safetensors    the L_ID projection head
   item_head.safetensors  the item head (one output vector per item; loss.item_head_weight > 0 only)
   fusion.safetensors/.json  MoC's code-embedding fusion module (index.kind=moc only)
+  item_embedding.json/.safetensors  per-item input vectors (backbone.item_embedding; tied: the item head's, no weights file)
   item_ids.parquet/.json user_ids.parquet/.json   the semantic-ID tables in force
   features.safetensors   X of items and users (retrieval fast path, cold start)
   ttds.json              what the prompts need: vocab layout, max history, templates, metrics
@@ -66,6 +67,12 @@ def save_model(out_dir: str | Path, model: TTDSModel, tokenizer, items: Semantic
         from ttds.llm.fusion import save_fusion
 
         save_fusion(out, model.fusion)
+    emb = getattr(model, "item_embedding", None)
+    if emb is not None:  # per-item input vectors (ttds.llm.item_embedding)
+        (out / "item_embedding.json").write_text(json.dumps({"mode": "tied" if emb.tied else "separate", "levels": emb.levels,
+                                                             "codebook_size": emb.codebook_size, "n_items": emb.n_items}))
+        if not emb.tied:
+            save_file(_state(emb), str(out / "item_embedding.safetensors"))
     items.save(out)
     if users is not None:
         users.save(out)
@@ -101,9 +108,18 @@ def load_model(path: str | Path, trainable: bool = False, device: str | torch.de
     model.id_head.load_state_dict(head_state)
     if item_state is not None:
         model.item_head.load_state_dict(item_state)
+    items = SemanticIDTable.load(path, "item")
+    if (path / "item_embedding.json").exists():
+        from ttds.llm.item_embedding import build_item_embedding
+
+        info = json.loads((path / "item_embedding.json").read_text())
+        emb = build_item_embedding(info["mode"], info["n_items"], info["levels"], info["codebook_size"], tokenizer, backbone, model.item_head)
+        if not emb.tied:
+            emb.load_state_dict(load_file(str(path / "item_embedding.safetensors")))
+        emb.set_items(items)
+        model.set_item_embedding(emb)
     if device is not None:
         model.to(device)
     model.train(trainable)
-    items = SemanticIDTable.load(path, "item")
     users = SemanticIDTable.load(path, "user") if (path / "user_ids.parquet").exists() else None
     return LoadedModel(model, tokenizer, items, users, meta, path)

@@ -96,6 +96,12 @@ def check_config(cfg: TTDSJobConfig) -> None:
         problems.append(f"backbone.dropout={cfg.backbone.dropout}: expected a value in [0, 1)")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
         problems.append(f"loss.label_smoothing={cfg.loss.label_smoothing}: expected a value in [0, 1)")
+    from ttds.llm.item_embedding import ITEM_EMBEDDING_MODES
+
+    if cfg.backbone.item_embedding not in ITEM_EMBEDDING_MODES:
+        problems.append(f"backbone.item_embedding={cfg.backbone.item_embedding!r}: expected one of {', '.join(ITEM_EMBEDDING_MODES)}")
+    elif cfg.backbone.item_embedding == "tied" and cfg.loss.item_head_weight <= 0:
+        problems.append("backbone.item_embedding=tied shares the item head's vectors: it needs loss.item_head_weight > 0")
     if cfg.loss.item_head_weight < 0:
         problems.append(f"loss.item_head_weight={cfg.loss.item_head_weight}: expected a value >= 0")
     from ttds.eval.distributed import RANK_BY

@@ -89,7 +89,12 @@ def build_model(c: dict, corpus: Corpus, tok_dir: Path):
 
     fusion = fusion_for_towers(c["towers"], c["item_levels"], c["codebook_size"], backbone, tokenizer)
     n_items = corpus.n_items if c.get("item_head_weight", 0.0) > 0 else 0
-    return TTDSModel(backbone, towers, hidden, c["x_dim"], fusion=fusion, n_items=n_items), tokenizer
+    model = TTDSModel(backbone, towers, hidden, c["x_dim"], fusion=fusion, n_items=n_items)
+    from ttds.llm.item_embedding import build_item_embedding  # backbone.item_embedding: per-item input vectors
+
+    model.set_item_embedding(build_item_embedding(c["backbone"].get("item_embedding", "none"), corpus.n_items, c["item_levels"],
+                                                  c["codebook_size"], tokenizer, backbone, model.item_head))
+    return model, tokenizer
 
 
 class Indexer:
@@ -122,7 +127,10 @@ class Indexer:
         return new
 
 
-def make_builder(tokenizer, corpus: Corpus, indexer: Indexer, c: dict) -> PromptBuilder:
+def make_builder(tokenizer, corpus: Corpus, indexer: Indexer, c: dict, model: TTDSModel | None = None) -> PromptBuilder:
+    """The prompts of the ID tables in force; `model`'s item input vectors follow the same tables."""
+    if model is not None and model.item_embedding is not None:
+        model.item_embedding.set_items(indexer.items)
     vocab = tokenizer.get_vocab()
     return PromptBuilder(
         tokenizer,
@@ -226,7 +234,7 @@ def ttds_worker(c: dict) -> None:
     if dropout > 0 and rank == 0:
         print(f"backbone.dropout={dropout}: {hooked} dropout hooks" + ("" if hooked else
               " (none: this architecture names no embed_tokens/self_attn/mlp modules, so no dropout is applied)"), flush=True)
-    builder = make_builder(tokenizer, corpus, indexer, c)
+    builder = make_builder(tokenizer, corpus, indexer, c, model)
     trie = build_trie(builder, len(tokenizer))
 
     body = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.") and "embed_tokens" not in n and "lm_head" not in n]
@@ -238,6 +246,12 @@ def ttds_worker(c: dict) -> None:
     groups = [{"params": body}, {"params": rest}, {"params": tower, "lr": c["tower_lr"]}]
     engine = dsu.initialize(model, lr=c["lr"], stage=c["zero_stage"], micro_batch=c["batch_size"], param_groups=groups, weight_decay=c["weight_decay"],
                             offload=c.get("offload", False), autocast=torch.cuda.is_available())  # bf16 compute on GPUs
+    if model.item_embedding is not None and model.item_embedding.tied and hasattr(model.item_head.weight, "ds_id"):
+        # ZeRO-3: the tied input vectors read the item head's partitioned weight outside the head's
+        # own forward; DeepSpeed gathers it for the embedding hook too once told
+        import deepspeed
+
+        deepspeed.zero.register_external_parameter(model.item_embedding, model.item_head.weight)
     base_lrs = [g["lr"] for g in engine.optimizer.param_groups]  # body, rest, towers (optim.lr_schedule scales them)
     shard = ray.train.get_dataset_shard("train")
     alpha = c["alpha"] if c["dmvae"] else 0.0
@@ -249,6 +263,8 @@ def ttds_worker(c: dict) -> None:
     item_w = float(c.get("item_head_weight", 0.0))  # optional item head (TTDSModel.item_head)
     if item_w > 0 and model.item_head is None:
         raise ValueError("loss.item_head_weight > 0 but the model has no item head (resumed from a model trained without one)")
+    if c["backbone"].get("item_embedding", "none") != "none" and model.item_embedding is None:
+        raise ValueError("backbone.item_embedding is set but the model has none (resumed from a model trained without it)")
     run_start = time.time()
 
     for epoch in range(start_epoch, c["epochs"]):
@@ -263,7 +279,7 @@ def ttds_worker(c: dict) -> None:
                     item_x = recompute_text_x(model, tokenizer, corpus, c, item_x)
                     item_x_t = torch.as_tensor(item_x)
                 reindex = indexer.reassign(model.towers, item_x, user_x)
-            builder = make_builder(tokenizer, corpus, indexer, c)
+            builder = make_builder(tokenizer, corpus, indexer, c, model)
             trie = build_trie(builder, len(tokenizer))
         frozen = epoch < c["warmup_epochs"]
         scale = lr_factor(c.get("lr_schedule", "constant"), epoch, c["epochs"], c["warmup_epochs"], c.get("min_lr_ratio", 0.1))
