@@ -19,6 +19,8 @@ Systems (comma-separated):
                                      no high-order tasks (the `tiger` ablation)
   ttss, stds, ttds-dm, ttds-ho, m3, m5   the paper's other ablations (jobs/train_ttds.py --ablation)
   ttds-uid                           TTDS with the user ID in next-item prompts (the paper's prompt)
+  ttds-ih, ttds-ihe                  TTDS + an item head ranking all items in one forward (+ dropout);
+                                     ttds-ihe also adds the head's item vectors to the prompt's item IDs
   <ttds-system>-retrieval            e.g. ttds-retrieval: the same trained model ranked by the
                                      generative-retrieval fast path (id_head + faiss, one forward);
                                      its base is trained with --loss.retrieval_weight=--retrieval-weight

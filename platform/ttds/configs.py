@@ -197,4 +197,7 @@ ABLATIONS: dict[str, list[str]] = {
     # not in the paper: TTDS with an item head trained beside the ID tokens, selected and ranked by it;
     # with SASRec's dropout, which the head needs (it overfits without: README, "Is it the decoding or the model?")
     "ttds-ih": ["--loss.item_head_weight=1.0", "--eval.rank_by=item_head", "--backbone.dropout=0.2"],
+    # ttds-ih whose item head's vectors are also added to each item ID in the prompt (SASRec's tied
+    # input/output item embeddings, beside the codes: ttds.llm.item_embedding)
+    "ttds-ihe": ["--loss.item_head_weight=1.0", "--eval.rank_by=item_head", "--backbone.dropout=0.2", "--backbone.item_embedding=tied"],
 }

@@ -38,6 +38,7 @@ LABELS = {
     "ttds-ho": "TTDS w/o high-order tasks",
     "ttds-uid": "TTDS, user ID in next-item prompts",
     "ttds-ih": "TTDS + item head (ranked by it)",
+    "ttds-ihe": "TTDS + item head + item input vectors",
     "m3": "TTDS M=3",
     "m5": "TTDS M=5",
 }
