@@ -17,9 +17,9 @@ fusion is therefore causal and the same rule holds in training, beam search and 
 (KV-cache decoding feeds one token per step, so the ID being generated is never fused; its
 last token is fed only before a suffix token, the one place training and decoding differ.)
 
-The module attaches as a forward hook on the backbone's input embedding, so every caller of
-the backbone (training, validation beam search, the recommender, serving) gets fused
-embeddings without knowing about it.
+The module attaches as a forward hook on the backbone's input embedding
+(`ttds.llm.embedding_hook`), so every caller of the backbone (training, validation beam search,
+the recommender, serving) gets fused embeddings without knowing about it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from ttds.llm.embedding_hook import InputEmbeddingHook, item_code_layout
 
 __all__ = ["CodeFusion", "id_span_starts", "build_fusion", "fusion_for_towers", "save_fusion", "load_fusion"]
 
@@ -52,7 +54,7 @@ def id_span_starts(input_ids: torch.Tensor, level_of: torch.Tensor, levels: int)
     return ok.nonzero(as_tuple=True)
 
 
-class CodeFusion(nn.Module):
+class CodeFusion(InputEmbeddingHook):
     """Bottleneck residual MLP over the concatenated embeddings of each item ID's M code tokens.
 
     `level_of[token_id]` is the ID position (0..M-1) of an item code token, -1 for any other
@@ -73,7 +75,6 @@ class CodeFusion(nn.Module):
         if zero_init:
             nn.init.zeros_(self.up.weight)
             nn.init.zeros_(self.up.bias)
-        self._handle = None
 
     def span_starts(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, starts) of every complete, in-order item ID span of `input_ids` [B, T]."""
@@ -91,37 +92,10 @@ class CodeFusion(nn.Module):
         fused = spans[:, -1] + self.up(self.act(self.down(flat))).to(embeds.dtype)
         return embeds.index_put((rows, last), fused)
 
-    def attach(self, backbone: nn.Module) -> None:
-        """Fuse the output of `backbone`'s input embedding on every call (a forward hook)."""
-        self.detach()
-        emb = backbone.get_input_embeddings()
-
-        def hook(module, args, output):
-            ids = args[0] if args else None
-            if ids is None or not torch.is_tensor(ids) or ids.dim() != 2:
-                return output
-            return self(output, ids)
-
-        self._handle = emb.register_forward_hook(hook)
-
-    def detach(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-
 
 def build_fusion(levels: int, codebook_size: int, tokenizer, hidden: int, vocab_size: int, bottleneck: int = 0) -> CodeFusion:
     """A fusion module for item IDs of `levels` tokens named by `tokenizer`'s vocabulary."""
-    from ttds.index.table import level_token
-
-    level_of = torch.full((int(vocab_size),), -1, dtype=torch.long)
-    vocab = tokenizer.get_vocab()
-    for lv in range(levels):
-        for c in range(codebook_size):
-            tok = vocab.get(level_token("item", lv, c))
-            if tok is None:
-                raise ValueError(f"tokenizer lacks {level_token('item', lv, c)}; add the semantic tokens first")
-            level_of[tok] = lv
+    level_of, _ = item_code_layout(tokenizer, levels, codebook_size, vocab_size)
     return CodeFusion(levels, hidden, level_of, bottleneck)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ttds.llm.embedding_hook import InputEmbeddingHook, item_code_layout
 from ttds.llm.fusion import id_span_starts
 
 __all__ = ["ITEM_EMBEDDING_MODES", "ItemEmbedding", "build_item_embedding"]
@@ -35,7 +36,7 @@ __all__ = ["ITEM_EMBEDDING_MODES", "ItemEmbedding", "build_item_embedding"]
 ITEM_EMBEDDING_MODES = ("none", "separate", "tied")
 
 
-class ItemEmbedding(nn.Module):
+class ItemEmbedding(InputEmbeddingHook):
     """Per-item input vectors; `tied_to` (an nn.Linear [n_items, H]) shares the item head's weight."""
 
     def __init__(self, n_items: int, hidden: int, levels: int, codebook_size: int, code_of: torch.Tensor, level_of: torch.Tensor,
@@ -56,7 +57,6 @@ class ItemEmbedding(nn.Module):
             self.weight = nn.Parameter(torch.zeros(self.n_items, self.hidden))
         self._keys = torch.zeros(0, dtype=torch.long)
         self._items = torch.zeros(0, dtype=torch.long)
-        self._handle = None
 
     @property
     def table(self) -> torch.Tensor:
@@ -107,28 +107,11 @@ class ItemEmbedding(nn.Module):
         vecs = self.table[items].to(embeds.dtype)
         return embeds.index_put((rows, last), embeds[rows, last] + vecs)
 
-    def attach(self, backbone: nn.Module) -> None:
-        """Add item vectors to the output of `backbone`'s input embedding on every call (a forward hook)."""
-        self.detach()
-
-        def hook(module, args, output):
-            ids = args[0] if args else None
-            if ids is None or not torch.is_tensor(ids) or ids.dim() != 2:
-                return output
-            return self(output, ids)
-
-        self._handle = backbone.get_input_embeddings().register_forward_hook(hook)
-
-    def detach(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-
 
 def build_item_embedding(mode: str, n_items: int, levels: int, codebook_size: int, tokenizer, backbone: nn.Module,
                          item_head: nn.Linear | None = None) -> ItemEmbedding | None:
     """The module for `backbone.item_embedding=mode` (None for `none`), keyed by `tokenizer`'s code tokens."""
-    from ttds.index.table import level_token, suffix_token
+    from ttds.index.table import suffix_token
 
     if mode not in ITEM_EMBEDDING_MODES:
         raise ValueError(f"item_embedding={mode!r}: expected one of {', '.join(ITEM_EMBEDDING_MODES)}")
@@ -136,17 +119,9 @@ def build_item_embedding(mode: str, n_items: int, levels: int, codebook_size: in
         return None
     if mode == "tied" and item_head is None:
         raise ValueError("item_embedding=tied shares the item head's vectors: train with loss.item_head_weight > 0")
-    size = len(tokenizer)
-    code_of = torch.full((size,), 0, dtype=torch.long)
-    level_of = torch.full((size,), -1, dtype=torch.long)
-    suffix_of = torch.full((size,), -1, dtype=torch.long)
+    level_of, code_of = item_code_layout(tokenizer, levels, codebook_size, len(tokenizer))
+    suffix_of = torch.full((len(tokenizer),), -1, dtype=torch.long)
     vocab = tokenizer.get_vocab()
-    for lv in range(levels):
-        for c in range(codebook_size):
-            tok = vocab.get(level_token("item", lv, c))
-            if tok is None:
-                raise ValueError(f"tokenizer lacks {level_token('item', lv, c)}; add the semantic tokens first")
-            level_of[tok], code_of[tok] = lv, c
     k = 0
     while suffix_token(k) in vocab:
         suffix_of[vocab[suffix_token(k)]] = k

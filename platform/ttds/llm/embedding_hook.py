@@ -1,0 +1,50 @@
+"""What the modules that rewrite the backbone's input embeddings share (MoC's code fusion,
+per-item input vectors): where the item code tokens sit in the vocabulary, and a forward hook
+on the input embedding, so every caller of the backbone (training, beam search, serving) gets
+the rewritten embeddings without knowing about them."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["InputEmbeddingHook", "item_code_layout"]
+
+
+def item_code_layout(tokenizer, levels: int, codebook_size: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(level_of, code_of) over token ids 0..size-1: an item code token's ID level and code, -1 / 0 elsewhere."""
+    from ttds.index.table import level_token
+
+    level_of = torch.full((int(size),), -1, dtype=torch.long)
+    code_of = torch.zeros(int(size), dtype=torch.long)
+    vocab = tokenizer.get_vocab()
+    for lv in range(levels):
+        for c in range(codebook_size):
+            tok = vocab.get(level_token("item", lv, c))
+            if tok is None:
+                raise ValueError(f"tokenizer lacks {level_token('item', lv, c)}; add the semantic tokens first")
+            level_of[tok], code_of[tok] = lv, c
+    return level_of, code_of
+
+
+class InputEmbeddingHook(nn.Module):
+    """A module whose forward(embeds [B, T, H], input_ids [B, T]) rewrites a backbone's input embeddings."""
+
+    _handle = None
+
+    def attach(self, backbone: nn.Module) -> None:
+        """Rewrite the output of `backbone`'s input embedding on every call (a forward hook)."""
+        self.detach()
+
+        def hook(module, args, output):
+            ids = args[0] if args else None
+            if ids is None or not torch.is_tensor(ids) or ids.dim() != 2:
+                return output
+            return self(output, ids)
+
+        self._handle = backbone.get_input_embeddings().register_forward_hook(hook)
+
+    def detach(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
