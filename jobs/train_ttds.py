@@ -31,7 +31,7 @@ from ttds.data.rejects import DataError  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = job_argparser(__doc__, "config keys (override with --key=value):\n" + describe_fields(TTDSJobConfig))
-    parser.add_argument("--ablation", choices=sorted(ABLATIONS), help="apply one of the paper's ablation configs")
+    parser.add_argument("--ablation", choices=sorted(ABLATIONS), help="apply one of the paper's ablation configs, or a platform variant (ttds-ih: item head; ttds-ihe: item head + item input vectors)")
     args, _ = parser.parse_known_args(argv)
     if args.ablation:
         argv = ABLATIONS[args.ablation] + [a for a in argv if not a.startswith("--ablation")]
