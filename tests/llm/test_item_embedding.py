@@ -135,3 +135,18 @@ def test_a_saved_model_brings_its_item_vectors_back(tmp_path, mode):
     with torch.no_grad():
         again = lm.model.backbone(input_ids=ids).logits
     assert torch.allclose(again, with_vectors, atol=1e-5)
+
+
+def test_the_job_refuses_a_bad_item_embedding_before_work(tmp_path):
+    from ttds.config import load_config
+    from ttds.configs import TTDSJobConfig
+    from ttds.train.ttds_job import check_config
+
+    def cfg(*extra):
+        return load_config(TTDSJobConfig, None, ["--data.corpus=synthetic", f"--output_dir={tmp_path}", *extra])
+
+    with pytest.raises(ValueError, match="item_embedding='shared'"):
+        check_config(cfg("--backbone.item_embedding=shared"))
+    with pytest.raises(ValueError, match="needs loss.item_head_weight > 0"):
+        check_config(cfg("--backbone.item_embedding=tied"))
+    check_config(cfg("--backbone.item_embedding=separate"))  # no head needed
