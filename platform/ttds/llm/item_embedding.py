@@ -57,6 +57,13 @@ class ItemEmbedding(InputEmbeddingHook):
             self.weight = nn.Parameter(torch.zeros(self.n_items, self.hidden))
         self._keys = torch.zeros(0, dtype=torch.long)
         self._items = torch.zeros(0, dtype=torch.long)
+        self._on: tuple = (None, ())  # (device, lookup tensors there): moved once, not on every forward
+
+    def _lookups(self, dev: torch.device) -> tuple[torch.Tensor, ...]:
+        """(level_of, code_of, suffix_of, sorted keys, their items) on `dev`."""
+        if self._on[0] != dev:
+            self._on = (dev, tuple(t.to(dev) for t in (self.level_of, self.code_of, self.suffix_of, self._keys, self._items)))
+        return self._on[1]
 
     @property
     def table(self) -> torch.Tensor:
@@ -75,27 +82,26 @@ class ItemEmbedding(InputEmbeddingHook):
         keys = self._key(codes, torch.tensor(np.array(table.suffix, dtype=np.int64)))
         order = torch.argsort(keys)
         self._keys, self._items = keys[order], torch.tensor(np.array(table.ids, dtype=np.int64))[order]
+        self._on = (None, ())
 
     def item_positions(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rows, last-token positions, items) of every complete ID of a known item in `input_ids` [B, T]."""
-        rows, starts = id_span_starts(input_ids, self.level_of, self.levels)
-        empty = torch.zeros(0, dtype=torch.long, device=input_ids.device)
-        if rows.numel() == 0 or self._keys.numel() == 0:
-            return empty, empty, empty
         dev = input_ids.device
+        level_of, code_of, suffix_of, sorted_keys, items = self._lookups(dev)
+        rows, starts = id_span_starts(input_ids, level_of, self.levels)
+        empty = torch.zeros(0, dtype=torch.long, device=dev)
+        if rows.numel() == 0 or sorted_keys.numel() == 0:
+            return empty, empty, empty
         pos = starts.unsqueeze(1) + torch.arange(self.levels, device=dev)
         toks = input_ids[rows.unsqueeze(1).expand_as(pos), pos]
-        code_of = self.code_of.to(dev)
         codes = code_of[toks]
         after = starts + self.levels  # a suffix token right after the M codes belongs to this ID
         inside = after < input_ids.shape[1]
         nxt = input_ids[rows, after.clamp(max=input_ids.shape[1] - 1)]
-        suffix_of = self.suffix_of.to(dev)
         known = (nxt >= 0) & (nxt < len(suffix_of))
         suffix = torch.where(inside & known, suffix_of[nxt.clamp(0, len(suffix_of) - 1)], torch.full_like(nxt, -1))
         last = torch.where(suffix >= 0, after, after - 1)
         keys = self._key(codes, suffix)
-        sorted_keys, items = self._keys.to(dev), self._items.to(dev)
         at = torch.searchsorted(sorted_keys, keys).clamp(max=len(sorted_keys) - 1)
         hit = sorted_keys[at] == keys
         return rows[hit], last[hit], items[at[hit]]
