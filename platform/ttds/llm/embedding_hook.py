@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["InputEmbeddingHook", "item_code_layout"]
+__all__ = ["InputEmbeddingHook", "id_span_starts", "item_code_layout"]
 
 
 def item_code_layout(tokenizer, levels: int, codebook_size: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,6 +25,24 @@ def item_code_layout(tokenizer, levels: int, codebook_size: int, size: int) -> t
                 raise ValueError(f"tokenizer lacks {level_token('item', lv, c)}; add the semantic tokens first")
             level_of[tok], code_of[tok] = lv, c
     return level_of, code_of
+
+
+def id_span_starts(input_ids: torch.Tensor, level_of: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, starts) of every complete, in-order span of item code tokens (levels 0..M-1) in
+    `input_ids` [B, T]; `level_of[token]` is a token's ID level, -1 for any other token."""
+    b, t = input_ids.shape
+    m = int(levels)
+    if t < m:
+        empty = torch.zeros(0, dtype=torch.long, device=input_ids.device)
+        return empty, empty
+    level_of = level_of.to(input_ids.device)
+    known = (input_ids >= 0) & (input_ids < len(level_of))
+    lv = torch.where(known, level_of[input_ids.clamp(0, len(level_of) - 1)], torch.full_like(input_ids, -1))
+    width = t - m + 1
+    ok = torch.ones(b, width, dtype=torch.bool, device=input_ids.device)
+    for j in range(m):
+        ok &= lv[:, j : j + width] == j
+    return ok.nonzero(as_tuple=True)
 
 
 class InputEmbeddingHook(nn.Module):

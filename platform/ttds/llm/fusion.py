@@ -31,27 +31,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ttds.llm.embedding_hook import InputEmbeddingHook, item_code_layout
+from ttds.llm.embedding_hook import InputEmbeddingHook, id_span_starts, item_code_layout
 
-__all__ = ["CodeFusion", "id_span_starts", "build_fusion", "fusion_for_towers", "save_fusion", "load_fusion"]
-
-
-def id_span_starts(input_ids: torch.Tensor, level_of: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, starts) of every complete, in-order span of item code tokens (levels 0..M-1) in
-    `input_ids` [B, T]; `level_of[token]` is a token's ID level, -1 for any other token."""
-    b, t = input_ids.shape
-    m = int(levels)
-    if t < m:
-        empty = torch.zeros(0, dtype=torch.long, device=input_ids.device)
-        return empty, empty
-    level_of = level_of.to(input_ids.device)
-    known = (input_ids >= 0) & (input_ids < len(level_of))
-    lv = torch.where(known, level_of[input_ids.clamp(0, len(level_of) - 1)], torch.full_like(input_ids, -1))
-    width = t - m + 1
-    ok = torch.ones(b, width, dtype=torch.bool, device=input_ids.device)
-    for j in range(m):
-        ok &= lv[:, j : j + width] == j
-    return ok.nonzero(as_tuple=True)
+__all__ = ["CodeFusion", "build_fusion", "fusion_for_towers", "save_fusion", "load_fusion"]
 
 
 class CodeFusion(InputEmbeddingHook):

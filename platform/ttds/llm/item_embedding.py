@@ -28,8 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttds.llm.embedding_hook import InputEmbeddingHook, item_code_layout
-from ttds.llm.fusion import id_span_starts
+from ttds.llm.embedding_hook import InputEmbeddingHook, id_span_starts, item_code_layout
 
 __all__ = ["ITEM_EMBEDDING_MODES", "ItemEmbedding", "build_item_embedding"]
 
