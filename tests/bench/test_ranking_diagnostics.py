@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ttds.bench.diagnostics import POPULARITY_BUCKETS, popularity_bucket_of_items, ranking_diagnostics
+from ttds.bench.diagnostics import (
+    HISTORY_BUCKETS,
+    POPULARITY_BUCKETS,
+    history_bucket_of_lengths,
+    popularity_bucket_of_items,
+    ranking_diagnostics,
+)
 from ttds.bench.report import diagnostics_markdown
 from ttds.data.corpus import Corpus
 from ttds.eval.per_user import per_user_table
@@ -67,3 +73,32 @@ def test_hits_by_popularity_bucket_by_hand(synthetic_corpus):
     assert sum(v["users"] for v in d.values()) == pytest.approx(1.0)
     md = "\n".join(diagnostics_markdown({"x": ranking_diagnostics(table, corpus)}))
     assert "top 5% of items" in md and f"{d['top 5%']['NDCG@10']:.4f}" in md
+
+
+def test_history_buckets_are_inclusive_upper_edges():
+    b = history_bucket_of_lengths(np.array([1, 5, 6, 8, 9, 12, 13, 20, 21, 500]))
+    assert b.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert len(HISTORY_BUCKETS) == 5
+
+
+def test_hits_by_history_length_by_hand(synthetic_corpus):
+    """Per history bucket: the share of users and their mean NDCG@10 / HR@10; the table names each bucket."""
+    corpus = Corpus.open(synthetic_corpus)
+    uids, hists, targets = corpus.eval_arrays("test")
+    lists = np.tile(np.arange(10), (len(uids), 1))
+    long = np.array([len(h) > 5 for h in hists])
+    lists[long, 0] = targets[long]  # users with more than 5 items hit at rank 1, the rest (almost) never
+    table = per_user_table(uids, targets, [lists])
+    d = ranking_diagnostics(table, corpus)["by_history"]
+    group = history_bucket_of_lengths(np.array([len(h) for h in hists]))
+    assert list(d) == list(HISTORY_BUCKETS)
+    for j, name in enumerate(HISTORY_BUCKETS):
+        mine = group == j
+        assert d[name]["users"] == pytest.approx(mine.mean())
+        if mine.any():
+            assert d[name]["HR@10"] == pytest.approx(table["HR@10"].to_numpy()[mine].mean())
+            assert d[name]["NDCG@10"] == pytest.approx(table["NDCG@10"].to_numpy()[mine].mean())
+    assert sum(v["users"] for v in d.values()) == pytest.approx(1.0)
+    assert any(d[n]["users"] > 0 for n in list(HISTORY_BUCKETS)[1:])  # the generated corpus has longer histories too
+    md = "\n".join(diagnostics_markdown({"x": ranking_diagnostics(table, corpus)}))
+    assert "By history length" in md and "6-8 items" in md

@@ -18,6 +18,10 @@ every run writes (`ttds.eval.per_user`, column `top10`), show such effects direc
   It says where a gap comes from: on Instruments (seen items excluded) TTDS trailed SASRec
   mostly on held-out items outside the top 5% (NDCG@10 .011 vs .034 in 5-20%), where it spent
   8% of its slots against SASRec's 14%.
+- `by_history`: per bucket of the user's history length (items before the held-out one), the
+  share of users in it and their NDCG@10 and HR@10. It says whether a gap is about reading long
+  sequences or about users with little context: on Instruments (seen items excluded) 69% of
+  TTDS's gap to SASRec came from users with at most 5 items, 1% from those with more than 20.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ import pandas as pd
 
 from ttds.data.corpus import Corpus
 
-__all__ = ["DIAGNOSTICS", "POPULARITY_BUCKETS", "popularity_bucket_of_items", "ranking_diagnostics"]
+__all__ = ["DIAGNOSTICS", "HISTORY_BUCKETS", "POPULARITY_BUCKETS", "history_bucket_of_lengths", "popularity_bucket_of_items", "ranking_diagnostics"]
 
 DIAGNOSTICS = ("seen_share", "target_seen_share", "log_pop_recommended", "log_pop_target", "coverage")
 # upper edges, as fractions of the catalogue ranked by training count (most bought first)
 POPULARITY_BUCKETS = {"top 5%": 0.05, "5-20%": 0.2, "20-50%": 0.5, "50-100%": 1.0}
+# upper edges (inclusive) of the history length, in items; 5-core data starts at 4 test history items
+HISTORY_BUCKETS = {"<=5": 5, "6-8": 8, "9-12": 12, "13-20": 20, ">20": np.inf}
 
 
 def popularity_bucket_of_items(counts: np.ndarray) -> np.ndarray:
@@ -40,6 +46,23 @@ def popularity_bucket_of_items(counts: np.ndarray) -> np.ndarray:
     rank = np.empty(len(order), dtype=np.float64)
     rank[order] = np.arange(len(order)) / max(len(order), 1)
     return np.searchsorted(np.array(list(POPULARITY_BUCKETS.values())), rank, side="right")
+
+
+def history_bucket_of_lengths(lengths: np.ndarray) -> np.ndarray:
+    """Index into HISTORY_BUCKETS of every history length."""
+    return np.searchsorted(np.array(list(HISTORY_BUCKETS.values()), dtype=np.float64), np.asarray(lengths, dtype=np.float64), side="left")
+
+
+def _hits_by_group(table: pd.DataFrame, group: np.ndarray, names) -> dict[str, dict[str, float]]:
+    out = {}
+    for j, name in enumerate(names):
+        users = group == j
+        out[name] = {
+            "users": float(users.mean()),
+            "NDCG@10": float(table["NDCG@10"].to_numpy()[users].mean()) if users.any() else float("nan"),
+            "HR@10": float(table["HR@10"].to_numpy()[users].mean()) if users.any() else float("nan"),
+        }
+    return out
 
 
 def ranking_diagnostics(table: pd.DataFrame, corpus: Corpus, split: str = "test") -> dict[str, float]:
@@ -59,15 +82,10 @@ def ranking_diagnostics(table: pd.DataFrame, corpus: Corpus, split: str = "test"
     log_pop = np.log1p(counts.astype(np.float64))
     bucket = popularity_bucket_of_items(counts)
     slots = bucket[ranked[filled]]
-    by_pop = {}
+    by_pop = _hits_by_group(table, bucket[targets], POPULARITY_BUCKETS)
     for j, name in enumerate(POPULARITY_BUCKETS):
-        users = bucket[targets] == j
-        by_pop[name] = {
-            "users": float(users.mean()),
-            "NDCG@10": float(table["NDCG@10"].to_numpy()[users].mean()) if users.any() else float("nan"),
-            "HR@10": float(table["HR@10"].to_numpy()[users].mean()) if users.any() else float("nan"),
-            "slots": float((slots == j).mean()) if len(slots) else float("nan"),
-        }
+        by_pop[name]["slots"] = float((slots == j).mean()) if len(slots) else float("nan")
+    lengths = np.array([len(history[int(u)]) for u in table["user_id"]])
     return {
         "seen_share": float(seen.sum() / max(filled.sum(), 1)),
         "target_seen_share": float(np.mean([int(t) in set(history[int(u)].tolist()) for u, t in zip(table["user_id"], targets)])),
@@ -75,4 +93,5 @@ def ranking_diagnostics(table: pd.DataFrame, corpus: Corpus, split: str = "test"
         "log_pop_target": float(log_pop[targets].mean()),
         "coverage": float(len(np.unique(ranked[filled])) / max(corpus.n_items, 1)),
         "by_popularity": by_pop,
+        "by_history": _hits_by_group(table, history_bucket_of_lengths(lengths), HISTORY_BUCKETS),
     }

@@ -108,7 +108,8 @@ def diagnostics_markdown(diag: dict) -> list[str]:
     for n, d in rows.items():
         out.append(f"| `{n}` | {100 * d['seen_share']:.1f}% | {100 * d['target_seen_share']:.1f}% | {d['log_pop_recommended']:.2f} "
                    f"| {d['log_pop_target']:.2f} | {100 * d['coverage']:.1f}% |")
-    return out + _by_popularity_markdown({n: d["by_popularity"] for n, d in rows.items() if "by_popularity" in d})
+    return (out + _by_popularity_markdown({n: d["by_popularity"] for n, d in rows.items() if "by_popularity" in d})
+            + _by_history_markdown({n: d["by_history"] for n, d in rows.items() if "by_history" in d}))
 
 
 def _by_popularity_markdown(rows: dict) -> list[str]:
@@ -123,6 +124,20 @@ def _by_popularity_markdown(rows: dict) -> list[str]:
            "|---|" + "---|" * len(buckets)]
     for n, d in rows.items():
         out.append(f"| `{n}` | " + " | ".join(f"{d[b]['NDCG@10']:.4f} ({100 * d[b]['slots']:.1f}%)" for b in buckets) + " |")
+    return out
+
+
+def _by_history_markdown(rows: dict) -> list[str]:
+    """NDCG@10 per bucket of history length (users with little context vs long sequences)."""
+    if not rows:
+        return []
+    users = next(iter(rows.values()))
+    buckets = list(users)
+    out = ["", "By history length: test NDCG@10 of the users with that many items before the held-out one:", "",
+           "| system | " + " | ".join(f"{b} items ({100 * users[b]['users']:.0f}% of users)" for b in buckets) + " |",
+           "|---|" + "---|" * len(buckets)]
+    for n, d in rows.items():
+        out.append(f"| `{n}` | " + " | ".join(f"{d[b]['NDCG@10']:.4f}" for b in buckets) + " |")
     return out
 
 
