@@ -21,6 +21,8 @@ Systems (comma-separated):
   ttds-uid                           TTDS with the user ID in next-item prompts (the paper's prompt)
   ttds-ih, ttds-ihe                  TTDS + an item head ranking all items in one forward (+ dropout);
                                      ttds-ihe also adds the head's item vectors to the prompt's item IDs
+                                     and trains as SASRec does (constant lr 1e-3, patience 5, every
+                                     validation user): the strongest TTDS measured
   <ttds-system>-retrieval            e.g. ttds-retrieval: the same trained model ranked by the
                                      generative-retrieval fast path (id_head + faiss, one forward);
                                      its base is trained with --loss.retrieval_weight=--retrieval-weight
