@@ -91,14 +91,16 @@ def test_hits_by_history_length_by_hand(synthetic_corpus):
     table = per_user_table(uids, targets, [lists])
     d = ranking_diagnostics(table, corpus)["by_history"]
     group = history_bucket_of_lengths(np.array([len(h) for h in hists]))
-    assert list(d) == list(HISTORY_BUCKETS)
+    # only the buckets holding users, in order (the generated corpus has none above 20 items)
+    assert list(d) == [n for j, n in enumerate(HISTORY_BUCKETS) if (group == j).any()] and ">20" not in d
     for j, name in enumerate(HISTORY_BUCKETS):
         mine = group == j
-        assert d[name]["users"] == pytest.approx(mine.mean())
         if mine.any():
+            assert d[name]["users"] == pytest.approx(mine.mean())
             assert d[name]["HR@10"] == pytest.approx(table["HR@10"].to_numpy()[mine].mean())
             assert d[name]["NDCG@10"] == pytest.approx(table["NDCG@10"].to_numpy()[mine].mean())
     assert sum(v["users"] for v in d.values()) == pytest.approx(1.0)
-    assert any(d[n]["users"] > 0 for n in list(HISTORY_BUCKETS)[1:])  # the generated corpus has longer histories too
+    assert len(d) >= 3  # the generated corpus spreads over several lengths
+    assert all(np.isfinite(v["NDCG@10"]) for v in d.values())  # survives a JSON round trip unchanged
     md = "\n".join(diagnostics_markdown({"x": ranking_diagnostics(table, corpus)}))
     assert "By history length" in md and "6-8 items" in md

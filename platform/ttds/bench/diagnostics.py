@@ -18,8 +18,9 @@ every run writes (`ttds.eval.per_user`, column `top10`), show such effects direc
   It says where a gap comes from: on Instruments (seen items excluded) TTDS trailed SASRec
   mostly on held-out items outside the top 5% (NDCG@10 .011 vs .034 in 5-20%), where it spent
   8% of its slots against SASRec's 14%.
-- `by_history`: per bucket of the user's history length (items before the held-out one), the
-  share of users in it and their NDCG@10 and HR@10. It says whether a gap is about reading long
+- `by_history`: per bucket of the user's history length (items before the held-out one) that
+  holds any user (no NaN rows, which would not survive JSON), the share of users in it and their
+  NDCG@10 and HR@10. It says whether a gap is about reading long
   sequences or about users with little context: on Instruments (seen items excluded) 69% of
   TTDS's gap to SASRec came from users with at most 5 items, 1% from those with more than 20.
 """
@@ -93,5 +94,5 @@ def ranking_diagnostics(table: pd.DataFrame, corpus: Corpus, split: str = "test"
         "log_pop_target": float(log_pop[targets].mean()),
         "coverage": float(len(np.unique(ranked[filled])) / max(corpus.n_items, 1)),
         "by_popularity": by_pop,
-        "by_history": _hits_by_group(table, history_bucket_of_lengths(lengths), HISTORY_BUCKETS),
+        "by_history": {k: v for k, v in _hits_by_group(table, history_bucket_of_lengths(lengths), HISTORY_BUCKETS).items() if v["users"] > 0},
     }
