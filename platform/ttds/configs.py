@@ -200,7 +200,7 @@ ABLATIONS: dict[str, list[str]] = {
     # ttds-ih whose item head's vectors are also added to each item ID in the prompt (SASRec's tied
     # input/output item embeddings, beside the codes: ttds.llm.item_embedding), trained as SASRec is:
     # constant lr 1e-3, patience 5, selected on every validation user (one forward each with the head).
-    # That regime beat cosine at 2e-3 on both sets (README, "Item input vectors").
+    # That regime beat cosine at 2e-3 on both sets (README, "Trained as SASRec is trained").
     "ttds-ihe": ["--loss.item_head_weight=1.0", "--eval.rank_by=item_head", "--backbone.dropout=0.2", "--backbone.item_embedding=tied",
                  "--optim.lr=1e-3", "--optim.lr_schedule=constant", "--optim.patience=5", "--eval.valid_users=0"],
 }

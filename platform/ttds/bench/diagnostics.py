@@ -22,7 +22,7 @@ every run writes (`ttds.eval.per_user`, column `top10`), show such effects direc
   holds any user (no NaN rows, which would not survive JSON), the share of users in it and their
   NDCG@10 and HR@10. It says whether a gap is about reading long
   sequences or about users with little context: on Instruments (seen items excluded) 69% of
-  TTDS's gap to SASRec came from users with at most 5 items, 1% from those with more than 20.
+  TTDS's gap to SASRec (cosine recipe) came from users with at most 5 items, 1% from those with more than 20.
 """
 
 from __future__ import annotations
