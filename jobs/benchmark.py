@@ -84,6 +84,10 @@ def parser() -> argparse.ArgumentParser:
                    help="every system keeps each user's history items out of its rankings, in validation and test (RecBole's "
                         "full-sort protocol; default: the paper's, every item ranked)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic corpus (--data synthetic)")
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="training seed of every trained system (TTDS optim.seed, a baseline's seed; a --set still wins). "
+                        "Default: each system's own (0). Give each seed its own --out, then compare the seeds of two "
+                        "recipes with benchmarks/paired.py --a <folders> --b <folders>")
     p.add_argument("--perf-users", type=int, default=256, help="--perf: test users timed per decoding mode")
     p.add_argument("--perf-rows", type=int, default=2048, help="--perf: task rows of each short throughput run")
     p.add_argument("--perf-repeats", type=int, default=3, help="--perf: timed repeats per decoding mode (best kept)")
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = BenchConfig(
         data=args.data, systems=systems, out=args.out, budget_epochs=args.budget_epochs, budget_minutes=args.budget_minutes,
         perf=args.perf, ttds_config=args.ttds_config, sets=args.sets, retrieval_weight=args.retrieval_weight,
-        workers=args.workers, cpus_per_worker=args.cpus_per_worker, fresh=args.fresh, seed=args.seed, exclude_seen=args.exclude_seen,
+        workers=args.workers, cpus_per_worker=args.cpus_per_worker, fresh=args.fresh, seed=args.seed, train_seed=args.train_seed, exclude_seen=args.exclude_seen,
         perf_users=args.perf_users, perf_rows=args.perf_rows, perf_repeats=args.perf_repeats, perf_train_repeats=args.perf_train_repeats,
         perf_reference_items=args.perf_reference_items, use_gpu=use_gpu,
     )

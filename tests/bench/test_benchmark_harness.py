@@ -220,6 +220,21 @@ def test_index_kind_systems_resolve_and_reach_the_ttds_config(ray_session, synth
     assert parse_sets(["ttds-family:optim.lr=5e-4"], systems)["ttds@moc"] == [("optim.lr", "5e-4")]
 
 
+def test_train_seed_reaches_every_trained_system_and_a_set_still_wins(ray_session, synthetic_corpus, tmp_path):
+    from ttds.bench.harness import Harness
+
+    def seeds(**kw):
+        h = Harness(BenchConfig(data=str(synthetic_corpus), systems=["ttds-ihe", "sasrec", "gru4rec"], out=str(tmp_path), **kw))
+        by_name = {s.name: s for s in h.systems}
+        return (h.ttds_config(by_name["ttds-ihe"], tmp_path / "t").optim.seed,
+                h.seq_overrides(by_name["sasrec"]).get("seed"), h.seq_overrides(by_name["gru4rec"]).get("seed"))
+
+    # unset: nothing added, so the run keys of earlier folders do not change
+    assert seeds() == (0, None, None)
+    assert seeds(train_seed=3) == (3, 3, 3)
+    assert seeds(train_seed=3, sets=["ttds-ihe:optim.seed=7", "sasrec:seed=5"]) == (7, 5, 3)
+
+
 def test_cli_help_and_bad_system():
     script = str(ROOT / "jobs" / "benchmark.py")
     h = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=60)

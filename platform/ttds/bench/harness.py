@@ -66,6 +66,9 @@ class BenchConfig:
     fresh: bool = False  # ignore results of an earlier run in `out`
     exclude_seen: bool = False  # every system keeps each user's history items out of its rankings (validation and test)
     seed: int = 0  # synthetic corpus seed (data = "synthetic")
+    # training seed of every trained system (TTDS optim.seed, a baseline's seed): one flag for the runs
+    # of a seed study; None = each system's own (0), and the run keys of earlier folders stay as they were
+    train_seed: int | None = None
     perf_users: int = 256  # test users timed per decoding mode
     perf_batch: int = 64
     perf_rows: int = 2048  # task rows of the short training-throughput runs
@@ -174,7 +177,9 @@ class Harness:
             ov.append(f"--loss.retrieval_weight={self.cfg.retrieval_weight}")
         if self.cfg.exclude_seen:
             ov.append("--eval.exclude_seen=true")
-        ov += [f"--{k}={v}" for k, v in self.sets[s.name]]
+        if self.cfg.train_seed is not None:
+            ov.append(f"--optim.seed={self.cfg.train_seed}")
+        ov += [f"--{k}={v}" for k, v in self.sets[s.name]]  # after the harness's: a --set wins
         return load_config(TTDSJobConfig, self.cfg.ttds_config or None, ov)
 
     def seq_overrides(self, s: System) -> dict:
@@ -183,6 +188,8 @@ class Harness:
             ov["epochs"] = self.cfg.budget_epochs
         if self.cfg.budget_minutes:
             ov["time_budget_s"] = self.cfg.budget_minutes * 60
+        if self.cfg.train_seed is not None:
+            ov["seed"] = self.cfg.train_seed
         for k, v in self.sets[s.name]:
             ov[k] = yaml.safe_load(v)
         return ov
