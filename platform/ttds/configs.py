@@ -149,6 +149,10 @@ class OptimConfig:
     # its best validation from .074 to .081, and it also damps re-index churn as the towers slow.
     lr_schedule: str = "cosine"
     min_lr_ratio: float = 0.1
+    # >0: validate, select and save an exponential moving average of the weights (this decay per
+    # step; ~1/(1 - decay) steps averaged) while training steps the live ones (ttds.train.weight_average).
+    # 0 = off. ZeRO stage 1/2 only.
+    ema_decay: float = 0.0
 
 
 @dataclass

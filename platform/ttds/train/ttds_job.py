@@ -92,6 +92,10 @@ def check_config(cfg: TTDSJobConfig) -> None:
     problems += [p for p in [schedule_problem(cfg.optim.lr_schedule)] if p]
     if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
         problems.append(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio}: expected a value in [0, 1]")
+    if not 0.0 <= cfg.optim.ema_decay < 1.0:
+        problems.append(f"optim.ema_decay={cfg.optim.ema_decay}: expected a value in [0, 1) (0 = no weight average)")
+    elif cfg.optim.ema_decay > 0 and cfg.train.zero_stage >= 3:
+        problems.append("optim.ema_decay > 0 needs train.zero_stage <= 2 (ZeRO-3 partitions the weights it averages)")
     if not 0.0 <= cfg.backbone.dropout < 1.0:
         problems.append(f"backbone.dropout={cfg.backbone.dropout}: expected a value in [0, 1)")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
@@ -180,6 +184,7 @@ def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) 
         "batch_size": cfg.optim.batch_size,
         "lr": cfg.optim.lr,
         "weight_decay": cfg.optim.weight_decay,
+        "ema_decay": cfg.optim.ema_decay,
         "lr_schedule": cfg.optim.lr_schedule,
         "min_lr_ratio": cfg.optim.min_lr_ratio,
         "warmup_epochs": warmup,

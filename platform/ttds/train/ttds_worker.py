@@ -5,6 +5,8 @@ the *current* semantic IDs, optimise L = L_LLM + alpha (L_ID + beta L_token) und
 then (dynamic index) re-encode X, re-assign IDs and report churn; validate by constrained
 beam search on a slice of users per rank (sums all-reduced); report metrics with a
 checkpoint; rank 0 keeps the best model folder; stop early when validation stalls.
+With optim.ema_decay > 0 the weight average is what is validated, selected and kept
+(checkpoints hold the live weights and the average, so a resumed run continues both).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import random
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,7 @@ from ttds.runtime import set_loopback_env
 from ttds.train import deepspeed_utils as dsu
 from ttds.train.launch import starting_checkpoint
 from ttds.train.lr_schedule import lr_factor
+from ttds.train.weight_average import WeightAverage, read_weight_average
 
 log = logging.getLogger(__name__)
 
@@ -214,11 +218,13 @@ def ttds_worker(c: dict) -> None:
     item_x, user_x = feats["item_x"], feats["user_x"]
 
     start_epoch, best, stale = 0, -1.0, 0
+    saved_average = None
     resume = starting_checkpoint(c)
     if resume is not None:
         with resume.as_directory() as d:
             loaded = load_model(d, trainable=True)
             state = json.loads((Path(d) / "train_state.json").read_text())
+            saved_average = read_weight_average(d)
         model, tokenizer = loaded.model, loaded.tokenizer
         indexer = Indexer(loaded.items, loaded.users, c["suffixes"], c["reindex_rule"])
         start_epoch, best, stale = state["epoch"] + 1, state["best"], state["stale"]
@@ -252,6 +258,7 @@ def ttds_worker(c: dict) -> None:
         import deepspeed
 
         deepspeed.zero.register_external_parameter(model.item_embedding, model.item_head.weight)
+    averager = make_averager(model, float(c.get("ema_decay", 0.0)), saved_average, rank)
     base_lrs = [g["lr"] for g in engine.optimizer.param_groups]  # body, rest, towers (optim.lr_schedule scales them)
     shard = ray.train.get_dataset_shard("train")
     alpha = c["alpha"] if c["dmvae"] else 0.0
@@ -310,6 +317,8 @@ def ttds_worker(c: dict) -> None:
             out = engine(ids.to(engine.device), mask.to(engine.device), lab.to(engine.device), alpha=alpha, beta=beta, label_smoothing=smoothing, **ret_kw, **{k: v.to(engine.device) for k, v in kw.items()})
             engine.backward(out["loss"])
             engine.step()
+            if averager is not None:
+                averager.update()
             for k in sums:
                 sums[k] += float(out[k].detach())
             n_examples += len(seqs)
@@ -325,23 +334,28 @@ def ttds_worker(c: dict) -> None:
             metrics["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         with dsu.gathered(model.parameters()):
             t1 = time.time()
-            metrics.update(validate(c, corpus, model, builder, trie, rank, world))
-            metrics["valid_s"] = time.time() - t1
-            score = metrics["valid_NDCG@10"]
-            improved = score > best
-            best, stale = (score, 0) if improved else (best, stale + 1)
-            metrics.update({"best_valid_NDCG@10": best, "stale_epochs": stale})
+            if averager is not None:  # what the live weights score, beside the averaged ones that are selected
+                metrics["valid_live_NDCG@10"] = validate(c, corpus, model, builder, trie, rank, world)["valid_NDCG@10"]
+            with averager.swapped_in() if averager is not None else nullcontext():
+                metrics.update(validate(c, corpus, model, builder, trie, rank, world))
+                metrics["valid_s"] = time.time() - t1
+                score = metrics["valid_NDCG@10"]
+                improved = score > best
+                best, stale = (score, 0) if improved else (best, stale + 1)
+                metrics.update({"best_valid_NDCG@10": best, "stale_epochs": stale})
+                meta = model_meta(c, epoch, metrics)
+                if rank == 0 and improved:  # the weights just validated: the average, when there is one
+                    save_model(c["best_dir"], model, tokenizer, indexer.items, indexer.users, meta, tok_dir / "features.safetensors")
             with tempfile.TemporaryDirectory() as d:
                 checkpoint = None
-                if rank == 0:
-                    meta = model_meta(c, epoch, metrics)
+                if rank == 0:  # the live weights (training resumes from them) and the average beside them
                     save_model(d, model, tokenizer, indexer.items, indexer.users, meta, tok_dir / "features.safetensors")
+                    if averager is not None:
+                        averager.save(d)
                     state = {"epoch": epoch, "best": best, "stale": stale}
                     if c["dynamic"] and c["text_source"]:
                         state["item_x"] = item_x.tolist()
                     (Path(d) / "train_state.json").write_text(json.dumps(state))
-                    if improved:
-                        save_model(c["best_dir"], model, tokenizer, indexer.items, indexer.users, meta, tok_dir / "features.safetensors")
                     checkpoint = ray.train.Checkpoint.from_directory(d)
                     with open(c["history_path"], "a") as fh:  # the full per-epoch record (Ray keeps only retained checkpoints' metrics)
                         fh.write(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}) + "\n")
@@ -350,6 +364,21 @@ def ttds_worker(c: dict) -> None:
             break
         if over_time_budget(c, time.time() - run_start, epoch - start_epoch + 1):
             break
+
+
+def make_averager(model: TTDSModel, decay: float, saved: dict | None, rank: int) -> WeightAverage | None:
+    """optim.ema_decay > 0: the weight average (ttds.train.weight_average), continued from a
+    checkpoint's when it has a matching one; otherwise started from the live weights, said so."""
+    if decay <= 0:
+        return None
+    averager = WeightAverage(model, decay)
+    if saved is not None:
+        try:
+            averager.load_state(saved)
+        except ValueError as e:  # never end a long run over it: the average restarts, reported
+            if rank == 0:
+                print(f"optim.ema_decay: the checkpoint's weight average does not fit this model ({e}); it restarts from the live weights", flush=True)
+    return averager
 
 
 def model_meta(c: dict, epoch: int, metrics: dict) -> dict:
