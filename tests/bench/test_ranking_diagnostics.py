@@ -104,3 +104,25 @@ def test_hits_by_history_length_by_hand(synthetic_corpus):
     assert all(np.isfinite(v["NDCG@10"]) for v in d.values())  # survives a JSON round trip unchanged
     md = "\n".join(diagnostics_markdown({"x": ranking_diagnostics(table, corpus)}))
     assert "By history length" in md and "6-8 items" in md
+
+
+def test_empty_groups_are_null_not_nan(synthetic_corpus):
+    """A popularity bucket no held-out item falls in keeps its row with null figures, and lists
+    with no item at all give null slot shares: the diagnostics stay strict JSON and print '–'."""
+    import json
+
+    corpus = Corpus.open(synthetic_corpus)
+    uids, hists, targets = corpus.eval_arrays("test")
+    bucket = popularity_bucket_of_items(corpus.item_popularity())
+    top = bucket[targets] == 0  # only the users whose held-out item is among the 5% most bought
+    assert top.any() and not top.all()
+    lists = np.tile(np.arange(10), (int(top.sum()), 1))
+    d = ranking_diagnostics(per_user_table(uids[top], targets[top], [lists]), corpus)
+    assert d["by_popularity"]["top 5%"]["NDCG@10"] is not None
+    assert all(d["by_popularity"][b]["NDCG@10"] is None and d["by_popularity"][b]["HR@10"] is None for b in list(POPULARITY_BUCKETS)[1:])
+    json.dumps(d, allow_nan=False)
+    empty = ranking_diagnostics(per_user_table(uids[top], targets[top], [np.full_like(lists, -1)]), corpus)
+    assert empty["log_pop_recommended"] is None and all(v["slots"] is None for v in empty["by_popularity"].values())
+    json.dumps(empty, allow_nan=False)
+    md = "\n".join(diagnostics_markdown({"x": d, "empty": empty}))
+    assert "nan" not in md.lower() and "| – (" in md and "– (–)" in md

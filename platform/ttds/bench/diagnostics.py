@@ -15,6 +15,8 @@ every run writes (`ttds.eval.per_user`, column `top10`), show such effects direc
 - `by_popularity`: per bucket of held-out item popularity (items ranked by training count: the
   top 5% of the catalogue, 5-20%, 20-50%, the rest), the share of users whose held-out item is
   in it, their NDCG@10 and HR@10, and the share of all recommended slots spent on its items.
+  Every bucket is kept (its slot share means something even when no held-out item falls in
+  it); such a bucket's NDCG@10 / HR@10 are None (JSON null, "–" in the tables), never NaN.
   It says where a gap comes from: on Instruments (seen items excluded) TTDS trailed SASRec
   mostly on held-out items outside the top 5% (NDCG@10 .011 vs .034 in 5-20%), where it spent
   8% of its slots against SASRec's 14%.
@@ -60,8 +62,9 @@ def _hits_by_group(table: pd.DataFrame, group: np.ndarray, names) -> dict[str, d
         users = group == j
         out[name] = {
             "users": float(users.mean()),
-            "NDCG@10": float(table["NDCG@10"].to_numpy()[users].mean()) if users.any() else float("nan"),
-            "HR@10": float(table["HR@10"].to_numpy()[users].mean()) if users.any() else float("nan"),
+            # None (JSON null) for a group without users: NaN is not JSON, and "no users" is not a figure
+            "NDCG@10": float(table["NDCG@10"].to_numpy()[users].mean()) if users.any() else None,
+            "HR@10": float(table["HR@10"].to_numpy()[users].mean()) if users.any() else None,
         }
     return out
 
@@ -85,12 +88,12 @@ def ranking_diagnostics(table: pd.DataFrame, corpus: Corpus, split: str = "test"
     slots = bucket[ranked[filled]]
     by_pop = _hits_by_group(table, bucket[targets], POPULARITY_BUCKETS)
     for j, name in enumerate(POPULARITY_BUCKETS):
-        by_pop[name]["slots"] = float((slots == j).mean()) if len(slots) else float("nan")
+        by_pop[name]["slots"] = float((slots == j).mean()) if len(slots) else None
     lengths = np.array([len(history[int(u)]) for u in table["user_id"]])
     return {
         "seen_share": float(seen.sum() / max(filled.sum(), 1)),
         "target_seen_share": float(np.mean([int(t) in set(history[int(u)].tolist()) for u, t in zip(table["user_id"], targets)])),
-        "log_pop_recommended": float(log_pop[ranked[filled]].mean()) if filled.any() else float("nan"),
+        "log_pop_recommended": float(log_pop[ranked[filled]].mean()) if filled.any() else None,
         "log_pop_target": float(log_pop[targets].mean()),
         "coverage": float(len(np.unique(ranked[filled])) / max(corpus.n_items, 1)),
         "by_popularity": by_pop,

@@ -32,6 +32,10 @@ def _fmt(v, digits: int = 4) -> str:
     return f"{v:.{digits}f}"
 
 
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
 def best_per_column(systems: dict[str, dict]) -> dict[str, float]:
     return {k: max(s[k] for s in systems.values()) for k in METRICS if systems}
 
@@ -106,7 +110,7 @@ def diagnostics_markdown(diag: dict) -> list[str]:
            "| system | seen items in top 10 | held-out item seen | log pop recommended | log pop held-out | coverage |",
            "|---|---|---|---|---|---|"]
     for n, d in rows.items():
-        out.append(f"| `{n}` | {100 * d['seen_share']:.1f}% | {100 * d['target_seen_share']:.1f}% | {d['log_pop_recommended']:.2f} "
+        out.append(f"| `{n}` | {100 * d['seen_share']:.1f}% | {100 * d['target_seen_share']:.1f}% | {_fmt(d['log_pop_recommended'], 2)} "
                    f"| {d['log_pop_target']:.2f} | {100 * d['coverage']:.1f}% |")
     return (out + _by_popularity_markdown({n: d["by_popularity"] for n, d in rows.items() if "by_popularity" in d})
             + _by_history_markdown({n: d["by_history"] for n, d in rows.items() if "by_history" in d}))
@@ -123,7 +127,7 @@ def _by_popularity_markdown(rows: dict) -> list[str]:
            "| system | " + " | ".join(f"{b} of items ({100 * users[b]['users']:.0f}% of users)" for b in buckets) + " |",
            "|---|" + "---|" * len(buckets)]
     for n, d in rows.items():
-        out.append(f"| `{n}` | " + " | ".join(f"{d[b]['NDCG@10']:.4f} ({100 * d[b]['slots']:.1f}%)" for b in buckets) + " |")
+        out.append(f"| `{n}` | " + " | ".join(f"{_fmt(d[b]['NDCG@10'])} ({_pct(d[b]['slots'])})" for b in buckets) + " |")
     return out
 
 
