@@ -141,3 +141,49 @@ def test_sasrec_ray_train_beats_popularity_and_resumes(ray_session, synthetic_co
     assert more["valid_NDCG@10"] >= res["valid_NDCG@10"]
     scales = [h["lr_scale"] for h in more["history"]]
     assert scales[:8] == [1.0] * 8 and 1.0 > scales[8] > scales[9] and abs(scales[9] - 0.1) < 1e-9, scales
+
+
+def test_weight_average_is_what_validation_scores_and_a_resume_continues_it(ray_session, synthetic_corpus, tmp_path):
+    """ema_decay > 0: the reported validation figure is the averaged weights' (not the live
+    ones'), checkpoints keep both, and a resumed run continues the average rather than restarting it."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from ttds.baselines.seqmodel_worker import CKPT_NAME, build_model, evaluate_ranks
+    from ttds.train import checkpoint as ckpt_io
+    from ttds.train.launch import latest_checkpoint
+    from ttds.train.weight_average import WEIGHT_AVERAGE_FILE
+
+    train = TrainConfig(num_workers=1, cpus_per_worker=0.5)
+    cfg = {"epochs": 2, "patience": 100, "batch_size": 32, "lr": 5e-3, "hidden": 32, "ema_decay": 0.9}
+    out = tmp_path / "sasrec"
+    with pytest.raises(ValueError, match="ema_decay=1.0"):  # refused before any worker starts
+        train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "bad", {**cfg, "ema_decay": 1.0}, train)
+
+    def last_checkpoint():
+        d = Path(latest_checkpoint(out / "ray_train").path)
+        tensors, state = ckpt_io.load_state(d, CKPT_NAME)
+        return tensors, state, load_file(str(d / WEIGHT_AVERAGE_FILE))
+
+    res = train_and_evaluate("sasrec", synthetic_corpus, out, cfg, train)
+    tensors, state, average = last_checkpoint()
+    updates = int(average["__updates__"][0])
+    assert updates > 0 and updates % 2 == 0  # one per step, two equal epochs
+
+    _, hists, targets = Corpus.open(synthetic_corpus).eval_arrays("valid")
+
+    def valid_ndcg(weights: dict) -> float:
+        m = build_model("sasrec", state["model_config"], int(state["n_items"]))
+        m.load_state_dict(weights, strict=False)
+        return evaluate_ranks(m, hists, targets).result()["NDCG@10"]
+
+    live = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    averaged = {**live, **{k: v for k, v in average.items() if k != "__updates__"}}
+    assert any(not torch.equal(live[k], averaged[k]) for k in live)  # the checkpoint's model is the live one
+    assert valid_ndcg(averaged) == pytest.approx(res["history"][-1]["valid_NDCG@10"], abs=1e-9)  # what validation scored
+
+    more = train_and_evaluate("sasrec", synthetic_corpus, out, {**cfg, "epochs": 3}, train)
+    assert more["resumed_from_epoch"] == 1
+    _, _, average = last_checkpoint()
+    assert int(average["__updates__"][0]) == updates // 2 * 3  # continued: one more epoch of steps

@@ -39,6 +39,7 @@ class GRU4RecConfig:
     time_budget_s: float = 0.0  # stop before an epoch that would end past this much training time (0 = none)
     lr_schedule: str = "constant"  # constant | cosine (per epoch to lr * min_lr_ratio in the last of `epochs`; ttds.train.lr_schedule)
     min_lr_ratio: float = 0.1
+    ema_decay: float = 0.0  # >0: validate and keep an exponential moving average of the weights (ttds.train.weight_average)
 
 
 def _shift_rows(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,7 @@ class SASRecConfig:
     time_budget_s: float = 0.0  # stop before an epoch that would end past this much training time (0 = none)
     lr_schedule: str = "constant"  # constant | cosine (per epoch to lr * min_lr_ratio in the last of `epochs`; ttds.train.lr_schedule)
     min_lr_ratio: float = 0.1
+    ema_decay: float = 0.0  # >0: validate and keep an exponential moving average of the weights (ttds.train.weight_average)
 
 
 def left_pad(seqs: Sequence[Sequence[int]] | np.ndarray, length: int, pad_id: int, trim: bool = True) -> torch.Tensor:

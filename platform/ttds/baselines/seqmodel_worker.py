@@ -8,7 +8,8 @@ decision (ranks that disagree on when to stop would hang each other's collective
 
 Every checkpoint holds the current weights + optimizer state (to resume) AND the best weights
 so far (to evaluate), so the newest checkpoint alone answers both questions whatever Ray's
-retention keeps.
+retention keeps. With `ema_decay` > 0 the best weights are the weight average's
+(`ttds.train.weight_average`, as in the TTDS job), which is what validation scores.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import resource
 import tempfile
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from ttds.eval.metrics import MetricAccumulator
 from ttds.runtime import set_loopback_env
 from ttds.train import checkpoint as ckpt_io
 from ttds.train.lr_schedule import lr_factor
+from ttds.train.weight_average import WeightAverage, read_weight_average
 
 __all__ = ["MODELS", "build_model", "evaluate_ranks", "load_best", "seq_worker"]
 
@@ -157,10 +160,12 @@ def seq_worker(config: dict[str, Any]) -> None:
     # of retained checkpoints (the last `keep_checkpoints`), and a resume must not lose it.
     state: dict[str, Any] = {"epoch": -1, "best_epoch": -1, "best_score": -1.0, "bad_epochs": 0, "history": []}
     best = _prefixed("best", model.state_dict())
+    saved_average = None
     resume = ray.train.get_checkpoint()
     if resume is not None:
         with resume.as_directory() as d:
             tensors, saved = ckpt_io.load_state(d, CKPT_NAME)
+            saved_average = read_weight_average(d)
         model.load_state_dict(_strip("model", tensors))
         opt.load_state_dict(_unflat_optimizer(tensors, saved["optimizer"]))
         best = {k: v for k, v in tensors.items() if k.startswith("best.")}
@@ -170,6 +175,10 @@ def seq_worker(config: dict[str, Any]) -> None:
 
     ddp = prepare_model(model)  # moves the model to this worker's GPU when the run has one
     device = get_device()
+    # ema_decay > 0: validate and keep an average of the weights (made after the model moved to its device)
+    averager = WeightAverage(model, float(mc["ema_decay"])) if mc.get("ema_decay", 0.0) > 0 else None
+    if averager is not None and saved_average is not None:
+        averager.load_state(saved_average)
     pad = model.pad_id
     shard = ray.train.get_dataset_shard("train")
     valid_hist, valid_tgt = _valid_slice(config["corpus_dir"], rank, world)
@@ -196,11 +205,15 @@ def seq_worker(config: dict[str, Any]) -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if averager is not None:
+                averager.update()
             loss_sum += float(loss.detach()) * n
             n_pred += n
         train_s = time.perf_counter() - t0
 
-        acc = evaluate_ranks(model, valid_hist, valid_tgt, config.get("exclude_seen", False))
+        with averager.swapped_in() if averager is not None else nullcontext():
+            acc = evaluate_ranks(model, valid_hist, valid_tgt, config.get("exclude_seen", False))
+            averaged = _prefixed("best", model.state_dict()) if averager is not None else None
         keys = acc.keys()
         summed = _all_reduce([loss_sum, n_pred, acc.count] + [acc.sums[k] for k in keys])
         loss_sum, n_pred = summed[0], summed[1]
@@ -214,7 +227,7 @@ def seq_worker(config: dict[str, Any]) -> None:
         score = valid["NDCG@10"]
         if score > state["best_score"]:
             state.update(best_epoch=epoch, best_score=score, bad_epochs=0)
-            best = _prefixed("best", model.state_dict())
+            best = averaged if averaged is not None else _prefixed("best", model.state_dict())
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
@@ -243,6 +256,8 @@ def seq_worker(config: dict[str, Any]) -> None:
                     "optimizer": opt_meta,
                 }
                 ckpt_io.save_state(d, tensors, saved, CKPT_NAME)
+                if averager is not None:
+                    averager.save(d)
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
         if state["bad_epochs"] >= mc["patience"]:

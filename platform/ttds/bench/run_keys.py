@@ -44,6 +44,7 @@ BEFORE_ADDED: dict[str, Any] = {
     "backbone.item_embedding": "none",  # prompts carried the code tokens only
     "loss.label_smoothing": 0.0,
     "eval.exclude_seen": False,  # every item was ranked
+    "optim.ema_decay": 0.0,  # the live weights were validated and kept
 }
 
 
