@@ -117,10 +117,13 @@ def test_models_learn_planted_transitions_in_process(name, synthetic_corpus):
 
 
 def test_sasrec_ray_train_beats_popularity_and_resumes(ray_session, synthetic_corpus, tmp_path):
+    """Trained with the weight average on (ema_decay), which a resume continues (_check_weight_average)."""
     train = TrainConfig(num_workers=2, cpus_per_worker=0.5)
-    cfg = {"epochs": 8, "patience": 100, "batch_size": 32, "lr": 5e-3, "hidden": 32}
+    cfg = {"epochs": 8, "patience": 100, "batch_size": 32, "lr": 5e-3, "hidden": 32, "ema_decay": 0.5}  # a short average: ~5 steps per epoch here
     with pytest.raises(ValueError, match="lr_schedule"):  # refused before any worker starts
         train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "bad", {**cfg, "lr_schedule": "linear"}, train)
+    with pytest.raises(ValueError, match="ema_decay=1.0"):
+        train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "bad", {**cfg, "ema_decay": 1.0}, train)
     pop = train_and_evaluate("popularity", synthetic_corpus, tmp_path / "pop")
     res = train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "sasrec", cfg, train)
     # 300 users, 10 planted cluster transitions: measured NDCG@10 ~.40-.45 vs popularity .10
@@ -130,6 +133,8 @@ def test_sasrec_ray_train_beats_popularity_and_resumes(ray_session, synthetic_co
     assert res["valid_NDCG@10"] == max(h["valid_NDCG@10"] for h in res["history"])
     assert res["examples_per_s"] > 0 and res["peak_rss_mb"] > 0 and res["wall_s"] > 0
     assert (tmp_path / "sasrec" / "metrics.json").exists() and (tmp_path / "sasrec" / "model.safetensors").exists()
+    updates = _check_weight_average(tmp_path / "sasrec", synthetic_corpus, res["history"][-1]["valid_NDCG@10"])
+    assert updates % 8 == 0  # one per step, 8 equal epochs
 
     # the same folder with more epochs continues from the saved epoch instead of restarting
     # (with a cosine schedule from here on: it depends on the epoch number alone, so it applies
@@ -141,11 +146,13 @@ def test_sasrec_ray_train_beats_popularity_and_resumes(ray_session, synthetic_co
     assert more["valid_NDCG@10"] >= res["valid_NDCG@10"]
     scales = [h["lr_scale"] for h in more["history"]]
     assert scales[:8] == [1.0] * 8 and 1.0 > scales[8] > scales[9] and abs(scales[9] - 0.1) < 1e-9, scales
+    assert _check_weight_average(tmp_path / "sasrec", synthetic_corpus, more["history"][-1]["valid_NDCG@10"]) == updates // 8 * 10  # continued
 
 
-def test_weight_average_is_what_validation_scores_and_a_resume_continues_it(ray_session, synthetic_corpus, tmp_path):
-    """ema_decay > 0: the reported validation figure is the averaged weights' (not the live
-    ones'), checkpoints keep both, and a resumed run continues the average rather than restarting it."""
+def _check_weight_average(out, corpus_dir, reported_valid_ndcg: float) -> int:
+    """The newest checkpoint keeps the live weights and the average beside them, and the
+    validation figure reported for its epoch is the average's, not the live weights'.
+    Returns the average's update count."""
     from pathlib import Path
 
     from safetensors.torch import load_file
@@ -155,35 +162,14 @@ def test_weight_average_is_what_validation_scores_and_a_resume_continues_it(ray_
     from ttds.train.launch import latest_checkpoint
     from ttds.train.weight_average import WEIGHT_AVERAGE_FILE
 
-    train = TrainConfig(num_workers=1, cpus_per_worker=0.5)
-    cfg = {"epochs": 2, "patience": 100, "batch_size": 32, "lr": 5e-3, "hidden": 32, "ema_decay": 0.9}
-    out = tmp_path / "sasrec"
-    with pytest.raises(ValueError, match="ema_decay=1.0"):  # refused before any worker starts
-        train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "bad", {**cfg, "ema_decay": 1.0}, train)
-
-    def last_checkpoint():
-        d = Path(latest_checkpoint(out / "ray_train").path)
-        tensors, state = ckpt_io.load_state(d, CKPT_NAME)
-        return tensors, state, load_file(str(d / WEIGHT_AVERAGE_FILE))
-
-    res = train_and_evaluate("sasrec", synthetic_corpus, out, cfg, train)
-    tensors, state, average = last_checkpoint()
-    updates = int(average["__updates__"][0])
-    assert updates > 0 and updates % 2 == 0  # one per step, two equal epochs
-
-    _, hists, targets = Corpus.open(synthetic_corpus).eval_arrays("valid")
-
-    def valid_ndcg(weights: dict) -> float:
-        m = build_model("sasrec", state["model_config"], int(state["n_items"]))
-        m.load_state_dict(weights, strict=False)
-        return evaluate_ranks(m, hists, targets).result()["NDCG@10"]
-
+    d = Path(latest_checkpoint(out / "ray_train").path)
+    tensors, state = ckpt_io.load_state(d, CKPT_NAME)
+    average = load_file(str(d / WEIGHT_AVERAGE_FILE))
     live = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     averaged = {**live, **{k: v for k, v in average.items() if k != "__updates__"}}
     assert any(not torch.equal(live[k], averaged[k]) for k in live)  # the checkpoint's model is the live one
-    assert valid_ndcg(averaged) == pytest.approx(res["history"][-1]["valid_NDCG@10"], abs=1e-9)  # what validation scored
-
-    more = train_and_evaluate("sasrec", synthetic_corpus, out, {**cfg, "epochs": 3}, train)
-    assert more["resumed_from_epoch"] == 1
-    _, _, average = last_checkpoint()
-    assert int(average["__updates__"][0]) == updates // 2 * 3  # continued: one more epoch of steps
+    model = build_model("sasrec", state["model_config"], int(state["n_items"]))
+    model.load_state_dict(averaged)
+    _, hists, targets = Corpus.open(corpus_dir).eval_arrays("valid")
+    assert evaluate_ranks(model, hists, targets).result()["NDCG@10"] == pytest.approx(reported_valid_ndcg, abs=1e-9)
+    return int(average["__updates__"][0])
