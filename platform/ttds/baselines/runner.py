@@ -80,8 +80,9 @@ def _train_neural(
     from ttds.train.lr_schedule import schedule_problem
 
     problem = schedule_problem(cfg.lr_schedule, f"{name}: lr_schedule")
-    if not 0.0 <= cfg.ema_decay < 1.0:
-        problem = f"{name}: ema_decay={cfg.ema_decay}: expected a value in [0, 1) (0 = no weight average)"
+    from ttds.train.weight_average import decay_problem
+
+    problem = problem or decay_problem(cfg.ema_decay, f"{name}: ema_decay")
     if problem:  # before any data is read or worker started
         raise ValueError(problem)
     mc = to_dict(cfg)

@@ -29,7 +29,7 @@ from ttds.eval.metrics import MetricAccumulator
 from ttds.runtime import set_loopback_env
 from ttds.train import checkpoint as ckpt_io
 from ttds.train.lr_schedule import lr_factor
-from ttds.train.weight_average import WeightAverage, read_weight_average
+from ttds.train.weight_average import read_weight_average, start_average
 
 __all__ = ["MODELS", "build_model", "evaluate_ranks", "load_best", "seq_worker"]
 
@@ -176,9 +176,7 @@ def seq_worker(config: dict[str, Any]) -> None:
     ddp = prepare_model(model)  # moves the model to this worker's GPU when the run has one
     device = get_device()
     # ema_decay > 0: validate and keep an average of the weights (made after the model moved to its device)
-    averager = WeightAverage(model, float(mc["ema_decay"])) if mc.get("ema_decay", 0.0) > 0 else None
-    if averager is not None and saved_average is not None:
-        averager.load_state(saved_average)
+    averager = start_average(model, float(mc.get("ema_decay", 0.0)), saved_average, say=print if rank == 0 else (lambda _: None))
     pad = model.pad_id
     shard = ray.train.get_dataset_shard("train")
     valid_hist, valid_tgt = _valid_slice(config["corpus_dir"], rank, world)

@@ -92,8 +92,11 @@ def check_config(cfg: TTDSJobConfig) -> None:
     problems += [p for p in [schedule_problem(cfg.optim.lr_schedule)] if p]
     if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
         problems.append(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio}: expected a value in [0, 1]")
-    if not 0.0 <= cfg.optim.ema_decay < 1.0:
-        problems.append(f"optim.ema_decay={cfg.optim.ema_decay}: expected a value in [0, 1) (0 = no weight average)")
+    from ttds.train.weight_average import decay_problem
+
+    ema_problem = decay_problem(cfg.optim.ema_decay, "optim.ema_decay")
+    if ema_problem:
+        problems.append(ema_problem)
     elif cfg.optim.ema_decay > 0 and cfg.train.zero_stage >= 3:
         problems.append("optim.ema_decay > 0 needs train.zero_stage <= 2 (ZeRO-3 partitions the weights it averages)")
     if not 0.0 <= cfg.backbone.dropout < 1.0:

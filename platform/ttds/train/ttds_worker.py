@@ -37,7 +37,7 @@ from ttds.runtime import set_loopback_env
 from ttds.train import deepspeed_utils as dsu
 from ttds.train.launch import starting_checkpoint
 from ttds.train.lr_schedule import lr_factor
-from ttds.train.weight_average import WeightAverage, read_weight_average
+from ttds.train.weight_average import read_weight_average, start_average
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def ttds_worker(c: dict) -> None:
         import deepspeed
 
         deepspeed.zero.register_external_parameter(model.item_embedding, model.item_head.weight)
-    averager = make_averager(model, float(c.get("ema_decay", 0.0)), saved_average, rank)
+    averager = start_average(model, float(c.get("ema_decay", 0.0)), saved_average, say=print if rank == 0 else (lambda _: None))
     base_lrs = [g["lr"] for g in engine.optimizer.param_groups]  # body, rest, towers (optim.lr_schedule scales them)
     shard = ray.train.get_dataset_shard("train")
     alpha = c["alpha"] if c["dmvae"] else 0.0
@@ -364,21 +364,6 @@ def ttds_worker(c: dict) -> None:
             break
         if over_time_budget(c, time.time() - run_start, epoch - start_epoch + 1):
             break
-
-
-def make_averager(model: TTDSModel, decay: float, saved: dict | None, rank: int) -> WeightAverage | None:
-    """optim.ema_decay > 0: the weight average (ttds.train.weight_average), continued from a
-    checkpoint's when it has a matching one; otherwise started from the live weights, said so."""
-    if decay <= 0:
-        return None
-    averager = WeightAverage(model, decay)
-    if saved is not None:
-        try:
-            averager.load_state(saved)
-        except ValueError as e:  # never end a long run over it: the average restarts, reported
-            if rank == 0:
-                print(f"optim.ema_decay: the checkpoint's weight average does not fit this model ({e}); it restarts from the live weights", flush=True)
-    return averager
 
 
 def model_meta(c: dict, epoch: int, metrics: dict) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["WeightAverage", "WEIGHT_AVERAGE_FILE", "read_weight_average"]
+__all__ = ["WeightAverage", "WEIGHT_AVERAGE_FILE", "decay_problem", "read_weight_average", "start_average"]
 
 WEIGHT_AVERAGE_FILE = "weight_average.safetensors"
 
@@ -90,3 +90,25 @@ def read_weight_average(directory: str | Path) -> dict[str, torch.Tensor] | None
 
     path = Path(directory) / WEIGHT_AVERAGE_FILE
     return load_file(str(path)) if path.exists() else None
+
+
+def decay_problem(decay: float, where: str) -> str | None:
+    """What is wrong with a configured decay (checked before any work starts), or None."""
+    if not 0.0 <= decay < 1.0:
+        return f"{where}={decay}: expected a value in [0, 1) (0 = no weight average)"
+    return None
+
+
+def start_average(model: nn.Module, decay: float, saved: dict[str, torch.Tensor] | None, say=print) -> WeightAverage | None:
+    """The average a trainer keeps (None when decay is 0), continued from `saved` (a checkpoint's,
+    from `read_weight_average`) when it fits the model; otherwise it starts from the live weights
+    and `say`s why, never ending a long run over it."""
+    if decay <= 0:
+        return None
+    average = WeightAverage(model, decay)
+    if saved is not None:
+        try:
+            average.load_state(saved)
+        except ValueError as e:
+            say(f"the checkpoint's weight average does not fit this model ({e}); it restarts from the live weights")
+    return average
