@@ -153,6 +153,10 @@ class OptimConfig:
     # step; ~1/(1 - decay) steps averaged) while training steps the live ones (ttds.train.weight_average).
     # 0 = off. ZeRO stage 1/2 only.
     ema_decay: float = 0.0
+    # >0: the same average, its span given in epochs of steps instead (the decay is then
+    # 1 - 1/(ema_epochs x steps per epoch), from the training rows, batch size and workers).
+    # Set this or ema_decay, not both.
+    ema_epochs: float = 0.0
 
 
 @dataclass

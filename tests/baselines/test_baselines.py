@@ -3,6 +3,7 @@ planted transitions (and beats popularity by a wide margin), and resume from a c
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -117,13 +118,16 @@ def test_models_learn_planted_transitions_in_process(name, synthetic_corpus):
 
 
 def test_sasrec_ray_train_beats_popularity_and_resumes(ray_session, synthetic_corpus, tmp_path):
-    """Trained with the weight average on (ema_decay), which a resume continues (_check_weight_average)."""
+    """Trained with the weight average on (ema_epochs), which a resume continues (_check_weight_average)."""
     train = TrainConfig(num_workers=2, cpus_per_worker=0.5)
-    cfg = {"epochs": 8, "patience": 100, "batch_size": 32, "lr": 5e-3, "hidden": 32, "ema_decay": 0.5}  # a short average: ~5 steps per epoch here
+    # a short average: 300 users over 2 workers in batches of 32 = 5 steps per epoch, 0.4 epochs = 2 steps (decay .5)
+    cfg = {"epochs": 8, "patience": 100, "batch_size": 32, "lr": 5e-3, "hidden": 32, "ema_epochs": 0.4}
     with pytest.raises(ValueError, match="lr_schedule"):  # refused before any worker starts
         train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "bad", {**cfg, "lr_schedule": "linear"}, train)
     with pytest.raises(ValueError, match="ema_decay=1.0"):
-        train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "bad", {**cfg, "ema_decay": 1.0}, train)
+        train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "bad", {**cfg, "ema_epochs": 0, "ema_decay": 1.0}, train)
+    with pytest.raises(ValueError, match="not both"):
+        train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "bad", {**cfg, "ema_decay": 0.5}, train)
     pop = train_and_evaluate("popularity", synthetic_corpus, tmp_path / "pop")
     res = train_and_evaluate("sasrec", synthetic_corpus, tmp_path / "sasrec", cfg, train)
     # 300 users, 10 planted cluster transitions: measured NDCG@10 ~.40-.45 vs popularity .10
@@ -135,6 +139,8 @@ def test_sasrec_ray_train_beats_popularity_and_resumes(ray_session, synthetic_co
     assert (tmp_path / "sasrec" / "metrics.json").exists() and (tmp_path / "sasrec" / "model.safetensors").exists()
     updates = _check_weight_average(tmp_path / "sasrec", synthetic_corpus, res["history"][-1]["valid_NDCG@10"])
     assert updates % 8 == 0  # one per step, 8 equal epochs
+    decay = json.loads((tmp_path / "sasrec" / "model.json").read_text())["model_config"]["ema_decay"]
+    assert decay == pytest.approx(1 - 1 / (0.4 * (updates // 8)), abs=1e-12)  # the span was set from the steps each worker took
 
     # the same folder with more epochs continues from the saved epoch instead of restarting
     # (with a cosine schedule from here on: it depends on the epoch number alone, so it applies

@@ -53,11 +53,11 @@ def test_ttds_beats_popularity_then_resumes(ray_session, synthetic_corpus, tmp_p
 
     # resume: the same output folder with more epochs continues after the last checkpoint
     # (the resumed epoch also turns on the opt-in regularisers: their hooks and loss inside Ray Train + DeepSpeed)
-    # (and the weight average, optim.ema_decay, which starts from the live weights it resumes with)
+    # (and the weight average over one epoch of steps, optim.ema_epochs, which starts from the live weights it resumes with)
     m2 = train_ttds(tiny_config(synthetic_corpus, out, epochs=4, extra=["--optim.lr_schedule=cosine", "--backbone.dropout=0.1", "--loss.label_smoothing=0.1",
-                                                                        "--optim.ema_decay=0.9"]))
+                                                                        "--optim.ema_epochs=1"]))
     assert [h["epoch"] for h in m2["history"]] == [0, 1, 2, 3]  # epochs 0-2 were not run again
-    _check_weight_average(out, m2["history"])
+    _check_weight_average(out, m2)
     # smoothing spreads 10% of the target mass over the whole vocabulary: the smoothed loss is far above the plain one
     assert m2["history"][3]["llm_loss"] > m2["history"][2]["llm_loss"] + 0.1, [h["llm_loss"] for h in m2["history"]]
     meta = json.loads((out / "model" / "ttds.json").read_text())
@@ -65,20 +65,26 @@ def test_ttds_beats_popularity_then_resumes(ray_session, synthetic_corpus, tmp_p
     assert meta["next_item_user_id"] is False  # default: next-item prompts carry no user ID (it leaks targets)
 
 
-def _check_weight_average(out, history):
+def _check_weight_average(out, metrics):
     """The averaged epoch validates both weights, selects by the average, and its checkpoint
-    holds the live weights with the average beside them (what a resumed run continues)."""
+    holds the live weights with the average beside them (what a resumed run continues).
+    optim.ema_epochs=1 set the decay from the steps the worker really took in that epoch."""
+    import pyarrow.parquet as pq
     import torch
     from safetensors.torch import load_file
 
     from ttds.train.weight_average import WEIGHT_AVERAGE_FILE
 
+    history = metrics["history"]
     assert "valid_live_NDCG@10" not in history[2] and 0.0 <= history[3]["valid_live_NDCG@10"] <= 1.0
     saved = list((out / "ray_train").rglob(WEIGHT_AVERAGE_FILE))
     assert len(saved) == 1, saved  # only epoch 3 trained with the average
     average = load_file(str(saved[0]))
     live = load_file(str(saved[0].parent / "id_head.safetensors"))
-    assert int(average["__updates__"][0]) > 0
+    steps = int(average["__updates__"][0])  # the average started at epoch 3: one update per step of it
+    rows = pq.ParquetFile(out / "data" / "task_rows.parquet").metadata.num_rows
+    assert steps == -(-rows // 32) > 1, (steps, rows)  # one worker, batches of 32
+    assert abs(metrics["weight_average_decay"] - (1 - 1 / steps)) < 1e-12, (metrics["weight_average_decay"], steps)
     assert average["id_head.weight"].shape == live["weight"].shape
     assert not torch.equal(average["id_head.weight"], live["weight"])  # the checkpoint's model is the live weights
 

@@ -1,4 +1,4 @@
-"""The weight average (optim.ema_decay): its arithmetic, the swap, and its checkpoint round trip."""
+"""The weight average (optim.ema_decay / ema_epochs): its arithmetic, the swap, and its checkpoint round trip."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ttds.train.weight_average import WeightAverage, read_weight_average
+from ttds.train.weight_average import WeightAverage, decay_for_epochs, read_weight_average, steps_per_epoch
 
 
 def _model() -> nn.Module:
@@ -82,3 +82,20 @@ def test_bad_decay_and_zero3_are_refused_before_work(synthetic_corpus, tmp_path)
     with pytest.raises(ValueError, match="needs train.zero_stage <= 2"):
         check_config(tiny_config(synthetic_corpus, tmp_path, 1, ["--optim.ema_decay=0.99", "--train.zero_stage=3"]))
     check_config(tiny_config(synthetic_corpus, tmp_path, 1, ["--optim.ema_decay=0.99"]))
+    with pytest.raises(ValueError, match="set ema_decay or ema_epochs, not both"):
+        check_config(tiny_config(synthetic_corpus, tmp_path, 1, ["--optim.ema_decay=0.99", "--optim.ema_epochs=1"]))
+    with pytest.raises(ValueError, match=r"optim.ema_epochs=-1.0: expected a value >= 0"):
+        check_config(tiny_config(synthetic_corpus, tmp_path, 1, ["--optim.ema_epochs=-1"]))
+    with pytest.raises(ValueError, match="needs train.zero_stage <= 2"):
+        check_config(tiny_config(synthetic_corpus, tmp_path, 1, ["--optim.ema_epochs=1", "--train.zero_stage=3"]))
+    check_config(tiny_config(synthetic_corpus, tmp_path, 1, ["--optim.ema_epochs=0.5"]))
+
+
+def test_span_in_epochs_gives_the_decay_of_that_many_steps():
+    # Instruments TTDS: ~28.8k prompt rows in batches of 32 on one worker = 900 steps: the .999 measured by hand (1 - 1/900 = .99889)
+    assert steps_per_epoch(28_800, 32, 1) == 900 and abs(decay_for_epochs(1, 28_800, 32, 1) - (1 - 1 / 900)) < 1e-15
+    assert steps_per_epoch(28_801, 32, 1) == 901  # a last short batch is a step
+    assert steps_per_epoch(28_800, 32, 2) == 450  # each worker steps through its half
+    assert abs(decay_for_epochs(2, 24_772, 256, 1) - (1 - 1 / 194)) < 1e-15  # SASRec: 97 steps per epoch, two epochs
+    assert decay_for_epochs(0.5, 64, 32, 1) == 0.0  # a span of one step is the live weights: no average
+    assert decay_for_epochs(1, 10, 32, 4) == 0.0

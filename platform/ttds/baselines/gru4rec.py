@@ -40,6 +40,7 @@ class GRU4RecConfig:
     lr_schedule: str = "constant"  # constant | cosine (per epoch to lr * min_lr_ratio in the last of `epochs`; ttds.train.lr_schedule)
     min_lr_ratio: float = 0.1
     ema_decay: float = 0.0  # >0: validate and keep an exponential moving average of the weights (ttds.train.weight_average)
+    ema_epochs: float = 0.0  # >0: the same average over ~this many epochs of steps (sets the decay; not with ema_decay)
 
 
 def _shift_rows(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -80,9 +80,9 @@ def _train_neural(
     from ttds.train.lr_schedule import schedule_problem
 
     problem = schedule_problem(cfg.lr_schedule, f"{name}: lr_schedule")
-    from ttds.train.weight_average import decay_problem
+    from ttds.train.weight_average import decay_for_epochs, span_problem
 
-    problem = problem or decay_problem(cfg.ema_decay, f"{name}: ema_decay")
+    problem = problem or span_problem(cfg.ema_decay, cfg.ema_epochs, name)
     if problem:  # before any data is read or worker started
         raise ValueError(problem)
     mc = to_dict(cfg)
@@ -96,6 +96,9 @@ def _train_neural(
         # map every epoch cost 1.5-7 s per epoch on the shared 2-core box (measured), ~0 s
         # from the object store.
         train_ds = train_ds.materialize()
+    if cfg.ema_epochs > 0:  # the span in epochs as the per-step decay the workers use (kept in model.json)
+        mc["ema_decay"] = decay_for_epochs(cfg.ema_epochs, train_ds.count(), cfg.batch_size, train.num_workers)
+        print(f"{name}: ema_epochs={cfg.ema_epochs:g} -> weight average decay {mc['ema_decay']:.6f}", flush=True)
     run_name = _run_name(out, train.resume)
     # Ray Train v2 refuses `resume_from_checkpoint` and instead resumes by itself from the
     # snapshot in storage_path/name, so resuming = reusing the run name (see `_run_name`).

@@ -45,6 +45,7 @@ BEFORE_ADDED: dict[str, Any] = {
     "loss.label_smoothing": 0.0,
     "eval.exclude_seen": False,  # every item was ranked
     "optim.ema_decay": 0.0,  # the live weights were validated and kept
+    "optim.ema_epochs": 0.0,  # the average's span was given by ema_decay only
 }
 
 

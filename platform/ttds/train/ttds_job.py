@@ -92,13 +92,13 @@ def check_config(cfg: TTDSJobConfig) -> None:
     problems += [p for p in [schedule_problem(cfg.optim.lr_schedule)] if p]
     if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
         problems.append(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio}: expected a value in [0, 1]")
-    from ttds.train.weight_average import decay_problem
+    from ttds.train.weight_average import span_problem
 
-    ema_problem = decay_problem(cfg.optim.ema_decay, "optim.ema_decay")
+    ema_problem = span_problem(cfg.optim.ema_decay, cfg.optim.ema_epochs, "optim")
     if ema_problem:
         problems.append(ema_problem)
-    elif cfg.optim.ema_decay > 0 and cfg.train.zero_stage >= 3:
-        problems.append("optim.ema_decay > 0 needs train.zero_stage <= 2 (ZeRO-3 partitions the weights it averages)")
+    elif (cfg.optim.ema_decay > 0 or cfg.optim.ema_epochs > 0) and cfg.train.zero_stage >= 3:
+        problems.append("optim.ema_decay / ema_epochs > 0 needs train.zero_stage <= 2 (ZeRO-3 partitions the weights it averages)")
     if not 0.0 <= cfg.backbone.dropout < 1.0:
         problems.append(f"backbone.dropout={cfg.backbone.dropout}: expected a value in [0, 1)")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
@@ -200,6 +200,19 @@ def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) 
     }
 
 
+def ema_decay_from_epochs(cfg: TTDSJobConfig, rows: Path) -> float:
+    """optim.ema_epochs as the per-step decay the workers use (said in the log, kept in the result)."""
+    import pyarrow.parquet as pq
+
+    from ttds.train.weight_average import decay_for_epochs, steps_per_epoch
+
+    n_rows = pq.ParquetFile(rows).metadata.num_rows
+    steps = steps_per_epoch(n_rows, cfg.optim.batch_size, cfg.train.num_workers)
+    decay = decay_for_epochs(cfg.optim.ema_epochs, n_rows, cfg.optim.batch_size, cfg.train.num_workers)
+    log.info("optim.ema_epochs=%g: weight average decay %.6f (%d steps per epoch per worker)", cfg.optim.ema_epochs, decay, steps)
+    return decay
+
+
 def peak_rss_mb() -> float:
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -226,6 +239,8 @@ def train_ttds(cfg: TTDSJobConfig) -> dict:
     wc = worker_config(cfg, corpus, tok_dir, out)
     tasks = [t for t, r in wc["rates"].items() if r > 0]
     rows = write_task_rows(corpus, out / "data", tasks, cfg.data.max_history)
+    if cfg.optim.ema_epochs > 0:
+        wc["ema_decay"] = ema_decay_from_epochs(cfg, rows)
     ds = ray.data.read_parquet(str(rows))
     result = run_trainer(ttds_worker, wc, cfg.train, out, "ray_train", datasets={"train": ds}, score_attribute=None)
     if result.error:
@@ -246,6 +261,7 @@ def train_ttds(cfg: TTDSJobConfig) -> dict:
         "best_epoch": json.loads((out / "model" / "ttds.json").read_text())["epoch"],
         "wall_s": {"tokenizer": round(t_tok, 1), "train": round(t_train, 1), "test_eval": round(time.time() - t1, 1), "total": round(time.time() - t0, 1)},
         "peak_rss_mb": peak_rss_mb(),
+        "weight_average_decay": wc["ema_decay"],  # per step; from optim.ema_epochs when that is set
         "config": to_dict(cfg),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
