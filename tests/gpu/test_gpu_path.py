@@ -66,6 +66,48 @@ def test_faiss_index_moves_to_the_gpu():
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)]) > 0.95
 
 
+CUDA_ENGINE_SCRIPT = r"""
+import json, torch, torch.distributed as dist
+dist.init_process_group("nccl", rank=0, world_size=1)
+from ttds.train import deepspeed_utils as dsu
+out = {}
+for autocast in (False, True):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1)).cuda()
+    engine = dsu.initialize(model, lr=1e-2, stage=2, micro_batch=16, autocast=autocast)
+    y = engine(torch.randn(16, 64, device=engine.device))
+    engine.backward(y.float().pow(2).mean())
+    engine.step()
+    out[f"autocast_{autocast}"] = {"forward_dtype": str(y.dtype), "param_dtype": str(next(model.parameters()).dtype),
+                                   "device": y.device.type}
+print("RESULT " + json.dumps(out))
+"""
+
+
+@needs_cuda
+@pytest.mark.timeout(300)
+def test_deepspeed_engine_computes_in_bf16_on_cuda_with_fp32_master_weights():
+    """The CUDA half of tests/train/test_deepspeed_config.py: an autocast context around
+    engine(...) is switched off inside DeepSpeed on CUDA, so bf16 must come from the config."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
+           "DS_ACCELERATOR": "cuda"}
+    r = subprocess.run([sys.executable, "-c", CUDA_ENGINE_SCRIPT], capture_output=True, text=True, timeout=280, env=env)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert r.returncode == 0 and lines, r.stderr[-3000:]
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert out["autocast_False"] == {"forward_dtype": "torch.float32", "param_dtype": "torch.float32", "device": "cuda"}, out
+    assert out["autocast_True"] == {"forward_dtype": "torch.bfloat16", "param_dtype": "torch.float32", "device": "cuda"}, out
+
+
 FIGURES: dict[int, dict] = {}
 
 
