@@ -80,15 +80,18 @@ for autocast in (False, True):
     engine.step()
     out[f"autocast_{autocast}"] = {"forward_dtype": str(y.dtype), "param_dtype": str(next(model.parameters()).dtype),
                                    "device": y.device.type}
+from ttds.train.collectives import all_reduce_values, collective_device
+out["collectives"] = {"device": collective_device().type, "sum": all_reduce_values([1.0, 2.5]), "max": all_reduce_values([3.0], "max")}
 print("RESULT " + json.dumps(out))
 """
 
 
 @needs_cuda
 @pytest.mark.timeout(300)
-def test_deepspeed_engine_computes_in_bf16_on_cuda_with_fp32_master_weights():
-    """The CUDA half of tests/train/test_deepspeed_config.py: an autocast context around
-    engine(...) is switched off inside DeepSpeed on CUDA, so bf16 must come from the config."""
+def test_on_cuda_the_engine_computes_in_bf16_and_collectives_reduce_cuda_tensors():
+    """The CUDA half of tests/train/test_deepspeed_config.py and test_collectives.py: an autocast
+    context around engine(...) is switched off inside DeepSpeed on CUDA, so bf16 must come from
+    the config; NCCL reduces CUDA tensors only (a CPU one failed SASRec's epoch on an H200)."""
     import json
     import os
     import socket
@@ -106,6 +109,7 @@ def test_deepspeed_engine_computes_in_bf16_on_cuda_with_fp32_master_weights():
     out = json.loads(lines[-1][len("RESULT "):])
     assert out["autocast_False"] == {"forward_dtype": "torch.float32", "param_dtype": "torch.float32", "device": "cuda"}, out
     assert out["autocast_True"] == {"forward_dtype": "torch.bfloat16", "param_dtype": "torch.float32", "device": "cuda"}, out
+    assert out["collectives"] == {"device": "cuda", "sum": [1.0, 2.5], "max": [3.0]}, out
 
 
 FIGURES: dict[int, dict] = {}

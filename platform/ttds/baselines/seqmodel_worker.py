@@ -28,6 +28,7 @@ from ttds.baselines.sasrec import SASRec, SASRecConfig, SequentialRecommender, l
 from ttds.eval.metrics import MetricAccumulator
 from ttds.runtime import set_loopback_env
 from ttds.train import checkpoint as ckpt_io
+from ttds.train.collectives import all_reduce_values
 from ttds.train.lr_schedule import lr_factor
 from ttds.train.weight_average import read_weight_average, start_average
 
@@ -77,15 +78,6 @@ def evaluate_ranks(model: SequentialRecommender, histories, targets: np.ndarray,
     if len(histories):
         acc.update(top_k(model, histories, max(VALID_KS), exclude_seen), targets)
     return acc
-
-
-def _all_reduce(values: list[float], op: str = "sum") -> list[float]:
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
-    return t.tolist()
 
 
 def _flat_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -213,11 +205,11 @@ def seq_worker(config: dict[str, Any]) -> None:
             acc = evaluate_ranks(model, valid_hist, valid_tgt, config.get("exclude_seen", False))
             averaged = _prefixed("best", model.state_dict()) if averager is not None else None
         keys = acc.keys()
-        summed = _all_reduce([loss_sum, n_pred, acc.count] + [acc.sums[k] for k in keys])
+        summed = all_reduce_values([loss_sum, n_pred, acc.count] + [acc.sums[k] for k in keys])
         loss_sum, n_pred = summed[0], summed[1]
         total = MetricAccumulator(ks=VALID_KS, count=int(summed[2]), sums=dict(zip(keys, summed[3:])))
         valid = total.result()
-        slowest, rss, elapsed = _all_reduce(
+        slowest, rss, elapsed = all_reduce_values(
             [train_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, time.perf_counter() - run_start], "max"
         )
         epoch_s = elapsed / (epoch - state["resumed_from_epoch"])  # mean epoch time of this run

@@ -35,6 +35,7 @@ from ttds.llm.model_io import load_model, save_model
 from ttds.llm.prompts import PromptBuilder, TokenTable, left_pad, semantic_vocabulary
 from ttds.runtime import set_loopback_env
 from ttds.train import deepspeed_utils as dsu
+from ttds.train.collectives import all_reduce_values
 from ttds.train.launch import starting_checkpoint
 from ttds.train.lr_schedule import lr_factor
 from ttds.train.weight_average import read_weight_average, start_average
@@ -187,19 +188,16 @@ def _eval_slice(c: dict, corpus: Corpus, split: str, limit: int, rank: int, worl
 
 
 def validate(c, corpus, model, builder, trie, rank, world) -> dict:
-    import torch.distributed as dist
-
     uids, hists, targets = _eval_slice(c, corpus, "valid", c["eval"]["valid_users"], rank, world)
     beam = BeamConfig(beam_width=c["eval"]["beam_width"], top_k=c["eval"]["top_k"])
     item_head = model.item_head if c["eval"].get("rank_by", "beam") == "item_head" else None
     accs = evaluate_next_item(model.backbone, builder, trie, uids, hists, targets, [0], beam, c["max_history"], c["eval"]["batch_size"],
                               exclude_seen=bool(c["eval"].get("exclude_seen", False)), item_head=item_head)
     acc = accs[0]
-    if dist.is_initialized() and world > 1:
+    if world > 1:
         keys = sorted(acc.sums)
-        t = torch.tensor([acc.count] + [acc.sums[k] for k in keys], dtype=torch.float64)
-        dist.all_reduce(t)
-        acc = MetricAccumulator(ks=acc.ks, count=int(t[0]), sums={k: float(v) for k, v in zip(keys, t[1:].tolist())})
+        t = all_reduce_values([acc.count] + [acc.sums[k] for k in keys])
+        acc = MetricAccumulator(ks=acc.ks, count=int(t[0]), sums=dict(zip(keys, t[1:])))
     return {f"valid_{k}": v for k, v in acc.result().items()}
 
 
@@ -418,10 +416,5 @@ def over_time_budget(c: dict, elapsed_s: float, epochs_done: int) -> bool:
     budget = float(c.get("time_budget_s", 0.0) or 0.0)
     if budget <= 0:
         return False
-    import torch.distributed as dist
-
-    t = torch.tensor([elapsed_s], dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    elapsed = float(t[0])
+    elapsed = all_reduce_values([elapsed_s], "max")[0]
     return elapsed + elapsed / max(epochs_done, 1) > budget
