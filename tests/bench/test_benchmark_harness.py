@@ -329,6 +329,27 @@ def test_throughput_scaling_alternates_runs_and_keeps_each_best():
     assert res["all_examples_per_s"] == {"1_workers": [10.0, 12.0], "2_workers": [15.0, 26.0]}
 
 
+def test_one_gpu_measures_one_worker_and_says_why_not_two():
+    """Each GPU worker holds a whole GPU: a 2-worker run on a one-GPU machine would wait for a
+    second GPU forever, so only 1 worker is measured there and the report says why."""
+    from ttds.bench.harness import _note
+    from ttds.bench.perf import scaling, scaling_workers
+    from ttds.bench.report import perf_markdown
+
+    assert scaling_workers(False, 0) == ((1, 2), None)  # CPU workers share the machine
+    assert scaling_workers(True, 2) == ((1, 2), None)
+    workers, why = scaling_workers(True, 1)
+    assert workers == (1,) and "2 GPUs" in why and "has 1" in why
+    calls = []
+    res = scaling(lambda w: calls.append(w) or {"workers": w, "examples_per_s": 100.0 + len(calls)}, repeats=2, workers=workers)
+    assert calls == [1, 1] and res["1_worker"]["examples_per_s"] == 102.0
+    assert "2_workers" not in res and "ratio_2_over_1" not in res
+    _note(res, why, "one epoch")
+    assert res["note"] == f"one epoch; {why}"
+    text = "\n".join(perf_markdown({"train_throughput": {"sasrec": res}}))
+    assert "1 worker 102.0 examples/s, 2 workers not measured" in text and "2 GPUs" in text
+
+
 def test_id_scheme_table_from_tokenizer_metrics(tmp_path):
     from ttds.bench.report import index_markdown
 

@@ -365,6 +365,8 @@ class Harness:
 
     # -- perf
     def run_perf(self) -> dict:
+        import ray
+
         from ttds.bench import perf
 
         pdir = self.out / "perf"
@@ -375,6 +377,7 @@ class Harness:
                 **perf.benchmark_decoding(perf.SpeedConfig(n_items=self.cfg.perf_reference_items, repeats=self.cfg.perf_repeats)),
                 "items": self.cfg.perf_reference_items,
             })
+        workers, why_one = perf.scaling_workers(self.cfg.use_gpu, float(ray.cluster_resources().get("GPU", 0)))
         ttds_name = next((n for n in ("ttds", *self.ttds_cfgs) if n in self.ttds_cfgs), None)
         if ttds_name:
             tcfg = self.ttds_cfgs[ttds_name]
@@ -384,19 +387,17 @@ class Harness:
             tok_dir = Path(self.records[ttds_name]["detail"]["tokenizer_dir"])
             out["train_throughput"] = {ttds_name: _guard(lambda: perf.scaling(
                 lambda w: perf.ttds_throughput(tcfg, self.corpus, tok_dir, pdir / f"{ttds_name}_{w}w", w, self.cfg.perf_rows, self.cfg.cpus_per_worker),
-                self.cfg.perf_train_repeats,
+                self.cfg.perf_train_repeats, workers,
             ))}
-            sc = out["train_throughput"][ttds_name]
-            if "ratio_2_over_1" in sc:
-                sc["note"] = (f"first {self.cfg.perf_rows} task rows, one epoch, best of {self.cfg.perf_train_repeats} alternating runs; "
-                              "job rate = rank 0's rate x workers (equal shards, lock-step DeepSpeed steps)")
+            _note(out["train_throughput"][ttds_name], why_one, f"first {self.cfg.perf_rows} task rows, one epoch, best of {self.cfg.perf_train_repeats} "
+                  "alternating runs; job rate = rank 0's rate x workers (equal shards, lock-step DeepSpeed steps)")
         if "sasrec" in self.records:
             ov = self.seq_overrides(next(s for s in self.systems if s.name == "sasrec"))
             out.setdefault("train_throughput", {})["sasrec"] = _guard(lambda: perf.scaling(
-                lambda w: perf.seq_throughput("sasrec", self.corpus, pdir, w, ov, self.cfg.cpus_per_worker), self.cfg.perf_train_repeats))
-            sc = out["train_throughput"]["sasrec"]
-            if "ratio_2_over_1" in sc:
-                sc["note"] = f"one full epoch, best of {self.cfg.perf_train_repeats} alternating runs; examples = next-item predictions, all ranks"
+                lambda w: perf.seq_throughput("sasrec", self.corpus, pdir, w, ov, self.cfg.cpus_per_worker, self.cfg.use_gpu),
+                self.cfg.perf_train_repeats, workers))
+            _note(out["train_throughput"]["sasrec"], why_one,
+                  f"one full epoch, best of {self.cfg.perf_train_repeats} alternating runs; examples = next-item predictions, all ranks")
 
         out["test_eval"] = {n: r["detail"]["test_eval"] for n, r in self.records.items() if r["detail"].get("test_eval")}
         out["os_cpus"] = os.cpu_count()
@@ -474,6 +475,12 @@ class Harness:
         results, details = self.results(perf)
         paths = write_results(self.out, results, details, self.meta())
         return {"results": results, "details": details, "failures": dict(self.failures), "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _note(sc: dict, why_one: str | None, how: str) -> None:
+    """Say how a throughput figure was taken, and why it has no 2-worker run where it has none."""
+    if "error" not in sc:
+        sc["note"] = how + (f"; {why_one}" if why_one and "2_workers" not in sc else "")
 
 
 def _guard(fn) -> dict:

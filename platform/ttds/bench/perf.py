@@ -243,7 +243,7 @@ def ttds_throughput(cfg, corpus, tok_dir: Path, out: Path, workers: int, rows: i
     }
 
 
-def seq_throughput(name: str, corpus, out: Path, workers: int, overrides: dict, cpus_per_worker: float = 0.5) -> dict:
+def seq_throughput(name: str, corpus, out: Path, workers: int, overrides: dict, cpus_per_worker: float = 0.5, use_gpu: bool = False) -> dict:
     """Examples/s (next-item predictions, all ranks) of one SASRec/GRU4Rec epoch on `workers` workers."""
     from ttds.baselines import train_and_evaluate
     from ttds.train.launch import TrainConfig
@@ -253,20 +253,33 @@ def seq_throughput(name: str, corpus, out: Path, workers: int, overrides: dict, 
         shutil.rmtree(run_dir)
     res = train_and_evaluate(
         name, corpus.root, run_dir, {**overrides, "epochs": 1, "time_budget_s": 0.0},
-        TrainConfig(num_workers=workers, cpus_per_worker=cpus_per_worker, resume=False, max_failures=0),
+        TrainConfig(num_workers=workers, cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, resume=False, max_failures=0),
     )
     return {"workers": workers, "examples_per_s": round(float(res["examples_per_s"]), 2), "run_wall_s": round(float(res["wall_s"]), 1)}
 
 
-def scaling(run: Callable[[int], dict], repeats: int = 2) -> dict:
+def scaling_workers(use_gpu: bool, cluster_gpus: float) -> tuple[tuple[int, ...], str | None]:
+    """The worker counts the 1- vs 2-worker throughput can use here, and why one is left out.
+
+    Each GPU worker holds a whole GPU: on a one-GPU machine a 2-worker run would wait for a
+    second GPU forever (Ray Train keeps requesting the resources), so only 1 worker is measured."""
+    if use_gpu and cluster_gpus < 2:
+        return (1,), f"2 GPU workers need 2 GPUs; this Ray cluster has {cluster_gpus:g}"
+    return (1, 2), None
+
+
+def scaling(run: Callable[[int], dict], repeats: int = 2, workers: tuple[int, ...] = (1, 2)) -> dict:
     """1- vs 2-worker throughput: runs alternate (1, 2, 1, 2, ...) and each count keeps its best,
-    so a load spike from other processes does not land on one side only."""
-    runs: dict[int, list[dict]] = {1: [], 2: []}
+    so a load spike from other processes does not land on one side only. `workers=(1,)`: the
+    1-worker figure alone, no ratio (see `scaling_workers`)."""
+    runs: dict[int, list[dict]] = {w: [] for w in workers}
     for _ in range(max(1, repeats)):
-        for w in (1, 2):
+        for w in workers:
             runs[w].append(run(w))
-    one, two = (max(runs[w], key=lambda r: r["examples_per_s"]) for w in (1, 2))
-    return {
-        "1_worker": one, "2_workers": two, "ratio_2_over_1": round(two["examples_per_s"] / max(one["examples_per_s"], 1e-9), 3),
-        "all_examples_per_s": {f"{w}_workers": [r["examples_per_s"] for r in rs] for w, rs in runs.items()},
-    }
+    best = {w: max(rs, key=lambda r: r["examples_per_s"]) for w, rs in runs.items()}
+    out: dict = {"1_worker": best[1]}
+    if 2 in best:
+        out["2_workers"] = best[2]
+        out["ratio_2_over_1"] = round(best[2]["examples_per_s"] / max(best[1]["examples_per_s"], 1e-9), 3)
+    out["all_examples_per_s"] = {f"{w}_workers": [r["examples_per_s"] for r in rs] for w, rs in runs.items()}
+    return out

@@ -242,9 +242,10 @@ def perf_markdown(perf: dict) -> list[str]:
         if "error" in sc:
             out += [f"Training throughput `{name}`: not measured ({sc['error']}).", ""]
             continue
+        two = (f"2 workers {sc['2_workers']['examples_per_s']:.1f} examples/s; ratio 2/1 **{sc['ratio_2_over_1']:.2f}**" if "2_workers" in sc
+               else "2 workers not measured")
         out += [
-            f"Training throughput `{name}` (short run, Ray Train): 1 worker {sc['1_worker']['examples_per_s']:.1f} examples/s, "
-            f"2 workers {sc['2_workers']['examples_per_s']:.1f} examples/s; ratio 2/1 **{sc['ratio_2_over_1']:.2f}**"
+            f"Training throughput `{name}` (short run, Ray Train): 1 worker {sc['1_worker']['examples_per_s']:.1f} examples/s, {two}"
             + (f" ({sc['note']})" if sc.get("note") else "") + ".",
             "",
         ]
