@@ -94,21 +94,9 @@ def test_on_cuda_the_engine_computes_in_bf16_and_collectives_reduce_cuda_tensors
     """The CUDA half of tests/train/test_deepspeed_config.py and test_collectives.py: an autocast
     context around engine(...) is switched off inside DeepSpeed on CUDA, so bf16 must come from
     the config; NCCL reduces CUDA tensors only (a CPU one failed SASRec's epoch on an H200)."""
-    import json
-    import os
-    import socket
-    import subprocess
-    import sys
+    from single_rank import run_single_rank
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
-           "DS_ACCELERATOR": "cuda"}
-    r = subprocess.run([sys.executable, "-c", CUDA_ENGINE_SCRIPT], capture_output=True, text=True, timeout=280, env=env)
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert r.returncode == 0 and lines, r.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = run_single_rank(CUDA_ENGINE_SCRIPT, {"DS_ACCELERATOR": "cuda"})
     assert out["autocast_False"] == {"forward_dtype": "torch.float32", "param_dtype": "torch.float32", "device": "cuda"}, out
     assert out["autocast_True"] == {"forward_dtype": "torch.bfloat16", "param_dtype": "torch.float32", "device": "cuda"}, out
     assert out["collectives"] == {"device": "cuda", "sum": [1.0, 2.5], "max": [3.0]}, out

@@ -7,11 +7,11 @@ NCCL half, which needs CUDA tensors, is in tests/gpu/test_gpu_path.py.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
 import pytest
+from single_rank import free_port
 
 from ttds.train.collectives import all_reduce_values, collective_device
 
@@ -44,9 +44,7 @@ def test_without_a_process_group_the_values_come_back():
 
 @pytest.mark.timeout(120)
 def test_two_gloo_ranks_sum_and_max(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     script, out = tmp_path / "two_ranks.py", tmp_path / "out.json"
     script.write_text(TWO_RANKS)
     r = subprocess.run([sys.executable, str(script), str(port), str(out)], capture_output=True, text=True, timeout=110)

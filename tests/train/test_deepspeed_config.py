@@ -8,13 +8,10 @@ into the rest of the test session.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
+from single_rank import run_single_rank
 
 from ttds.train.deepspeed_utils import deepspeed_config
 
@@ -100,15 +97,7 @@ def test_offload_is_a_job_option():
 
 @pytest.mark.timeout(300)
 def test_zero2_and_zero3_offload_engines_step_on_cpu():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
-           "LOCAL_RANK": "0", "GLOO_SOCKET_IFNAME": "lo", "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu")}
-    r = subprocess.run([sys.executable, "-c", ENGINE_SCRIPT], capture_output=True, text=True, timeout=280, env=env)
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert r.returncode == 0 and lines, r.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = run_single_rank(ENGINE_SCRIPT, {"GLOO_SOCKET_IFNAME": "lo", "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu")})
     for stage in ("2", "3"):
         res = out[stage]
         assert res["finite"] and res["offload_optimizer"], res

@@ -480,7 +480,7 @@ class Harness:
 def _note(sc: dict, why_one: str | None, how: str) -> None:
     """Say how a throughput figure was taken, and why it has no 2-worker run where it has none."""
     if "error" not in sc:
-        sc["note"] = how + (f"; {why_one}" if why_one and "2_workers" not in sc else "")
+        sc["note"] = how + (f"; {why_one}" if why_one else "")
 
 
 def _guard(fn) -> dict:
