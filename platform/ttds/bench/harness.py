@@ -453,7 +453,7 @@ class Harness:
     def meta(self) -> dict:
         _, _, targets = self.corpus.eval_arrays("test")
         return {"items": self.corpus.n_items, "test_users": len(targets), "budget": self.budget_text(), "rss_method": self.rss.describe(),
-                "exclude_seen": self.cfg.exclude_seen,
+                "exclude_seen": self.cfg.exclude_seen, "train_seed": self.cfg.train_seed, "machine": machine(),
                 "failures": dict(self.failures)}
 
     def run(self) -> dict:

@@ -2,18 +2,34 @@
 
 results.json has exactly the issue's shape:
   {"dataset": ..., "systems": {name: {"HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "wall_s",
-   "peak_rss_mb", "config"}}, "perf": {...}}
-Everything else (validation figures, epochs, memory per process, histories) goes to
-details.json, so the table can say how each figure was obtained without changing that shape.
+   "peak_rss_mb", "config"}}, "perf": {...}, "run": {...}}
+where "run" (`provenance`) says which commit, machine and command produced the figures and
+under which protocol, so a document rendered from results.json alone (`ttds.bench.docs_report`,
+jobs/report.py) can cite them. Everything else (validation figures, epochs, memory per process,
+histories) goes to details.json, so the table can say how each figure was obtained without
+changing that shape.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["METRICS", "PAPER_INSTRUMENTS", "results_markdown", "write_chart", "write_results"]
+from ttds.bench.paired import paired_sentence, recipe_comparison, recipe_sentence
+from ttds.eval.per_user import read_per_user
+
+__all__ = ["METRICS", "PAPER_INSTRUMENTS", "README_BEGIN", "README_END", "BenchRun", "combine_runs", "git_commit", "load_run",
+           "provenance", "readme_table", "results_document", "results_markdown", "system_table", "update_readme",
+           "write_chart", "write_document", "write_results"]
 
 METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
 SYSTEM_KEYS = (*METRICS, "wall_s", "peak_rss_mb", "config")
@@ -42,30 +58,13 @@ def best_per_column(systems: dict[str, dict]) -> dict[str, float]:
 
 def results_markdown(results: dict, details: dict, meta: dict) -> str:
     systems = results["systems"]
-    best = best_per_column(systems)
     lines = [
         f"# Benchmark on {results['dataset']}: full-ranking leave-one-out test split",
         "",
-        "Every system is trained on the train split, selected on the validation split (early stopping on",
-        "validation NDCG@10, best epoch kept) and scored ONCE on the test split by the same full-ranking code",
-        f"(`ttds.eval.metrics`): each user's held-out item ranked against all {meta.get('items', '?')} items, "
-        + ("each user's history items EXCLUDED from its ranking (--exclude-seen, RecBole's full-sort protocol)"
-           if meta.get("exclude_seen") else "history items not excluded (the paper's protocol; --exclude-seen removes them)")
-        + f", {meta.get('test_users', '?')} test users. TTDS-family rows average the next-item templates, as the paper.",
-        f"Budget per system: {meta.get('budget', '?')}.",
+        protocol_sentence(meta),
         "",
-        "| system | " + " | ".join(METRICS) + " | valid NDCG@10 | best/run epochs | wall s | peak RSS MB (largest process) |",
-        "|---" * (len(METRICS) + 5) + "|",
+        *system_table(systems, details),
     ]
-    for name, s in systems.items():
-        d = details.get(name, {})
-        cells = [f"**{_fmt(s[k])}**" if s[k] == best[k] else _fmt(s[k]) for k in METRICS]
-        epochs = f"{d['best_epoch'] + 1}/{d['epochs_run']}" if d.get("best_epoch") is not None and d.get("epochs_run") else "–"
-        label = d.get("label", name) + (f" (`{name}`)" if d.get("label", name) != name else "")
-        lines.append(
-            f"| {label} | " + " | ".join(cells)
-            + f" | {_fmt(d.get('valid_NDCG@10'))} | {epochs} | {s['wall_s']:.0f} | {s['peak_rss_mb']:.0f} |"
-        )
     lines += ["", "Best test figure per metric column in **bold** (ties: all bold). Validation figures are for model",
               "selection only; compare only the test columns with published test rows.", ""]
     lines += _verdict(systems, details, results.get("paired"))
@@ -83,20 +82,49 @@ def results_markdown(results: dict, details: dict, meta: dict) -> str:
         "tree total and the top processes per system. wall s = the whole system run (tokenizer warm-up, training,",
         "validation, test evaluation).",
         "",
-        "## Reference: the paper's reported Instruments test figures (NOT measured here)",
-        "",
-        "From the TTDS paper (arXiv 2409.09253), Instruments. Listed for comparison only; they were not produced",
-        "by this platform, and only the measured table above is this run's result.",
-        "",
-        "| system (paper's figures) | " + " | ".join(METRICS) + " |",
-        "|---" * (len(METRICS) + 1) + "|",
+        *paper_reference_markdown(),
     ]
-    for name, row in PAPER_INSTRUMENTS.items():
-        lines.append(f"| {name} (paper) | " + " | ".join(_fmt(row.get(k)) for k in METRICS) + " |")
     if results.get("perf"):
         lines += ["", "## Speed and memory (`--perf`)", ""] + perf_markdown(results["perf"])
     lines += ["", f"Chart: `{meta.get('chart', 'results.png')}`. Exact configs: results.json (`config` per system).", ""]
     return "\n".join(lines)
+
+
+def protocol_sentence(meta: dict) -> str:
+    """How a run's figures were obtained: selection on validation, one test read, the ranking protocol, the budget."""
+    return ("Every system is trained on the train split, selected on the validation split (early stopping on "
+            "validation NDCG@10, best epoch kept) and scored ONCE on the test split by the same full-ranking code "
+            f"(`ttds.eval.metrics`): each user's held-out item ranked against all {meta.get('items', '?')} items, "
+            + ("each user's history items EXCLUDED from its ranking (--exclude-seen, RecBole's full-sort protocol)"
+               if meta.get("exclude_seen") else "history items not excluded (the paper's protocol; --exclude-seen removes them)")
+            + f", {meta.get('test_users', '?')} test users. TTDS-family rows average the next-item templates, as the paper. "
+            f"Budget per system: {meta.get('budget', '?')}.")
+
+
+def paper_reference_markdown() -> list[str]:
+    """The paper's Instruments rows, labelled as a reference that this platform did not measure."""
+    return ["## Reference: the paper's reported Instruments test figures (NOT measured here)", "",
+            "From the TTDS paper (arXiv 2409.09253), Instruments. Listed for comparison only; they were not produced",
+            "by this platform, and only the measured tables are results.", "",
+            "| system (paper's figures) | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|",
+            *(f"| {name} (paper) | " + " | ".join(_fmt(row.get(k)) for k in METRICS) + " |" for name, row in PAPER_INSTRUMENTS.items())]
+
+
+def system_table(systems: dict, details: dict) -> list[str]:
+    """One run's table: test metrics (best per column in bold), validation NDCG@10, epochs, wall time, memory."""
+    best = best_per_column(systems)
+    lines = ["| system | " + " | ".join(METRICS) + " | valid NDCG@10 | best/run epochs | wall s | peak RSS MB (largest process) |",
+             "|---" * (len(METRICS) + 5) + "|"]
+    for name, s in systems.items():
+        d = details.get(name, {})
+        cells = [f"**{_fmt(s[k])}**" if s[k] == best[k] else _fmt(s[k]) for k in METRICS]
+        epochs = f"{d['best_epoch'] + 1}/{d['epochs_run']}" if d.get("best_epoch") is not None and d.get("epochs_run") else "–"
+        label = d.get("label", name) + (f" (`{name}`)" if d.get("label", name) != name else "")
+        lines.append(
+            f"| {label} | " + " | ".join(cells)
+            + f" | {_fmt(d.get('valid_NDCG@10'))} | {epochs} | {s['wall_s']:.0f} | {s['peak_rss_mb']:.0f} |"
+        )
+    return lines
 
 
 def diagnostics_markdown(diag: dict) -> list[str]:
@@ -198,13 +226,17 @@ def _verdict(systems: dict, details: dict, paired: dict | None = None) -> list[s
     b, t = baselines[strongest]["NDCG@10"], ttds["NDCG@10"]
     word = "beats" if t > b else "does NOT beat"
     lines = [f"**TTDS {word} the strongest baseline on test NDCG@10**: {t:.4f} vs {strongest} {b:.4f} ({(t - b) / max(b, 1e-12) * 100:+.1f}%)."]
-    rows = (paired or {}).get("systems", {})
-    if rows:
-        from ttds.bench.paired import paired_sentence
+    return lines + paired_markdown(paired)
 
-        lines += ["", f"Paired test against `{paired['baseline']}` (per-user {paired['metric']} differences on the same test users):", ""]
-        lines += [f"- `{n}`: " + (f"not available ({c['error']})" if "error" in c else paired_sentence(n, paired["baseline"], c)) for n, c in rows.items()]
-    return lines
+
+def paired_markdown(paired: dict | None) -> list[str]:
+    """One sentence per system of a run's paired test against its strongest baseline (`ttds.bench.paired`)."""
+    rows = (paired or {}).get("systems", {})
+    if not rows:
+        return []
+    return (["", f"Paired test against `{paired['baseline']}` (per-user {paired['metric']} differences on the same test users):", ""]
+            + [f"- `{n}`: " + (f"not available ({c['error']})" if "error" in c else paired_sentence(n, paired["baseline"], c))
+               for n, c in rows.items()])
 
 
 def perf_markdown(perf: dict) -> list[str]:
@@ -262,8 +294,10 @@ def perf_markdown(perf: dict) -> list[str]:
     return out
 
 
-def write_chart(results: dict, path: Path) -> Path:
-    """Grouped bars: one group per metric, one bar per system."""
+def write_chart(results: dict, path: Path, spread: dict[str, dict[str, tuple[float, float]]] | None = None,
+                title: str | None = None) -> Path:
+    """Grouped bars: one group per metric, one bar per system; `spread` ({system: {metric: (low, high)}},
+    e.g. the lowest and highest run of several seeds) draws a range on each bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,11 +310,15 @@ def write_chart(results: dict, path: Path) -> Path:
     width = 0.8 / max(len(names), 1)
     fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(METRICS) + 0.5 * len(names)), 4.5))
     for i, name in enumerate(names):
-        vals = [systems[name][k] for k in METRICS]
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, label=name)
+        vals = np.array([systems[name][k] for k in METRICS])
+        err = None
+        if spread and name in spread:
+            lo_hi = np.array([spread[name][k] for k in METRICS]).T
+            err = np.abs(lo_hi - vals)
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, label=name, yerr=err, capsize=2)
     ax.set_xticks(x, METRICS)
     ax.set_ylabel("test metric (full ranking)")
-    ax.set_title(f"{results['dataset']}: test split, best-validation models")
+    ax.set_title(title or f"{results['dataset']}: test split, best-validation models", fontsize=10)
     ax.legend(fontsize=8, ncol=2)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -289,9 +327,36 @@ def write_chart(results: dict, path: Path) -> Path:
     return path
 
 
+def git_commit(repo: Path | None = None) -> dict:
+    """{"commit", "dirty"} of the checkout holding the ttds package (None when it is not a git checkout)."""
+    repo = repo or Path(__file__).resolve().parents[3]
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def provenance(meta: dict) -> dict:
+    """What produced a results.json: commit, machine, command, time, and the protocol behind its figures."""
+    return {
+        **git_commit(),
+        "machine": meta.get("machine"),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "written_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **{k: meta.get(k) for k in ("exclude_seen", "items", "test_users", "budget", "train_seed")},
+    }
+
+
 def write_results(out: Path, results: dict, details: dict, meta: dict) -> dict[str, Path]:
-    """results.json, details.json, results.png, results.md in `out`."""
+    """results.json (with its `provenance` under "run"), details.json, results.png, results.md in `out`."""
     out.mkdir(parents=True, exist_ok=True)
+    results = {**results, "run": provenance(meta)}
     for name, s in results["systems"].items():
         missing = [k for k in SYSTEM_KEYS if k not in s]
         if missing or set(s) != set(SYSTEM_KEYS):
@@ -303,3 +368,242 @@ def write_results(out: Path, results: dict, details: dict, meta: dict) -> dict[s
         write_chart(results, paths["chart"])
     paths["md"].write_text(results_markdown(results, details, {**meta, "chart": paths["chart"].name}))
     return paths
+
+
+# ----------------------------------------------------------------------------- docs/results.md over several runs
+# Why here: the document over several benchmark folders is built from the same tables as each run's own
+# results.md (system_table, paired_markdown, diagnostics_markdown, write_chart), so there is one renderer.
+
+README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
+_COMBINED = ("NDCG@10", "HR@10", "HR@1", "NDCG@5", "HR@5")
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One benchmark folder (jobs/benchmark.py --out): its results.json, details.json and provenance."""
+
+    folder: Path
+    label: str  # the folder as the user named it
+    results: dict
+    details: dict
+    run: dict  # results.json's "run" (`provenance`), or what an older folder's run.json holds
+
+    @property
+    def dataset(self) -> str:
+        return self.results["dataset"]
+
+    def per_user_dir(self, system: str) -> Path:
+        """Where the system's per-user figures are: inside this folder first (it may have moved), else where it ran."""
+        here = self.folder / "systems" / system
+        return here if here.is_dir() else Path(self.details.get(system, {}).get("out_dir", here))
+
+
+def load_run(folder: str | Path) -> BenchRun:
+    """Read one benchmark folder; a folder without results.json, or a results.json of another shape, is a clear error."""
+    folder = Path(folder)
+    path = folder / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: no results.json here (give jobs/benchmark.py --out folders)")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON ({e})") from e
+    missing = [k for k in ("dataset", "systems") if k not in results]
+    if missing:
+        raise ValueError(f"{path}: not a benchmark results.json (no {', '.join(missing)})")
+    for name, sys_ in results["systems"].items():
+        absent = [k for k in METRICS if k not in sys_]
+        if absent:
+            raise ValueError(f"{path}: system {name} has no {', '.join(absent)}")
+    details_path = folder / "details.json"
+    details = json.loads(details_path.read_text()) if details_path.is_file() else {}
+    run = results.get("run") or _older_provenance(folder)
+    return BenchRun(folder=folder, label=str(folder), results=results, details=details, run=run)
+
+
+def _older_provenance(folder: Path) -> dict:
+    """A folder written before results.json carried "run": its run.json has the machine and the protocol, not the commit."""
+    path = folder / "run.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    cfg = old.get("config", {})
+    return {"commit": None, "dirty": None, "machine": old.get("machine"), "command": None, "written_utc": None,
+            "exclude_seen": cfg.get("exclude_seen"), "train_seed": cfg.get("train_seed")}
+
+
+# the two ranking protocols a benchmark runs under (--exclude-seen or not): label, file-name part
+_PROTOCOLS = {True: ("seen items excluded", "exclude-seen"), False: ("every item ranked (the paper's protocol)", "all-items")}
+
+
+def _protocol(run: BenchRun) -> str:
+    return _PROTOCOLS[bool(run.run.get("exclude_seen"))][0]
+
+
+def combine_runs(runs: list[BenchRun]) -> list[dict]:
+    """Group runs by (dataset, protocol); per system: how many runs, the mean, SD and range of each test
+    metric over them, the mean validation NDCG@10, and a paired comparison of each other system with
+    the strongest baseline over all runs and users (`ttds.bench.paired.recipe_comparison`)."""
+    groups: dict[tuple[str, bool], list[BenchRun]] = {}
+    for r in runs:
+        groups.setdefault((r.dataset, bool(r.run.get("exclude_seen"))), []).append(r)
+    out = []
+    for (dataset, exclude_seen), rs in groups.items():
+        protocol, protocol_slug = _PROTOCOLS[exclude_seen]
+        entries: dict[str, list[tuple[BenchRun, dict]]] = {}
+        for r in rs:
+            for name, figures in r.results["systems"].items():
+                entries.setdefault(name, []).append((r, figures))
+        systems = {}
+        for name, got in entries.items():
+            vals = {k: [float(f[k]) for _, f in got] for k in METRICS}
+            valid = [r.details.get(name, {}).get("valid_NDCG@10") for r, _ in got]
+            valid = [float(v) for v in valid if v is not None]
+            systems[name] = {
+                "runs": len(got), "mean": {k: statistics.fmean(v) for k, v in vals.items()},
+                "sd": {k: statistics.stdev(v) if len(v) > 1 else None for k, v in vals.items()},
+                "range": {k: (min(v), max(v)) for k, v in vals.items()},
+                "valid_NDCG@10": statistics.fmean(valid) if valid else None,
+                "baseline": is_baseline(name, got[0][0].details.get(name, {})),
+            }
+        out.append({"dataset": dataset, "protocol": protocol, "slug": f"{_slug(dataset)}-{protocol_slug}", "runs": rs, "systems": systems,
+                    "paired": _paired_over_runs(rs, systems)})
+    return out
+
+
+def _paired_over_runs(runs: list[BenchRun], systems: dict) -> dict:
+    """Each non-baseline system against the strongest baseline (by mean test NDCG@10), over every run
+    that scored both, from the per-user files; {} without a baseline."""
+    baselines = [n for n, s in systems.items() if s["baseline"]]
+    if not baselines:
+        return {}
+    strongest = max(baselines, key=lambda n: systems[n]["mean"]["NDCG@10"])
+    out: dict = {"baseline": strongest, "systems": {}}
+    for name, s in systems.items():
+        if s["baseline"]:
+            continue
+        try:
+            a = [read_per_user(r.per_user_dir(name)) for r in runs if name in r.results["systems"]]
+            b = [read_per_user(r.per_user_dir(strongest)) for r in runs if strongest in r.results["systems"]]
+            out["systems"][name] = recipe_comparison(a, b)
+        except (FileNotFoundError, ValueError) as e:
+            out["systems"][name] = {"error": str(e)[:300]}
+    return out
+
+
+def _cell(s: dict, k: str) -> str:
+    if s["runs"] == 1:
+        return _fmt(s["mean"][k])
+    return f"{_fmt(s['mean'][k])} ± {_fmt(s['sd'][k])}"
+
+
+def _short_commit(run: dict) -> str:
+    if not run.get("commit"):
+        return "not recorded"
+    return f"`{run['commit'][:10]}`" + (" (with uncommitted changes)" if run.get("dirty") else "")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def _synthetic(groups: list[dict]) -> bool:
+    return any(g["dataset"].startswith("synthetic") for g in groups)
+
+
+def results_document(groups: list[dict], command: str, charts: dict[str, str], note: str = "") -> str:
+    """docs/results.md: which runs (commit, machine, command), one combined table per dataset and protocol
+    (mean ± SD over runs), its chart, the paired comparison over runs and users, then each run's own tables."""
+    runs = [r for g in groups for r in g["runs"]]
+    lines = ["# Results", "",
+             f"Generated by `{command}` from {len(runs)} benchmark run(s) listed below; do not edit by hand, run the command again.",
+             "How the figures are obtained (selection on validation, one test read per system and run) and how to produce",
+             "new ones: [benchmark.md](benchmark.md). The history of what was tried: [findings.md](findings.md).", ""]
+    if _synthetic(groups):
+        lines += ["> **Placeholder.** These runs use the generated synthetic corpus, so the figures only show the format of",
+                  "> this page; they say nothing about any recommender. They will be replaced by the confirmatory protocol's",
+                  "> runs on Instruments and Scientific (issue 31).", ""]
+    if note:
+        lines += [note, ""]
+    for g in groups:
+        title = f"{g['dataset']}, {g['protocol']}"
+        first = g["runs"][0].run
+        lines += [f"## {title}", "",
+                  f"{len(g['runs'])} run(s); {first.get('items', '?')} items, {first.get('test_users', '?')} test users. "
+                  "Test figures; with several runs, mean ± SD over runs (seeds). Validation NDCG@10 is what selected each model.", "",
+                  "| system | runs | " + " | ".join(_COMBINED) + " | valid NDCG@10 |", "|---" * (len(_COMBINED) + 3) + "|"]
+        for name, s in g["systems"].items():
+            lines.append(f"| `{name}` | {s['runs']} | " + " | ".join(_cell(s, k) for k in _COMBINED) + f" | {_fmt(s['valid_NDCG@10'])} |")
+        if title in charts:
+            lines += ["", f"![{title}]({charts[title]})"]
+        paired = g["paired"]
+        if paired.get("systems"):
+            lines += ["", f"Paired against the strongest baseline, `{paired['baseline']}`, over every run and test user "
+                          "(the interval resamples runs and users):", ""]
+            lines += [f"- `{n}`: " + (f"not available ({c['error']})" if "error" in c else recipe_sentence(n, paired["baseline"], c))
+                      for n, c in paired["systems"].items()]
+        lines.append("")
+    lines += ["## Runs", "", "| run | dataset | protocol | commit | machine | written (UTC) | command |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        p = r.run
+        cmd = f"`{p['command']}`" if p.get("command") else "not recorded"
+        lines.append(f"| `{r.label}` | {r.dataset} | {_protocol(r)} | {_short_commit(p)} | {p.get('machine') or 'not recorded'} "
+                     f"| {p.get('written_utc') or '–'} | {cmd} |")
+    for r in runs:
+        lines += ["", f"### `{r.label}`", "", *system_table(r.results["systems"], r.details)]
+        lines += paired_markdown(r.results.get("paired"))
+        lines += diagnostics_markdown(r.results.get("diagnostics") or {})
+    lines += ["", *paper_reference_markdown(), ""]
+    return "\n".join(lines)
+
+
+def readme_table(groups: list[dict], link: str) -> str:
+    """The README's one small table: test NDCG@10 and HR@10 per system, dataset and protocol."""
+    lines = ["| dataset | protocol | system | runs | test NDCG@10 | test HR@10 |", "|---|---|---|---|---|---|"]
+    for g in groups:
+        for name, s in g["systems"].items():
+            lines.append(f"| {g['dataset']} | {g['protocol']} | `{name}` | {s['runs']} | {_cell(s, 'NDCG@10')} | {_cell(s, 'HR@10')} |")
+    commits = sorted({_short_commit(r.run) for g in groups for r in g["runs"]})
+    lines += ["", f"Generated from the benchmark runs in [{link}]({link}) (commit {', '.join(commits)}), with their machines and commands."]
+    if _synthetic(groups):
+        lines.append("Placeholder: a synthetic corpus, until the confirmatory protocol's runs replace it.")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, table: str) -> None:
+    """Replace what lies between README_BEGIN and README_END with `table` (the markers stay)."""
+    text = readme.read_text()
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < 0 or end < start:
+        raise ValueError(f"{readme}: needs the markers {README_BEGIN} and {README_END}, in that order, around the results table")
+    readme.write_text(text[: start + len(README_BEGIN)] + "\n" + table + "\n" + text[end:])
+
+
+def write_document(run_folders: list[str | Path], out: Path, command: str, readme: Path | None = None, note: str = "") -> dict[str, Path]:
+    """Render `out` (docs/results.md) and its charts (`<out stem>/<dataset-protocol>.png`) from benchmark folders;
+    with `readme`, rewrite its table between the markers. Returns the written paths."""
+    if not run_folders:
+        raise ValueError("no benchmark folders given")
+    runs = [load_run(f) for f in sorted({str(f) for f in run_folders})]
+    groups = combine_runs(runs)
+    out = Path(out)
+    chart_dir = out.parent / out.stem
+    chart_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    charts = {}
+    for g in groups:
+        title = f"{g['dataset']}, {g['protocol']}"
+        path = chart_dir / f"{g['slug']}.png"
+        means = {"dataset": title, "systems": {n: s["mean"] for n, s in g["systems"].items()}}
+        spread = {n: s["range"] for n, s in g["systems"].items() if s["runs"] > 1}
+        write_chart(means, path, spread, title=f"{title}\ntest split; bars: mean over runs, lines: lowest to highest run")
+        charts[title] = f"{chart_dir.name}/{path.name}"
+        paths[f"chart:{title}"] = path
+    out.write_text(results_document(groups, command, charts, note))
+    paths["md"] = out
+    if readme is not None:
+        update_readme(Path(readme), readme_table(groups, _relative(out, Path(readme).parent)))
+        paths["readme"] = Path(readme)
+    return paths
+
+
+def _relative(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
