@@ -63,7 +63,8 @@ def test_results_json_markdown_and_chart(bench):
     assert res["failures"] == {}
     out = Path(cfg.out)
     data = json.loads((out / "results.json").read_text())
-    assert set(data) == {"dataset", "systems", "perf", "paired", "diagnostics"} and data["dataset"] == "synthetic"
+    assert set(data) == {"dataset", "systems", "perf", "paired", "diagnostics", "run"} and data["dataset"] == "synthetic"
+    assert data["run"]["machine"] and data["run"]["command"] and data["run"]["test_users"] > 0  # docs/results.md cites them
     assert list(data["systems"]) == SYSTEMS
     for name, s in data["systems"].items():
         assert set(s) == {*METRICS, "wall_s", "peak_rss_mb", "config"}, name

@@ -1,0 +1,96 @@
+"""docs/results.md is generated from benchmark folders (jobs/report.py), never typed: these tests build
+two tiny fake benchmark runs (two seeds) through the harness's own writer and render the page from them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ttds.bench.report import METRICS, README_BEGIN, README_END, load_run, write_document, write_results
+from ttds.eval.per_user import PER_USER_FILE, write_per_user
+
+ROOT = Path(__file__).resolve().parents[2]
+USERS = np.arange(200)
+
+
+def _fake_run(folder: Path, dataset: str, seed: int, lift: float, exclude_seen: bool = True) -> Path:
+    """A benchmark folder as jobs/benchmark.py leaves it: per-user files, then results/details via write_results."""
+    rng = np.random.default_rng(seed)
+    systems, details = {}, {}
+    for name, kind, shift in (("popularity", "popularity", 0.0), ("sasrec", "seq", 0.05), ("ttds-ihe", "ttds", 0.05 + lift)):
+        hits = (rng.random(len(USERS)) < 0.1 + shift).astype(float)
+        table = pd.DataFrame({"user_id": USERS, "target": USERS % 7, **{k: hits / (2 if k.startswith("NDCG") else 1) for k in METRICS}})
+        write_per_user(folder / "systems" / name / PER_USER_FILE, table)
+        systems[name] = {**{k: float(table[k].mean()) for k in METRICS}, "wall_s": 1.0, "peak_rss_mb": 10.0, "config": {}}
+        details[name] = {"kind": kind, "valid_NDCG@10": float(table["NDCG@10"].mean()) + 0.01, "out_dir": str(folder / "systems" / name)}
+    meta = {"items": 50, "test_users": len(USERS), "budget": "2 epochs", "exclude_seen": exclude_seen, "train_seed": seed,
+            "machine": "test machine, no GPU"}
+    write_results(folder, {"dataset": dataset, "systems": systems, "perf": {}}, details, meta)
+    return folder
+
+
+def test_results_json_says_which_commit_machine_and_command(tmp_path):
+    run = load_run(_fake_run(tmp_path / "r0", "Tiny", 0, 0.02))
+    p = run.run
+    assert p["machine"] == "test machine, no GPU" and p["exclude_seen"] is True and p["train_seed"] == 0
+    assert p["command"] and p["written_utc"]
+    assert p["commit"] is None or len(p["commit"]) == 40  # a git checkout records its commit
+
+
+def test_document_over_two_seeds_with_readme_table(tmp_path):
+    runs = [_fake_run(tmp_path / f"seed{s}", "Tiny", s, 0.02 * (s + 1)) for s in (0, 1)]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# ttds\n\nintro\n\n{README_BEGIN}\nstale table\n{README_END}\n\nrest of the README\n")
+    out = tmp_path / "docs" / "results.md"
+    out.parent.mkdir()
+    paths = write_document(runs, out, "python jobs/report.py --runs ...", readme)
+
+    page = out.read_text()
+    assert "python jobs/report.py --runs ..." in page and "do not edit by hand" in page
+    assert "Placeholder" not in page  # a real dataset's figures are no placeholder
+    assert "## Tiny, seen items excluded" in page and "test machine, no GPU" in page
+    for r in runs:  # every run is listed, with the command that wrote it
+        assert f"| `{r}` | Tiny | seen items excluded |" in page and f"`{load_run(r).run['command']}`" in page
+    assert page.count("| `sasrec` | 2 |") == 1  # one combined row per system, over both seeds
+    ndcg = [load_run(r).results["systems"]["ttds-ihe"]["NDCG@10"] for r in runs]
+    assert f"{np.mean(ndcg):.4f} ± {np.std(ndcg, ddof=1):.4f}" in page
+    # each system paired against the strongest baseline over both runs and all users
+    assert "strongest baseline, `sasrec`" in page and "- `ttds-ihe`: NDCG@10 over 200 users" in page and "2 runs" in page
+    chart = paths["chart:Tiny, seen items excluded"]
+    assert chart == out.parent / "results" / "tiny-exclude-seen.png" and chart.stat().st_size > 1000
+    assert "](results/tiny-exclude-seen.png)" in page
+
+    text = readme.read_text()
+    assert text.startswith("# ttds\n\nintro\n\n" + README_BEGIN) and text.endswith(README_END + "\n\nrest of the README\n")
+    assert "stale table" not in text and "| Tiny | seen items excluded | `ttds-ihe` | 2 |" in text
+    assert "[docs/results.md](docs/results.md)" in text
+
+
+def test_synthetic_runs_are_marked_as_placeholder(tmp_path):
+    run = _fake_run(tmp_path / "b", "synthetic", 0, 0.0, exclude_seen=False)
+    out = tmp_path / "results.md"
+    write_document([run], out, "cmd")
+    page = out.read_text()
+    assert "**Placeholder.**" in page and "every item ranked" in page
+
+
+def test_cli_refuses_bad_input_with_a_message(tmp_path):
+    run = _fake_run(tmp_path / "r", "Tiny", 0, 0.0)
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    cmd = [sys.executable, str(ROOT / "jobs" / "report.py"), "--out", str(tmp_path / "results.md")]
+    r = subprocess.run([*cmd, "--runs", str(run), "--readme", str(readme)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "needs the markers" in r.stderr and "Traceback" not in r.stderr
+    assert readme.read_text() == "# no markers\n"
+    r = subprocess.run([*cmd, "--runs", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no results.json here" in r.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text(json.dumps({"systems": {}}))
+    with pytest.raises(ValueError, match="not a benchmark results.json"):
+        load_run(tmp_path / "bad")
