@@ -87,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--train-seed", type=int, default=None,
                    help="training seed of every trained system (TTDS optim.seed, a baseline's seed; a --set still wins). "
                         "Default: each system's own (0). Give each seed its own --out, then compare the seeds of two "
-                        "recipes with benchmarks/paired.py --a <folders> --b <folders>")
+                        "recipes with jobs/analyze.py paired --a <folders> --b <folders>")
     p.add_argument("--perf-users", type=int, default=256, help="--perf: test users timed per decoding mode")
     p.add_argument("--perf-rows", type=int, default=2048, help="--perf: task rows of each short throughput run")
     p.add_argument("--perf-repeats", type=int, default=3, help="--perf: timed repeats per decoding mode (best kept)")

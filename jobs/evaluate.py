@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     init_ray()  # after every check: a refused command starts nothing
     t0 = time.time()
     out = Path(args.out or model_dir)
-    per_user = out / f"{args.split}_per_user.parquet"  # for paired comparisons (benchmarks/paired.py)
+    per_user = out / f"{args.split}_per_user.parquet"  # for paired comparisons (jobs/analyze.py paired)
     exclude = args.exclude_seen or bool(meta.get("exclude_seen", False))
     res = evaluate_model_dir(str(model_dir), corpus, args.split, templates, args.beam, 10, args.users, args.workers, args.batch_size,
                              per_user_path=per_user, exclude_seen=exclude, popularity_prior=args.popularity_prior, rank_by=rank_by)

@@ -51,3 +51,35 @@ def test_recipe_comparison_with_one_run_each_is_the_paired_test_and_says_so():
         recipe_comparison([a], [b, b.rename(columns={"NDCG@10": "x"})])
     with pytest.raises(ValueError, match="recipe a has no runs"):
         recipe_comparison([], [b])
+
+
+def test_analyze_paired_command_picks_the_users_or_the_runs_comparison(tmp_path):
+    """jobs/analyze.py paired: one folder a side is the paired test over users, several the recipe comparison."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ttds.bench.paired import compare_folders
+    from ttds.eval.per_user import PER_USER_FILE
+
+    rng = np.random.default_rng(2)
+    users = np.arange(300)
+    folders = {}
+    for name, shift in (("a0", 0.3), ("a1", 0.31), ("b0", 0.0), ("b1", 0.01)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        _table(np.clip(rng.random(300) * 0.2 + shift, 0, 1), users).to_parquet(folders[name] / PER_USER_FILE)
+    c, sentence = compare_folders([folders["a0"]], [folders["b0"]], names=("T", "S"))
+    assert "runs_a" not in c and c["users"] == 300 and "T is ahead beyond noise" in sentence
+    c, sentence = compare_folders([folders["a0"], folders["a1"]], [folders["b0"], folders["b1"]], n_boot=300, names=("T", "S"))
+    assert c["runs_a"] == c["runs_b"] == 2 and "T is ahead beyond run and user noise" in sentence
+
+    job = Path(__file__).resolve().parents[2] / "jobs" / "analyze.py"
+    r = subprocess.run([sys.executable, str(job), "paired", "--a", str(folders["a0"]), "--b", str(folders["b0"]), "--boot", "200",
+                        "--out", str(tmp_path / "p.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("paired over 300 users") and json.loads((tmp_path / "p.json").read_text())["users"] == 300
+    r = subprocess.run([sys.executable, str(job), "paired", "--a", str(tmp_path / "missing"), "--b", str(folders["b0"])],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no per-user results" in r.stderr and "Traceback" not in r.stderr

@@ -126,3 +126,32 @@ def test_empty_groups_are_null_not_nan(synthetic_corpus):
     json.dumps(empty, allow_nan=False)
     md = "\n".join(diagnostics_markdown({"x": d, "empty": empty}))
     assert "nan" not in md.lower() and "| – (" in md and "– (–)" in md
+
+
+def test_analyze_diagnostics_command_on_runs_made_apart(synthetic_corpus, tmp_path):
+    """jobs/analyze.py diagnostics: one row per run folder; a run of another corpus is refused by name."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ttds.bench.diagnostics import diagnose_folders
+    from ttds.eval.per_user import PER_USER_FILE, write_per_user
+
+    corpus = Corpus.open(synthetic_corpus)
+    uids, _, targets = corpus.eval_arrays("test")
+    write_per_user(tmp_path / "a" / PER_USER_FILE, per_user_table(uids, targets, [np.tile(np.arange(10), (len(uids), 1))]))
+    d = diagnose_folders(synthetic_corpus, [tmp_path / "a"])
+    assert list(d) == [str(tmp_path / "a")] and d[str(tmp_path / "a")]["coverage"] == pytest.approx(10 / corpus.n_items)
+    write_per_user(tmp_path / "b" / PER_USER_FILE, per_user_table(uids + 10**6, targets, [np.zeros((len(uids), 10), dtype=np.int64)]))
+    with pytest.raises(ValueError, match=f"{tmp_path / 'b'}: .* not test users"):
+        diagnose_folders(synthetic_corpus, [tmp_path / "a", tmp_path / "b"])
+
+    job = Path(__file__).resolve().parents[2] / "jobs" / "analyze.py"
+    r = subprocess.run([sys.executable, str(job), "diagnostics", "--data", str(synthetic_corpus), str(tmp_path / "a"),
+                        "--out", str(tmp_path / "d.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"| `{tmp_path / 'a'}` |" in r.stdout and json.loads((tmp_path / "d.json").read_text()) == json.loads(json.dumps(d))
+    r = subprocess.run([sys.executable, str(job), "diagnostics", "--data", str(tmp_path / "none"), str(tmp_path / "a")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not a prepared corpus" in r.stderr and "Traceback" not in r.stderr

@@ -322,7 +322,7 @@ def test_serving_prompts_follow_the_models_layout(models, tmp_path):
     cold = rec.resolve(Query(history=state.history[:4]))
     assert rec.prompt_ids(cold) == rec.builder.next_item_prompt(-1, state.history[:4], 0)
 
-    # the leak check (benchmarks/user_id_leak.py) on both layouts: without a user slot another
+    # the leak check (jobs/analyze.py user-id-leak) on both layouts: without a user slot another
     # user's ID cannot change a single ranking; with one, both cases are scored for both IDs
     from ttds.bench.user_id_leak import leak_table, user_id_leak
 

@@ -29,12 +29,16 @@ every run writes (`ttds.eval.per_user`, column `top10`), show such effects direc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from ttds.data.corpus import Corpus
+from ttds.eval.per_user import read_per_user
 
-__all__ = ["DIAGNOSTICS", "HISTORY_BUCKETS", "POPULARITY_BUCKETS", "history_bucket_of_lengths", "popularity_bucket_of_items", "ranking_diagnostics"]
+__all__ = ["DIAGNOSTICS", "HISTORY_BUCKETS", "POPULARITY_BUCKETS", "diagnose_folders", "history_bucket_of_lengths",
+           "popularity_bucket_of_items", "ranking_diagnostics"]
 
 DIAGNOSTICS = ("seen_share", "target_seen_share", "log_pop_recommended", "log_pop_target", "coverage")
 # upper edges, as fractions of the catalogue ranked by training count (most bought first)
@@ -99,3 +103,15 @@ def ranking_diagnostics(table: pd.DataFrame, corpus: Corpus, split: str = "test"
         "by_popularity": by_pop,
         "by_history": {k: v for k, v in _hits_by_group(table, history_bucket_of_lengths(lengths), HISTORY_BUCKETS).items() if v["users"] > 0},
     }
+
+
+def diagnose_folders(corpus_dir: str | Path, runs: list[str | Path], split: str = "test") -> dict[str, dict]:
+    """`ranking_diagnostics` of runs made apart ({run as given: figures}), all scored on the corpus in `corpus_dir`."""
+    corpus = Corpus.open(corpus_dir)
+    out = {}
+    for run in runs:
+        try:
+            out[str(run)] = ranking_diagnostics(read_per_user(run), corpus, split)
+        except (FileNotFoundError, ValueError) as e:
+            raise type(e)(f"{run}: {e}") from e
+    return out

@@ -16,11 +16,14 @@ its interval holds both sources of noise.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["paired_comparison", "paired_sentence", "recipe_comparison", "recipe_sentence"]
+from ttds.eval.per_user import read_per_user
+
+__all__ = ["compare_folders", "paired_comparison", "paired_sentence", "recipe_comparison", "recipe_sentence"]
 
 
 def paired_comparison(a: pd.DataFrame, b: pd.DataFrame, metric: str = "NDCG@10", n_boot: int = 2000, seed: int = 0) -> dict:
@@ -131,3 +134,15 @@ def recipe_sentence(name_a: str, name_b: str, c: dict) -> str:
     return (f"{c['metric']} over {c['users']} users: {name_a} {c['a']:.4f} ({runs(c['runs_a'])}{sd(c['a_run_sd'])}) vs "
             f"{name_b} {c['b']:.4f} ({runs(c['runs_b'])}{sd(c['b_run_sd'])}): difference {c['diff']:+.4f}, "
             f"95% over runs and users [{lo:+.4f}, {hi:+.4f}] (users only [{u[0]:+.4f}, {u[1]:+.4f}]); {verdict}.")
+
+
+def compare_folders(a: list[str | Path], b: list[str | Path], metric: str = "NDCG@10", n_boot: int = 2000,
+                    names: tuple[str, str] = ("A", "B")) -> tuple[dict, str]:
+    """Compare runs made apart from their per-user files (a folder holding test_per_user.parquet, or the file):
+    one run a side is the paired test over users; several (seeds of a recipe) the comparison over runs and users."""
+    runs_a, runs_b = [read_per_user(x) for x in a], [read_per_user(x) for x in b]
+    if len(runs_a) == len(runs_b) == 1:
+        c = paired_comparison(runs_a[0], runs_b[0], metric, n_boot)
+        return c, paired_sentence(*names, c)
+    c = recipe_comparison(runs_a, runs_b, metric, n_boot)
+    return c, recipe_sentence(*names, c)
