@@ -4,7 +4,7 @@ results.json has exactly the issue's shape:
   {"dataset": ..., "systems": {name: {"HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "wall_s",
    "peak_rss_mb", "config"}}, "perf": {...}, "run": {...}}
 where "run" (`provenance`) says which commit, machine and command produced the figures and
-under which protocol, so a document rendered from results.json alone (`ttds.bench.docs_report`,
+under which protocol, so a document rendered from results.json alone (`write_document` below,
 jobs/report.py) can cite them. Everything else (validation figures, epochs, memory per process,
 histories) goes to details.json, so the table can say how each figure was obtained without
 changing that shape.
@@ -541,11 +541,13 @@ def results_document(groups: list[dict], command: str, charts: dict[str, str], n
             lines += [f"- `{n}`: " + (f"not available ({c['error']})" if "error" in c else recipe_sentence(n, paired["baseline"], c))
                       for n, c in paired["systems"].items()]
         lines.append("")
-    lines += ["## Runs", "", "| run | dataset | protocol | commit | machine | written (UTC) | command |", "|---|---|---|---|---|---|---|"]
+    lines += ["## Runs", "", "| run | dataset | protocol | training seed | commit | machine | written (UTC) | command |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         p = r.run
         cmd = f"`{p['command']}`" if p.get("command") else "not recorded"
-        lines.append(f"| `{r.label}` | {r.dataset} | {_protocol(r)} | {_short_commit(p)} | {p.get('machine') or 'not recorded'} "
+        seed = "each system's own" if p.get("train_seed") is None else p["train_seed"]
+        lines.append(f"| `{r.label}` | {r.dataset} | {_protocol(r)} | {seed} | {_short_commit(p)} | {p.get('machine') or 'not recorded'} "
                      f"| {p.get('written_utc') or '–'} | {cmd} |")
     for r in runs:
         lines += ["", f"### `{r.label}`", "", *system_table(r.results["systems"], r.details)]
