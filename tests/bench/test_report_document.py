@@ -94,3 +94,12 @@ def test_cli_refuses_bad_input_with_a_message(tmp_path):
     (tmp_path / "bad" / "results.json").write_text(json.dumps({"systems": {}}))
     with pytest.raises(ValueError, match="not a benchmark results.json"):
         load_run(tmp_path / "bad")
+
+
+def test_a_copy_without_git_records_the_commit_it_is_given(tmp_path, monkeypatch):
+    from ttds.bench.report import git_commit
+
+    monkeypatch.setenv("TTDS_COMMIT", "abc123")
+    assert git_commit(tmp_path) == {"commit": "abc123", "dirty": None}
+    monkeypatch.delenv("TTDS_COMMIT")
+    assert git_commit(tmp_path) == {"commit": None, "dirty": None}

@@ -328,7 +328,8 @@ def write_chart(results: dict, path: Path, spread: dict[str, dict[str, tuple[flo
 
 
 def git_commit(repo: Path | None = None) -> dict:
-    """{"commit", "dirty"} of the checkout holding the ttds package (None when it is not a git checkout)."""
+    """{"commit", "dirty"} of the checkout holding the ttds package. A copy without .git (a `ray job submit
+    --working-dir` upload) records $TTDS_COMMIT when set, else None ("not recorded" in the documents)."""
     repo = repo or Path(__file__).resolve().parents[3]
 
     def git(*args: str) -> str | None:
@@ -338,7 +339,9 @@ def git_commit(repo: Path | None = None) -> dict:
             return None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    if commit is None:
+        return {"commit": os.environ.get("TTDS_COMMIT") or None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
