@@ -8,7 +8,7 @@ TTDS task rows (next item, comment, user prediction = buyer lists), the Ray Data
 SASRec/GRU4Rec (both layouts), popularity counts and the users' text. Tokenizer features are dense
 vectors, where "appears" means nothing; for them the test swaps which user holds which canary
 (a second corpus with the same training events and other valid/test targets) and requires the
-collaborative and LightGCN vectors of every item and user to be unchanged.
+collaborative and LightGCN vectors of every item and user, and the text-less users' X, to be unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ttds.data.prepare import prepare_corpus
 from ttds.data.raw import RawCorpus
 from ttds.data.synthetic import SyntheticConfig, generate
 from ttds.data.task_examples import buyers_table, write_task_rows
-from ttds.features.build import FeatureConfig, build_features
+from ttds.features.build import FeatureConfig, build_features, users_from_items
 from ttds.features.collaborative import CollaborativeConfig
 from ttds.features.lightgcn import LightGCNConfig
 
@@ -123,6 +123,8 @@ def test_tokenizer_features_do_not_depend_on_held_out_targets(canary):
     assert [keys_a[i] for i in ta] != [keys_b[i] for i in tb]  # the held-out targets really differ
     cfg = FeatureConfig(source="collaborative", collaborative=CollaborativeConfig(dim=8, epochs=2, batch_size=64),
                         lightgcn=LightGCNConfig(dim=8, layers=2, epochs=2, batch_size=64, ray_train=False))
+    x = np.random.default_rng(0).normal(size=(a.n_items, 4)).astype(np.float32)  # any item X, e.g. text vectors
+    np.testing.assert_array_equal(users_from_items(a, x), users_from_items(b, x))  # a user without text: its training items
     for source in ("collaborative", "lightgcn"):
         cfg.source = source
         fa, fb = build_features(a, cfg), build_features(b, cfg)
