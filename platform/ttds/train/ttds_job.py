@@ -121,6 +121,7 @@ def check_config(cfg: TTDSJobConfig) -> None:
 def run_facts(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) -> TTDSRunFacts:
     """What the workers need beside the config, read from the tokenizer folder (ema_decay is
     optim.ema_decay here; `train_ttds` sets it from optim.ema_epochs once the rows exist)."""
+    from ttds.index.kinds import LEARNED_KINDS
     from ttds.index.table import SemanticIDTable
 
     f = load_features(tok_dir / "features.safetensors")
@@ -130,6 +131,7 @@ def run_facts(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) -> T
     if not has_users:
         towers["user"] = None
     users_max_suffix = SemanticIDTable.load(tok_dir, "user").max_suffix if has_users else 0
+    static = cfg.index.kind not in LEARNED_KINDS  # rq, kway_masked, moc towers learn jointly; lsh/random/precomputed do not
     return TTDSRunFacts(
         corpus_dir=str(corpus.root.resolve()),
         tokenizer_dir=str(tok_dir.resolve()),
@@ -149,6 +151,9 @@ def run_facts(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) -> T
         suffixes=max(cfg.index.max_suffix_tokens, items.max_suffix + 1, users_max_suffix + 1),
         warmup_epochs=cfg.optim.warmup_epochs if cfg.optim.warmup_epochs >= 0 else (0 if cfg.backbone.name == "tiny-llama" else 1),
         ema_decay=cfg.optim.ema_decay,
+        static_index=static,
+        dynamic=cfg.index.dynamic and not static,
+        next_item_user_id=cfg.tasks.user_id_in_next_item and bool(has_users),
     )
 
 

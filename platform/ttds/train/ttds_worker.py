@@ -58,6 +58,9 @@ class TTDSRunFacts:
     suffixes: int  # collision suffix tokens in the vocabulary
     warmup_epochs: int  # optim.warmup_epochs with -1 resolved
     ema_decay: float  # per step: optim.ema_decay, or set from optim.ema_epochs and the rows
+    static_index: bool  # lsh / random / precomputed IDs: no towers learn, no L_token
+    dynamic: bool  # IDs re-assigned while training (index.dynamic, learned kinds only)
+    next_item_user_id: bool  # next-item prompts carry the user's ID (tasks.user_id_in_next_item, users have IDs)
 
 
 @dataclass
@@ -66,20 +69,6 @@ class TTDSWork:
 
     job: TTDSJobConfig
     run: TTDSRunFacts
-
-    @property
-    def static_index(self) -> bool:
-        from ttds.index.kinds import LEARNED_KINDS
-
-        return self.job.index.kind not in LEARNED_KINDS  # lsh / random / precomputed IDs do not learn
-
-    @property
-    def dynamic(self) -> bool:
-        return self.job.index.dynamic and not self.static_index
-
-    @property
-    def next_item_user_id(self) -> bool:
-        return self.job.tasks.user_id_in_next_item and self.run.has_users
 
 
 def task_rates(cfg: TTDSJobConfig, has_users: bool) -> dict[str, float]:
@@ -194,7 +183,7 @@ def make_builder(tokenizer, corpus: Corpus, indexer: Indexer, w: TTDSWork, model
         item_titles=corpus.item_titles if corpus.has_item_text else None,
         user_texts=corpus.user_texts if corpus.has_user_text else None,
         max_len=w.job.backbone.max_len,
-        next_item_user_id=w.next_item_user_id,
+        next_item_user_id=w.run.next_item_user_id,
     )
 
 
@@ -296,7 +285,7 @@ class TTDSTrainer(Trainer):
         self.base_lrs = [g["lr"] for g in self.engine.optimizer.param_groups]  # body, rest, towers (optim.lr_schedule scales them)
         self.shard = ray.train.get_dataset_shard("train")
         self.alpha = job.loss.alpha if job.loss.dmvae else 0.0
-        self.beta = job.loss.beta if (job.loss.dmvae and not self.w.static_index) else 0.0
+        self.beta = job.loss.beta if (job.loss.dmvae and not self.run.static_index) else 0.0
         self.item_x_t, self.user_x_t = torch.as_tensor(self.item_x), torch.as_tensor(self.user_x)
         self.ret_w = job.loss.retrieval_weight  # optional retrieval fast-path loss (ttds.decode.retrieval)
         self.ret_users = [u for u, s in enumerate(self.corpus.train_sequences) if len(s) >= 2] if self.ret_w > 0 else []
@@ -307,7 +296,7 @@ class TTDSTrainer(Trainer):
             raise ValueError("backbone.item_embedding is set but the model has none (resumed from a model trained without it)")
 
     def before_epoch(self, epoch: int) -> dict:
-        if not (self.w.dynamic and epoch > 0 and epoch % max(1, self.job.index.reindex_every) == 0):
+        if not (self.run.dynamic and epoch > 0 and epoch % max(1, self.job.index.reindex_every) == 0):
             return {}
         # Re-assign IDs at the START of an epoch, so the epoch trains on the IDs it is then
         # validated and checkpointed with. Re-assigning at the end of an epoch (before
@@ -397,7 +386,7 @@ class TTDSTrainer(Trainer):
 
     def save(self, directory: Path, metrics: dict) -> None:
         self._save_model(directory, metrics)
-        if self.w.dynamic and self.run.text_source:
+        if self.run.dynamic and self.run.text_source:
             from safetensors.numpy import save_file as save_np
 
             save_np({"item_x": self.item_x}, str(directory / ITEM_X_FILE))
@@ -426,7 +415,7 @@ def model_meta(w: TTDSWork, metrics: dict) -> dict:
         "epoch": metrics["epoch"],
         "max_history": job.data.max_history,
         "max_len": job.backbone.max_len,
-        "next_item_user_id": w.next_item_user_id,
+        "next_item_user_id": run.next_item_user_id,
         "suffixes": run.suffixes,
         "item_levels": run.item_levels,
         "user_levels": run.user_levels,
