@@ -23,11 +23,14 @@ from ttds.baselines.sasrec import SequentialRecommender
 from ttds.baselines.seqmodel_worker import CKPT_NAME, MODELS, SeqWork, load_best, seq_worker, top_k
 from ttds.config import from_dict, to_dict
 from ttds.data.corpus import Corpus
+from ttds.data.examples import next_item_dataset
 from ttds.eval.metrics import ranking_metrics
 from ttds.eval.per_user import PER_USER_FILE, per_user_table, write_per_user
 from ttds.train import checkpoint as ckpt_io
 from ttds.train.launch import TrainConfig, latest_checkpoint, run_trainer
 from ttds.train.loop import LoopState
+from ttds.train.lr_schedule import schedule_problem
+from ttds.train.weight_average import decay_for_epochs, span_problem
 
 __all__ = ["BASELINES", "score_users", "train_and_evaluate"]
 
@@ -76,15 +79,8 @@ def _train_neural(
     name: str, corpus: Corpus, out: Path, overrides: dict, train: TrainConfig, exclude_seen: bool, materialize: bool
 ) -> tuple[SequentialRecommender, Any, LoopState]:
     """Train `name` on Ray Train; the best-validation weights, the config as trained and the loop's state."""
-    from ttds.data.examples import next_item_dataset
-
     cfg = from_dict(MODELS[name][1], overrides)
-    from ttds.train.lr_schedule import schedule_problem
-
-    problem = schedule_problem(cfg.lr_schedule, f"{name}: lr_schedule")
-    from ttds.train.weight_average import decay_for_epochs, span_problem
-
-    problem = problem or span_problem(cfg.ema_decay, cfg.ema_epochs, name)
+    problem = schedule_problem(cfg.lr_schedule, f"{name}: lr_schedule") or span_problem(cfg.ema_decay, cfg.ema_epochs, name)
     if problem:  # before any data is read or worker started
         raise ValueError(problem)
     train_ds = next_item_dataset(corpus.root, "train", max_history=cfg.max_len, layout="sequences")

@@ -1,16 +1,12 @@
 """SASRec's and GRU4Rec's hooks on the one training loop (`ttds.train.loop`).
 
 Each rank trains on its Ray Data shard of the "sequences" layout (one row per user, loss at
-every position), DDP averages gradients. After every epoch each rank scores its slice of the
-validation users against all items; the metric SUMS are all-reduced (sums merge exactly,
-means would not), so every rank sees the same score and takes the same early-stopping
-decision (ranks that disagree on when to stop would hang each other's collectives).
-
+every position), DDP averages gradients; each rank scores its slice of the validation users
+against all items and the metric sums are all-reduced, so every rank takes the same
+early-stopping decision (ranks that disagree on when to stop would hang each other).
 Every checkpoint holds the current weights + optimizer state (to resume) AND the best weights
-so far (to evaluate), so the newest checkpoint alone answers both questions whatever Ray's
-retention keeps. With `ema_decay` > 0 the best weights are the weight average's
-(`ttds.train.weight_average`, as in the TTDS job), which is what validation scores.
-The loop itself (resume, patience, the average, reports) is `ttds.train.loop.fit`.
+so far (the weight average's with `ema_decay` > 0), so the newest checkpoint alone answers
+both questions whatever Ray's retention keeps.
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ from ttds.baselines.sasrec import SASRec, SASRecConfig, SequentialRecommender, l
 from ttds.eval.metrics import MetricAccumulator
 from ttds.config import to_dict
 from ttds.train import checkpoint as ckpt_io
-from ttds.train.collectives import all_reduce_values
+from ttds.train.collectives import all_reduce_metrics, all_reduce_values
 from ttds.train.launch import RunPlace
 from ttds.train.loop import LoopConfig, LoopState, Trainer, fit, rank_and_world
 from ttds.train.lr_schedule import lr_factor
@@ -204,10 +200,7 @@ class SeqTrainer(Trainer):
                 "lr_scale": scale, "peak_rss_mb": rss}
 
     def validate(self) -> dict:
-        acc = evaluate_ranks(self.model, self.valid_hist, self.valid_tgt, self.w.exclude_seen)
-        keys = acc.keys()
-        summed = all_reduce_values([acc.count] + [acc.sums[k] for k in keys])
-        valid = MetricAccumulator(ks=VALID_KS, count=int(summed[0]), sums=dict(zip(keys, summed[1:]))).result()
+        valid = all_reduce_metrics(evaluate_ranks(self.model, self.valid_hist, self.valid_tgt, self.w.exclude_seen)).result()
         return {f"valid_{k}": v for k, v in valid.items() if k != "NDCG@1"}
 
     def save_best(self, metrics: dict) -> None:

@@ -171,14 +171,10 @@ class LightGCNTrainer(Trainer):
 VECTORS_FILE = "lightgcn.safetensors"
 
 
-def _loop(cfg: LightGCNConfig) -> LoopConfig:
-    return LoopConfig(epochs=cfg.epochs, seed=None)  # the model and the triples draw from their own seeded generators
-
-
 def train_lightgcn(train_sequences: Sequence[Sequence[int]], n_items: int, cfg: LightGCNConfig) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Train LightGCN with BPR in this process; returns (item vectors, user vectors, loss per epoch)."""
     trainer = LightGCNTrainer(train_sequences, n_items, cfg)
-    state = fit(trainer, _loop(cfg), None)
+    state = fit(trainer, LoopConfig(epochs=cfg.epochs, seed=None), None)  # the model and the triples seed their own generators
     item_v, user_v = trainer.gcn.vectors()
     return item_v, user_v, [h["bpr_loss"] for h in state.history]
 
@@ -207,7 +203,7 @@ def lightgcn_worker(w: LightGCNWork, place: RunPlace) -> None:
     rank, world = rank_and_world(place)
     torch.set_num_threads(1)
     seqs = [np.asarray(s, dtype=np.int64) for s in w.train_sequences]
-    fit(LightGCNTrainer(seqs, w.n_items, w.cfg, rank, world), _loop(w.cfg), place)
+    fit(LightGCNTrainer(seqs, w.n_items, w.cfg, rank, world), LoopConfig(epochs=w.cfg.epochs, seed=None), place)
 
 
 def lightgcn_vectors(train_sequences: Sequence[Sequence[int]], n_items: int, cfg: LightGCNConfig | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -30,16 +30,11 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RunPlace:
-    """Where a Ray Train run lives, as the driver found it (handed to every worker).
+    """Where a Ray Train run lives, as the driver found it (handed to every worker). Ray Train v2
+    deprecates `resume_from_checkpoint`; passing the path to the workers is the documented replacement."""
 
-    `run_dir`: the local run folder ("" with remote storage: no shared folder to write to);
-    `resume_from`: the newest checkpoint of an earlier run in that folder ("" = none).
-    Ray Train v2 deprecates `resume_from_checkpoint`; passing the path to the workers is the
-    documented replacement.
-    """
-
-    run_dir: str = ""
-    resume_from: str = ""
+    run_dir: str = ""  # the local run folder ("" with remote storage: no shared folder to write to)
+    resume_from: str = ""  # the newest checkpoint of an earlier run in that folder ("" = none)
 
 
 def starting_checkpoint(place: RunPlace):

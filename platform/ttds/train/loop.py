@@ -1,19 +1,11 @@
 """The one epoch loop every trainer runs: TTDS, the tokenizer, SASRec/GRU4Rec and LightGCN.
 
-Why one loop: the same steps were written four times and drifted (names, the weight average
-reaching one trainer after another). The loop owns what is the same for every model, as
-RecBole's `Trainer.fit` does; a model only gives its hooks (`Trainer`): build or load itself,
-one epoch of optimiser steps, its validation, its files.
-
-Per epoch: `before_epoch` (re-indexing), `train_epoch`, then with the weight average swapped in
-(`optim.ema_*`): `validate` (figures already all-reduced, so every rank takes the same
-decision), best/patience on `LoopConfig.metric`, `save_best` on rank 0 when it improved; then
-a checkpoint of the live weights + the average + the loop state, `ray.train.report`, a line
-in history.jsonl, one summary line on the console; stop on patience or the time budget.
-
-Inside a Ray Train worker (`place` given) it resumes (Ray's checkpoint after a failure, else the
-run folder's newest), checkpoints and reports; in-process (`place=None`) it is one rank that
-saves nothing (LightGCN's in-process path).
+Why one loop: the same steps were written four times and drifted (names; the weight average
+reached one trainer after another). As in RecBole's `Trainer.fit`, the loop owns what is the
+same for every model (seed, resume, epochs and time budget, validation with the weight average
+swapped in, best/patience, checkpoint + `ray.train.report` + history.jsonl, one console line
+per epoch); a model gives only its hooks (`Trainer`). In a Ray Train worker (`place` given) it
+resumes, checkpoints and reports; in-process (`place=None`) it is one rank that saves nothing.
 """
 
 from __future__ import annotations
@@ -137,14 +129,10 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def summary_line(epoch: int, loop: LoopConfig, metrics: dict[str, Any]) -> str:
     """One console line per epoch: the selection figure, the best so far, the loss, the time."""
-    parts = [f"epoch {epoch + 1}/{loop.epochs}"]
+    parts = [f"epoch {epoch + 1}/{loop.epochs}"] + [f"{k} {metrics[k]:.4f}" for k in ("loss", "bpr_loss") if k in metrics]
     if loop.metric:
         parts.append(f"{loop.metric} {metrics[loop.metric]:.4f} (best {metrics['best_' + loop.metric]:.4f} at epoch {metrics['best_epoch'] + 1})")
-    for key in ("loss", "bpr_loss"):
-        if key in metrics:
-            parts.append(f"{key} {metrics[key]:.4f}")
-    parts.append(f"{metrics['epoch_s']:.1f} s")
-    return "  ".join(parts)
+    return "  ".join(parts + [f"{metrics['epoch_s']:.1f} s"])
 
 
 def fit(trainer: Trainer, loop: LoopConfig, place: RunPlace | None) -> LoopState:

@@ -1,11 +1,9 @@
 """The twin-tower tokenizer's hooks on the one training loop (`ttds.train.loop`).
 
-Every rank k-means-initialises the codebooks from the same full, unsplit data with the same
-seed, so all ranks start identical without a broadcast; training batches come from each
-rank's Ray Data shard; DeepSpeed averages gradients (ZeRO stage from the config). At each
-epoch end usage counts are summed over ranks, dead codes restarted identically everywhere
-(through DeepSpeed's fp32 master copy), metrics computed on the full data and a checkpoint
-reported; a restarted run continues from the last one.
+Every rank k-means-initialises the codebooks from the same full data with the same seed (no
+broadcast needed); batches come from each rank's Ray Data shard; DeepSpeed averages gradients.
+After each epoch dead codes are restarted identically everywhere (usage summed over ranks,
+written through DeepSpeed's fp32 master copy) and codebook figures computed on the full data.
 """
 
 from __future__ import annotations

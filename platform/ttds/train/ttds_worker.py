@@ -10,6 +10,7 @@ The loop does the rest: the weight average, best/patience, checkpoints, reports,
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,6 @@ from ttds.configs import BackboneSection, TTDSJobConfig
 from ttds.data.corpus import Corpus
 from ttds.decode.beam import BeamConfig
 from ttds.eval.evaluate import build_trie, evaluate_next_item
-from ttds.eval.metrics import MetricAccumulator
 from ttds.features.build import standardise_like
 from ttds.index.table import SemanticIDTable
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
@@ -29,7 +29,7 @@ from ttds.llm.model import TTDSModel
 from ttds.llm.model_io import load_model, save_model
 from ttds.llm.prompts import PromptBuilder, TokenTable, left_pad, semantic_vocabulary
 from ttds.train import deepspeed_utils as dsu
-from ttds.train.collectives import all_reduce_values
+from ttds.train.collectives import all_reduce_metrics
 from ttds.train.launch import RunPlace
 from ttds.train.loop import LoopConfig, LoopState, Trainer, fit
 from ttds.train.lr_schedule import lr_factor
@@ -312,8 +312,6 @@ class TTDSTrainer(Trainer):
         return reindex
 
     def train_epoch(self, epoch: int) -> dict:
-        import time
-
         job, engine, model, builder = self.job, self.engine, self.model, self.builder
         frozen = epoch < self.run.warmup_epochs
         scale = lr_factor(job.optim.lr_schedule, epoch, job.optim.epochs, self.run.warmup_epochs, job.optim.min_lr_ratio)
@@ -370,12 +368,7 @@ class TTDSTrainer(Trainer):
         item_head = self.model.item_head if ev.rank_by == "item_head" else None
         accs = evaluate_next_item(self.model.backbone, self.builder, self.trie, uids, hists, targets, [0], beam, self.job.data.max_history,
                                   ev.batch_size, exclude_seen=ev.exclude_seen, item_head=item_head)
-        acc = accs[0]
-        if self.world > 1:
-            keys = sorted(acc.sums)
-            t = all_reduce_values([acc.count] + [acc.sums[k] for k in keys])
-            acc = MetricAccumulator(ks=acc.ks, count=int(t[0]), sums=dict(zip(keys, t[1:])))
-        return {f"valid_{k}": v for k, v in acc.result().items()}
+        return {f"valid_{k}": v for k, v in all_reduce_metrics(accs[0]).result().items()}
 
     def _save_model(self, directory, metrics: dict) -> None:
         save_model(directory, self.model, self.tokenizer, self.indexer.items, self.indexer.users, model_meta(self.w, metrics),
