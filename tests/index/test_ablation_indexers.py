@@ -1,4 +1,4 @@
-"""Ablation indexers behind one interface: random IDs, LSH, precomputed (LC-Rec) and RQ."""
+"""Ablation indexers behind one interface: random IDs, LSH, precomputed (LC-Rec)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import pyarrow as pa
 import pytest
 
 from ttds.index import (
-    FitConfig,
     Indexer,
     LSHIndexer,
     RandomIndexer,
-    RQIndexer,
     parse_lcrec_tokens,
     table_from_arrow,
     table_from_index_json,
@@ -120,18 +118,3 @@ def test_lcrec_instruments_index_parses_into_unique_ids():
     assert 0 < table.collision_rate < 0.01
     table.assert_unique()
     assert is_prefix_free(table.keys())
-
-
-def test_rq_indexer_fits_and_wraps_a_trained_model():
-    x = features(300, 12, seed=4)
-    idx = RQIndexer(levels=2, codebook_size=16, seed=0, code_dim=8, hidden_dims=(16,), fit_config=FitConfig(epochs=2))
-    assert isinstance(idx, Indexer)
-    with pytest.raises(RuntimeError):
-        idx.encode(x)
-    codes = idx.fit(x).encode(x)
-    assert codes.shape == (300, 2) and codes.dtype == np.int64
-    assert codes.min() >= 0 and codes.max() < 16
-    again = RQIndexer(levels=2, codebook_size=16, seed=0, code_dim=8, hidden_dims=(16,), fit_config=FitConfig(epochs=2))
-    assert np.array_equal(codes, again.fit(x).encode(x))
-    wrapped = RQIndexer.from_model(idx.model)
-    assert wrapped.levels == 2 and np.array_equal(wrapped.encode(x), codes)

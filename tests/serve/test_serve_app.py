@@ -66,7 +66,6 @@ def _build(corpus, corpus_dir: Path, out: Path, seed: int, text_features: bool) 
     from ttds.configs import IndexConfig
     from ttds.features.build import Features, users_from_items
     from ttds.features.collaborative import CollaborativeConfig, collaborative_vectors
-    from ttds.index.rq import FitConfig, fit_tokenizer
     from ttds.index.table import SemanticIDTable
     from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
     from ttds.llm.backbone import BackboneConfig, add_semantic_tokens, encode_texts, load_backbone
@@ -91,8 +90,10 @@ def _build(corpus, corpus_dir: Path, out: Path, seed: int, text_features: bool) 
     dim = item_x.shape[1]
     idx = IndexConfig(levels=3, user_levels=2, codebook_size=16, code_dim=16, hidden_dims=[32], seed=seed)
     towers = TwinTowerTokenizer(TwinTowerConfig.from_dict(idx.towers(dim, dim)))
-    fit_tokenizer(towers.item, torch.from_numpy(item_x), FitConfig(epochs=4, seed=seed))
-    fit_tokenizer(towers.user, torch.from_numpy(user_x), FitConfig(epochs=4, seed=seed))
+    towers.train()  # the first training forward k-means-initialises the codebooks (the tokenizer job trains them further)
+    towers.item(torch.from_numpy(item_x))
+    towers.user(torch.from_numpy(user_x))
+    towers.eval()
     items = SemanticIDTable.from_codes("item", np.arange(corpus.n_items), towers.encode_items(torch.from_numpy(item_x)).numpy(), 16)
     users = SemanticIDTable.from_codes("user", np.arange(corpus.n_users), towers.encode_users(torch.from_numpy(user_x)).numpy(), 16)
     suffixes = max(items.max_suffix, users.max_suffix, 0) + 1

@@ -8,8 +8,9 @@ an older one), the run must finish every configured epoch, and its validation ND
 within noise of the undisturbed run. Bit-equality is not expected: the optimizer's moments and
 the sampling RNGs are not part of a checkpoint, so the resumed epoch draws differently.
 
-The tokenizer warm-up is fitted in-process (a second) and shared by both runs through
-`tokenizer_dir`; its own Ray Train run would cost ~40 s here and is not what is tested.
+The tokenizer warm-up is k-means-initialised towers (built in-process in a second) shared by
+both runs through `tokenizer_dir`; its own Ray Train run would cost ~40 s here and is not what
+is tested.
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ def tokenizer_dir(synthetic_corpus, tmp_path_factory) -> Path:
 
     from ttds.data.corpus import Corpus
     from ttds.features.build import build_features
-    from ttds.index.rq import FitConfig, fit_tokenizer
     from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
     from ttds.train import checkpoint as ckpt_io
     from ttds.train.tokenizer_job import save_features, tables_from_model
@@ -67,8 +67,11 @@ def tokenizer_dir(synthetic_corpus, tmp_path_factory) -> Path:
     save_features(feats, out / "features.safetensors")
     towers = index.towers(feats.item_x.shape[1], feats.user_x.shape[1])
     model = TwinTowerTokenizer(TwinTowerConfig.from_dict(towers))
-    fit_tokenizer(model.item, torch.as_tensor(feats.item_x), FitConfig(epochs=10, batch_size=64, seed=0))
-    fit_tokenizer(model.user, torch.as_tensor(feats.user_x), FitConfig(epochs=10, batch_size=64, seed=0))
+    model.train()
+    torch.manual_seed(0)
+    model.item(torch.as_tensor(feats.item_x))  # the first training forward k-means-initialises the codebooks
+    model.user(torch.as_tensor(feats.user_x))
+    model.eval()
     items, users = tables_from_model(model, feats, index)
     items.save(out)
     users.save(out)

@@ -20,13 +20,17 @@ import numpy as np
 
 from ttds.baselines.popularity import evaluate_popularity, popularity_ranking, report
 from ttds.baselines.sasrec import SequentialRecommender
-from ttds.baselines.seqmodel_worker import CKPT_NAME, MODELS, load_best, seq_worker, top_k
+from ttds.baselines.seqmodel_worker import CKPT_NAME, MODELS, SeqWork, load_best, seq_worker, top_k
 from ttds.config import from_dict, to_dict
 from ttds.data.corpus import Corpus
+from ttds.data.examples import next_item_dataset
 from ttds.eval.metrics import ranking_metrics
 from ttds.eval.per_user import PER_USER_FILE, per_user_table, write_per_user
 from ttds.train import checkpoint as ckpt_io
 from ttds.train.launch import TrainConfig, latest_checkpoint, run_trainer
+from ttds.train.loop import LoopState
+from ttds.train.lr_schedule import schedule_problem
+from ttds.train.weight_average import decay_for_epochs, span_problem
 
 __all__ = ["BASELINES", "score_users", "train_and_evaluate"]
 
@@ -73,23 +77,12 @@ def _popularity(corpus: Corpus, exclude_seen: bool, t0: float, per_user_path: Pa
 
 def _train_neural(
     name: str, corpus: Corpus, out: Path, overrides: dict, train: TrainConfig, exclude_seen: bool, materialize: bool
-) -> tuple[SequentialRecommender, dict, list[dict]]:
-    from ttds.data.examples import next_item_dataset
-
+) -> tuple[SequentialRecommender, Any, LoopState]:
+    """Train `name` on Ray Train; the best-validation weights, the config as trained and the loop's state."""
     cfg = from_dict(MODELS[name][1], overrides)
-    from ttds.train.lr_schedule import schedule_problem
-
-    problem = schedule_problem(cfg.lr_schedule, f"{name}: lr_schedule")
-    from ttds.train.weight_average import decay_for_epochs, span_problem
-
-    problem = problem or span_problem(cfg.ema_decay, cfg.ema_epochs, name)
+    problem = schedule_problem(cfg.lr_schedule, f"{name}: lr_schedule") or span_problem(cfg.ema_decay, cfg.ema_epochs, name)
     if problem:  # before any data is read or worker started
         raise ValueError(problem)
-    mc = to_dict(cfg)
-    worker_cfg = {
-        "model": name, "model_config": mc, "n_items": corpus.n_items,
-        "corpus_dir": str(corpus.root.resolve()), "exclude_seen": exclude_seen,
-    }
     train_ds = next_item_dataset(corpus.root, "train", max_history=cfg.max_len, layout="sequences")
     if materialize:
         # One row per user is small (Instruments: 24,772 rows); re-running the parquet read +
@@ -97,13 +90,14 @@ def _train_neural(
         # from the object store.
         train_ds = train_ds.materialize()
     if cfg.ema_epochs > 0:  # the span in epochs as the per-step decay the workers use (kept in model.json)
-        mc["ema_decay"] = decay_for_epochs(cfg.ema_epochs, train_ds.count(), cfg.batch_size, train.num_workers)
-        print(f"{name}: ema_epochs={cfg.ema_epochs:g} -> weight average decay {mc['ema_decay']:.6f}", flush=True)
+        cfg = dataclasses.replace(cfg, ema_decay=decay_for_epochs(cfg.ema_epochs, train_ds.count(), cfg.batch_size, train.num_workers))
+        print(f"{name}: ema_epochs={cfg.ema_epochs:g} -> weight average decay {cfg.ema_decay:.6f}", flush=True)
+    work = SeqWork(model=name, config=cfg, n_items=corpus.n_items, corpus_dir=str(corpus.root.resolve()), exclude_seen=exclude_seen)
     run_name = _run_name(out, train.resume)
     # Ray Train v2 refuses `resume_from_checkpoint` and instead resumes by itself from the
     # snapshot in storage_path/name, so resuming = reusing the run name (see `_run_name`).
     result = run_trainer(
-        seq_worker, worker_cfg, dataclasses.replace(train, resume=False), out, run_name,
+        seq_worker, work, dataclasses.replace(train, resume=False), out, run_name,
         datasets={"train": train_ds}, split_datasets=["train"],
     )
     if result.error:
@@ -113,10 +107,10 @@ def _train_neural(
     if ckpt is None:
         raise RuntimeError(f"{name}: training produced no checkpoint under {out / run_name}")
     with ckpt.as_directory() as d:
-        model, state = load_best(d, CKPT_NAME)
-    history = state.get("history", [])
-    ckpt_io.save_state(out, model.state_dict(), {"model": name, "model_config": mc, "n_items": corpus.n_items, "best_epoch": state["best_epoch"]}, "model")
-    return model, state, history
+        model, _ = load_best(d, CKPT_NAME)
+        state = LoopState.read(d)
+    ckpt_io.save_state(out, model.state_dict(), {"model": name, "model_config": to_dict(cfg), "n_items": corpus.n_items, "best_epoch": state.best_epoch}, "model")
+    return model, cfg, state
 
 
 def train_and_evaluate(
@@ -148,24 +142,24 @@ def train_and_evaluate(
         res = _popularity(corpus, exclude_seen, t0, out / PER_USER_FILE)
     else:
         init_ray()
-        model, state, history = _train_neural(name, corpus, out, dict(overrides or {}), train or TrainConfig(), exclude_seen, materialize)
+        model, cfg, state = _train_neural(name, corpus, out, dict(overrides or {}), train or TrainConfig(), exclude_seen, materialize)
         model.to(select_device().device)  # full ranking of every test user: on the GPU when there is one
         users, histories, targets = corpus.eval_arrays("test")
         ranked = score_users(model, histories, 10, exclude_seen)
         test = report(ranking_metrics(ranked, targets, ks=(1, 5, 10)))
         write_per_user(out / PER_USER_FILE, per_user_table(users, targets, [ranked]))
-        rates = [h["examples_per_s"] for h in history if "examples_per_s" in h]
-        worker_rss = max((h.get("peak_rss_mb", 0.0) for h in history), default=0.0)
+        history = state.history
+        rates = [h["examples_per_s"] for h in history]
         res = {
             **test,
-            "valid_NDCG@10": float(state["best_score"]),
+            "valid_NDCG@10": float(state.best_score),
             "wall_s": time.time() - t0,
-            "peak_rss_mb": max(_rss_mb(), worker_rss),
+            "peak_rss_mb": max([_rss_mb()] + [h["peak_rss_mb"] for h in history]),
             "examples_per_s": float(np.mean(rates)) if rates else float("nan"),
-            "config": {**state["model_config"], "exclude_seen": exclude_seen},
-            "best_epoch": int(state["best_epoch"]),
-            "epochs_run": int(state["epoch"]) + 1,
-            "resumed_from_epoch": int(state.get("resumed_from_epoch", -1)),
+            "config": {**to_dict(cfg), "exclude_seen": exclude_seen},
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch + 1,
+            "resumed_from_epoch": state.resumed_from_epoch,
             "history": history,
         }
     res = {"name": name, "corpus": corpus.name, **res}

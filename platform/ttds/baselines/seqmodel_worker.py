@@ -1,24 +1,21 @@
-"""The Ray Train worker loop shared by SASRec and GRU4Rec (one function of a config dict).
+"""SASRec's and GRU4Rec's hooks on the one training loop (`ttds.train.loop`).
 
 Each rank trains on its Ray Data shard of the "sequences" layout (one row per user, loss at
-every position), DDP averages gradients. After every epoch each rank scores its slice of the
-validation users against all items; the metric SUMS are all-reduced (sums merge exactly,
-means would not), so every rank sees the same score and takes the same early-stopping
-decision (ranks that disagree on when to stop would hang each other's collectives).
-
+every position), DDP averages gradients; each rank scores its slice of the validation users
+against all items and the metric sums are all-reduced, so every rank takes the same
+early-stopping decision (ranks that disagree on when to stop would hang each other).
 Every checkpoint holds the current weights + optimizer state (to resume) AND the best weights
-so far (to evaluate), so the newest checkpoint alone answers both questions whatever Ray's
-retention keeps. With `ema_decay` > 0 the best weights are the weight average's
-(`ttds.train.weight_average`, as in the TTDS job), which is what validation scores.
+so far (the weight average's with `ema_decay` > 0), so the newest checkpoint alone answers
+both questions whatever Ray's retention keeps.
 """
 
 from __future__ import annotations
 
 import resource
-import tempfile
 import time
-from contextlib import nullcontext
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -26,17 +23,19 @@ import torch
 from ttds.baselines.gru4rec import GRU4Rec, GRU4RecConfig
 from ttds.baselines.sasrec import SASRec, SASRecConfig, SequentialRecommender, left_pad
 from ttds.eval.metrics import MetricAccumulator
-from ttds.runtime import set_loopback_env
+from ttds.config import to_dict
 from ttds.train import checkpoint as ckpt_io
-from ttds.train.collectives import all_reduce_values
+from ttds.train.collectives import all_reduce_metrics, all_reduce_values
+from ttds.train.launch import RunPlace
+from ttds.train.loop import LoopConfig, LoopState, Trainer, fit, rank_and_world
 from ttds.train.lr_schedule import lr_factor
-from ttds.train.weight_average import read_weight_average, start_average
 
-__all__ = ["MODELS", "build_model", "evaluate_ranks", "load_best", "seq_worker"]
+__all__ = ["MODELS", "SeqWork", "build_model", "evaluate_ranks", "load_best", "seq_worker"]
 
 MODELS: dict[str, tuple[type, type]] = {"sasrec": (SASRec, SASRecConfig), "gru4rec": (GRU4Rec, GRU4RecConfig)}
 VALID_KS = (1, 5, 10)
 CKPT_NAME = "seqmodel"
+SeqModelConfig = Union[SASRecConfig, GRU4RecConfig]
 
 
 def build_model(name: str, model_config: dict, n_items: int) -> SequentialRecommender:
@@ -128,131 +127,96 @@ def _valid_slice(corpus_dir: str, rank: int, world: int) -> tuple[list[np.ndarra
     return hist[rank::world], targets[rank::world]
 
 
-def seq_worker(config: dict[str, Any]) -> None:
-    """Train config["model"] on the "train" shard; report per-epoch valid metrics + checkpoint.
+@dataclass
+class SeqWork:
+    """A SASRec/GRU4Rec worker's input: the model's typed config (its ema_decay already set from
+    ema_epochs by the driver), the catalogue size and where the validation users are."""
 
-    config: model, model_config (the dataclass as a dict), n_items, corpus_dir (validation
-    users are read from it), exclude_seen.
-    """
-    import ray.train
-    import torch.distributed as dist
-    from ray.train.torch import get_device, prepare_model
+    model: str  # "sasrec" | "gru4rec"
+    config: SeqModelConfig
+    n_items: int
+    corpus_dir: str
+    exclude_seen: bool = False
 
-    set_loopback_env()
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    mc = config["model_config"]
-    if mc.get("threads"):
-        torch.set_num_threads(int(mc["threads"]))
-    torch.manual_seed(mc["seed"])  # identical init on every rank (DDP also broadcasts rank 0's)
 
-    model = build_model(config["model"], mc, int(config["n_items"]))
-    opt = torch.optim.Adam(model.parameters(), lr=mc["lr"], weight_decay=mc["weight_decay"])
-    # The full per-epoch history rides in the checkpoint: Ray's result only keeps the metrics
-    # of retained checkpoints (the last `keep_checkpoints`), and a resume must not lose it.
-    state: dict[str, Any] = {"epoch": -1, "best_epoch": -1, "best_score": -1.0, "bad_epochs": 0, "history": []}
-    best = _prefixed("best", model.state_dict())
-    saved_average = None
-    resume = ray.train.get_checkpoint()
-    if resume is not None:
-        with resume.as_directory() as d:
-            tensors, saved = ckpt_io.load_state(d, CKPT_NAME)
-            saved_average = read_weight_average(d)
-        model.load_state_dict(_strip("model", tensors))
-        opt.load_state_dict(_unflat_optimizer(tensors, saved["optimizer"]))
-        best = {k: v for k, v in tensors.items() if k.startswith("best.")}
-        state = {k: saved[k] for k in state}
-    state["resumed_from_epoch"] = state["epoch"]  # -1 on a fresh start
-    torch.manual_seed(mc["seed"] * 1000 + state["epoch"] + 1 + 7919 * rank)  # dropout streams differ by rank/epoch
+class SeqTrainer(Trainer):
+    """Next-item cross-entropy at every position of the "sequences" rows, DDP-averaged; the
+    best weights ride in every checkpoint beside the live ones and the optimizer state."""
 
-    ddp = prepare_model(model)  # moves the model to this worker's GPU when the run has one
-    device = get_device()
-    # ema_decay > 0: validate and keep an average of the weights (made after the model moved to its device)
-    averager = start_average(model, float(mc.get("ema_decay", 0.0)), saved_average, say=print if rank == 0 else (lambda _: None))
-    pad = model.pad_id
-    shard = ray.train.get_dataset_shard("train")
-    valid_hist, valid_tgt = _valid_slice(config["corpus_dir"], rank, world)
+    def __init__(self, w: SeqWork, rank: int, world: int):
+        self.w, self.mc, self.rank, self.world = w, w.config, rank, world
 
-    run_start = time.perf_counter()
-    for epoch in range(state["epoch"] + 1, mc["epochs"]):
-        if state["bad_epochs"] >= mc["patience"]:
-            break  # a resumed run that had already stopped early
-        scale = lr_factor(mc.get("lr_schedule", "constant"), epoch, mc["epochs"], 0, mc.get("min_lr_ratio", 0.1))
-        for group in opt.param_groups:
-            group["lr"] = mc["lr"] * scale
+    def start(self, resume: Path | None, state: LoopState) -> None:
+        import ray.train
+        from ray.train.torch import get_device, prepare_model
+
+        mc = self.mc
+        if mc.threads:
+            torch.set_num_threads(mc.threads)
+        model = build_model(self.w.model, to_dict(mc), self.w.n_items)  # the loop seeded torch: the same init on every rank
+        self.opt = torch.optim.Adam(model.parameters(), lr=mc.lr, weight_decay=mc.weight_decay)
+        self.best = _prefixed("best", model.state_dict())
+        if resume is not None:
+            tensors, saved = ckpt_io.load_state(resume, CKPT_NAME)
+            model.load_state_dict(_strip("model", tensors))
+            self.opt.load_state_dict(_unflat_optimizer(tensors, saved["optimizer"]))
+            self.best = {k: v for k, v in tensors.items() if k.startswith("best.")}
+        torch.manual_seed(mc.seed * 1000 + state.epoch + 1 + 7919 * self.rank)  # dropout streams differ by rank/epoch
+        self.ddp = prepare_model(model)  # moves the model to this worker's GPU when the run has one
+        self.device = get_device()
+        self.model = model  # the loop's weight average follows it (made after the move to its device)
+        self.shard = ray.train.get_dataset_shard("train")
+        self.valid_hist, self.valid_tgt = _valid_slice(self.w.corpus_dir, self.rank, self.world)
+
+    def train_epoch(self, epoch: int) -> dict:
+        mc, model = self.mc, self.model
+        scale = lr_factor(mc.lr_schedule, epoch, mc.epochs, 0, mc.min_lr_ratio)
+        for group in self.opt.param_groups:
+            group["lr"] = mc.lr * scale
         t0 = time.perf_counter()
-        ddp.train()
+        self.ddp.train()
+        pad = model.pad_id
         loss_sum, n_pred = 0.0, 0
-        batches = shard.iter_batches(
-            batch_size=mc["batch_size"], batch_format="numpy",
-            local_shuffle_buffer_size=4 * mc["batch_size"], local_shuffle_seed=mc["seed"] * 1000 + epoch,
+        batches = self.shard.iter_batches(
+            batch_size=mc.batch_size, batch_format="numpy",
+            local_shuffle_buffer_size=4 * mc.batch_size, local_shuffle_seed=mc.seed * 1000 + epoch,
         )
         for batch in batches:
-            seq = left_pad(batch["items"], model.max_len + 1, pad).to(device)
+            seq = left_pad(batch["items"], model.max_len + 1, pad).to(self.device)
             inp, tgt = seq[:, :-1], seq[:, 1:]
             n = int(((inp != pad) & (tgt != pad)).sum())
-            loss = ddp(inp, tgt)
-            opt.zero_grad(set_to_none=True)
+            loss = self.ddp(inp, tgt)
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-            if averager is not None:
-                averager.update()
+            self.opt.step()
+            if self.average is not None:
+                self.average.update()
             loss_sum += float(loss.detach()) * n
             n_pred += n
         train_s = time.perf_counter() - t0
+        loss_sum, n_pred = all_reduce_values([loss_sum, n_pred])
+        slowest, rss = all_reduce_values([train_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0], "max")
+        return {"loss": loss_sum / max(n_pred, 1), "examples_per_s": n_pred / max(slowest, 1e-9),  # next-item predictions, all ranks
+                "lr_scale": scale, "peak_rss_mb": rss}
 
-        with averager.swapped_in() if averager is not None else nullcontext():
-            acc = evaluate_ranks(model, valid_hist, valid_tgt, config.get("exclude_seen", False))
-            averaged = _prefixed("best", model.state_dict()) if averager is not None else None
-        keys = acc.keys()
-        summed = all_reduce_values([loss_sum, n_pred, acc.count] + [acc.sums[k] for k in keys])
-        loss_sum, n_pred = summed[0], summed[1]
-        total = MetricAccumulator(ks=VALID_KS, count=int(summed[2]), sums=dict(zip(keys, summed[3:])))
-        valid = total.result()
-        slowest, rss, elapsed = all_reduce_values(
-            [train_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, time.perf_counter() - run_start], "max"
-        )
-        epoch_s = elapsed / (epoch - state["resumed_from_epoch"])  # mean epoch time of this run
+    def validate(self) -> dict:
+        valid = all_reduce_metrics(evaluate_ranks(self.model, self.valid_hist, self.valid_tgt, self.w.exclude_seen)).result()
+        return {f"valid_{k}": v for k, v in valid.items() if k != "NDCG@1"}
 
-        score = valid["NDCG@10"]
-        if score > state["best_score"]:
-            state.update(best_epoch=epoch, best_score=score, bad_epochs=0)
-            best = averaged if averaged is not None else _prefixed("best", model.state_dict())
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        metrics: dict[str, Any] = {
-            "epoch": epoch,
-            "loss": loss_sum / max(n_pred, 1),
-            **{f"valid_{k}": v for k, v in valid.items() if k != "NDCG@1"},
-            "examples_per_s": n_pred / max(slowest, 1e-9),  # next-item predictions, all ranks
-            "epoch_s": time.perf_counter() - t0,
-            "lr_scale": scale,
-            "best_epoch": state["best_epoch"],
-            "best_valid_NDCG@10": state["best_score"],
-            "peak_rss_mb": rss,
-        }
-        state["history"].append(metrics)
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if rank == 0:
-                opt_tensors, opt_meta = _flat_optimizer(opt)
-                tensors = {**_prefixed("model", model.state_dict()), **best, **opt_tensors}
-                saved = {
-                    **state,
-                    "model": config["model"],
-                    "model_config": mc,
-                    "n_items": int(config["n_items"]),
-                    "optimizer": opt_meta,
-                }
-                ckpt_io.save_state(d, tensors, saved, CKPT_NAME)
-                if averager is not None:
-                    averager.save(d)
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=checkpoint)
-        if state["bad_epochs"] >= mc["patience"]:
-            break
-        if mc.get("time_budget_s") and elapsed + epoch_s > mc["time_budget_s"]:
-            break  # the next epoch would end past the budget (same decision on every rank)
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    def save_best(self, metrics: dict) -> None:
+        self.best = _prefixed("best", self.model.state_dict())  # the weights just validated: the average, when there is one
+
+    def save(self, directory: Path, metrics: dict) -> None:
+        opt_tensors, opt_meta = _flat_optimizer(self.opt)
+        tensors = {**_prefixed("model", self.model.state_dict()), **self.best, **opt_tensors}
+        saved = {"model": self.w.model, "model_config": to_dict(self.mc), "n_items": self.w.n_items, "optimizer": opt_meta}
+        ckpt_io.save_state(directory, tensors, saved, CKPT_NAME)
+
+
+def seq_worker(w: SeqWork, place: RunPlace) -> None:
+    """The Ray Train worker of SASRec/GRU4Rec: its hooks on the one loop, selected on valid NDCG@10."""
+    rank, world = rank_and_world(place)
+    mc = w.config
+    loop = LoopConfig(epochs=mc.epochs, seed=mc.seed, patience=mc.patience, metric="valid_NDCG@10",
+                      time_budget_s=mc.time_budget_s, ema_decay=mc.ema_decay)
+    fit(SeqTrainer(w, rank, world), loop, place)

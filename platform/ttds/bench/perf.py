@@ -214,8 +214,8 @@ def ttds_throughput(cfg, corpus, tok_dir: Path, out: Path, workers: int, rows: i
 
     from ttds.data.task_examples import write_task_rows
     from ttds.train.launch import run_trainer
-    from ttds.train.ttds_job import worker_config
-    from ttds.train.ttds_worker import ttds_worker
+    from ttds.train.ttds_job import run_facts
+    from ttds.train.ttds_worker import TTDSWork, task_rates, ttds_worker
 
     if out.exists():  # a scratch folder: Ray Train would resume an earlier run found in it
         shutil.rmtree(out)
@@ -224,15 +224,15 @@ def ttds_throughput(cfg, corpus, tok_dir: Path, out: Path, workers: int, rows: i
         cfg,
         optim=dataclasses.replace(cfg.optim, epochs=1, patience=1, time_budget_s=0.0),
         eval=dataclasses.replace(cfg.eval, valid_users=16, beam_width=max(cfg.eval.top_k, 10)),
+        train=dataclasses.replace(cfg.train, log_every=0),
     )
-    wc = worker_config(short, corpus, tok_dir, out)
-    wc["log_every"] = 10**9
-    tasks = [t for t, r in wc["rates"].items() if r > 0]
+    facts = run_facts(short, corpus, tok_dir, out)
+    tasks = [t for t, r in task_rates(short, facts.has_users).items() if r > 0]
     task_rows = write_task_rows(corpus, out / "data", tasks, short.data.max_history)
     ds = ray.data.read_parquet(str(task_rows)).limit(rows)
     train = dataclasses.replace(cfg.train, num_workers=workers, cpus_per_worker=cpus_per_worker, resume=False, max_failures=0)
     t0 = time.time()
-    result = run_trainer(ttds_worker, wc, train, out, f"throughput_{workers}w", datasets={"train": ds}, score_attribute=None)
+    result = run_trainer(ttds_worker, TTDSWork(short, facts), train, out, f"throughput_{workers}w", datasets={"train": ds}, score_attribute=None)
     if result.error:
         raise result.error
     hist = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]

@@ -12,7 +12,8 @@ Training runs as a Ray Train job (`ray_train=True`, the default: `num_workers` w
 sampling its own BPR triples, gradients all-reduced, vectors returned in a checkpoint), or
 in-process (`ray_train=False`) for callers without a Ray cluster, tests of the model itself,
 and corpora small enough that a Ray Train start (seconds) costs more than the training.
-Both paths run the same `train_lightgcn` loop, so they learn the same model.
+Both paths run the same hooks (`LightGCNTrainer`) on the one loop (`ttds.train.loop`), so they
+learn the same model.
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from ttds.train.launch import RunPlace, TrainConfig, run_trainer
+from ttds.train.loop import LoopConfig, Trainer, fit, rank_and_world
+
 log = logging.getLogger(__name__)
 
-__all__ = ["LightGCNConfig", "interaction_pairs", "normalized_adjacency", "LightGCN", "train_lightgcn", "lightgcn_vectors", "lightgcn_worker"]
+__all__ = ["LightGCNConfig", "interaction_pairs", "normalized_adjacency", "LightGCN", "LightGCNTrainer", "train_lightgcn", "lightgcn_vectors", "lightgcn_worker"]
 
 
 @dataclass
@@ -119,49 +124,59 @@ def _negatives(users: np.ndarray, n_items: int, pair_keys: np.ndarray, rng: np.r
     return neg
 
 
-def train_lightgcn(
-    train_sequences: Sequence[Sequence[int]],
-    n_items: int,
-    cfg: LightGCNConfig,
-    rank: int = 0,
-    world: int = 1,
-    grad_hook: Callable[[nn.Module], None] | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """Train LightGCN with BPR; returns (item vectors, user vectors, loss per epoch).
+class LightGCNTrainer(Trainer):
+    """LightGCN's hooks on the one loop: an epoch is len(pairs) / (batch x world) BPR steps.
 
-    Every rank builds the same model (same seed); rank r samples its own triples, and
-    `grad_hook` (the Ray Train worker's all-reduce) makes the ranks take the same step.
+    Every rank builds the same model (same seed); rank r samples its own triples, and the
+    gradients are averaged over ranks before each step, so the ranks take the same step.
+    No validation: every epoch is kept, the last one's vectors are the result.
     """
-    users, items = interaction_pairs(train_sequences)
-    n_users = len(train_sequences)
-    if len(users) == 0:
-        raise ValueError("LightGCN needs at least one training interaction")
-    model = LightGCN(n_users, n_items, cfg.dim, cfg.layers, normalized_adjacency(users, items, n_users, n_items), cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    rng = np.random.default_rng(cfg.seed * 1009 + rank)
-    pair_keys = np.sort(users * n_items + items)
-    steps = max(1, math.ceil(len(users) / (cfg.batch_size * world)))
-    history = []
-    for epoch in range(cfg.epochs):
+
+    def __init__(self, train_sequences: Sequence[Sequence[int]], n_items: int, cfg: LightGCNConfig, rank: int = 0, world: int = 1):
+        self.users, self.items = interaction_pairs(train_sequences)
+        self.n_users, self.n_items, self.cfg = len(train_sequences), n_items, cfg
+        if len(self.users) == 0:
+            raise ValueError("LightGCN needs at least one training interaction")
+        self.rng = np.random.default_rng(cfg.seed * 1009 + rank)
+        self.pair_keys = np.sort(self.users * n_items + self.items)
+        self.steps = max(1, math.ceil(len(self.users) / (cfg.batch_size * world)))
+
+    def start(self, resume: Path | None, state) -> None:
+        adjacency = normalized_adjacency(self.users, self.items, self.n_users, self.n_items)
+        self.gcn = LightGCN(self.n_users, self.n_items, self.cfg.dim, self.cfg.layers, adjacency, self.cfg.seed)
+        self.opt = torch.optim.Adam(self.gcn.parameters(), lr=self.cfg.lr)
+
+    def train_epoch(self, epoch: int) -> dict:
         total = 0.0
-        for _ in range(steps):
-            pick = rng.integers(0, len(users), cfg.batch_size)
-            bu, bp = users[pick], items[pick]
-            bn = _negatives(bu, n_items, pair_keys, rng)
-            loss = model.bpr_loss(*(torch.as_tensor(a) for a in (bu, bp, bn)), reg=cfg.reg)
-            opt.zero_grad(set_to_none=True)
+        for _ in range(self.steps):
+            pick = self.rng.integers(0, len(self.users), self.cfg.batch_size)
+            bu, bp = self.users[pick], self.items[pick]
+            bn = _negatives(bu, self.n_items, self.pair_keys, self.rng)
+            loss = self.gcn.bpr_loss(*(torch.as_tensor(a) for a in (bu, bp, bn)), reg=self.cfg.reg)
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            if grad_hook is not None:
-                grad_hook(model)
-            opt.step()
+            _allreduce_grads(self.gcn)
+            self.opt.step()
             total += float(loss.detach())
-        history.append(total / steps)
-        if on_epoch is not None:
-            on_epoch(epoch, history[-1])
-        log.info("lightgcn epoch %d bpr %.4f", epoch + 1, history[-1])
-    item_v, user_v = model.vectors()
-    return item_v, user_v, history
+        log.info("lightgcn epoch %d bpr %.4f", epoch + 1, total / self.steps)
+        return {"bpr_loss": total / self.steps}
+
+    def save(self, directory: Path, metrics: dict) -> None:
+        from safetensors.numpy import save_file
+
+        item_v, user_v = self.gcn.vectors()
+        save_file({"item": item_v, "user": user_v}, str(directory / VECTORS_FILE))
+
+
+VECTORS_FILE = "lightgcn.safetensors"
+
+
+def train_lightgcn(train_sequences: Sequence[Sequence[int]], n_items: int, cfg: LightGCNConfig) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Train LightGCN with BPR in this process; returns (item vectors, user vectors, loss per epoch)."""
+    trainer = LightGCNTrainer(train_sequences, n_items, cfg)
+    state = fit(trainer, LoopConfig(epochs=cfg.epochs, seed=None), None)  # the model and the triples seed their own generators
+    item_v, user_v = trainer.gcn.vectors()
+    return item_v, user_v, [h["bpr_loss"] for h in state.history]
 
 
 def _allreduce_grads(model: nn.Module) -> None:
@@ -174,25 +189,21 @@ def _allreduce_grads(model: nn.Module) -> None:
                 p.grad /= dist.get_world_size()
 
 
-def lightgcn_worker(config: dict) -> None:
-    """Ray Train loop: train, report the BPR loss per epoch, rank 0 returns the vectors."""
-    import os
+@dataclass
+class LightGCNWork:
+    """A LightGCN worker's input: its config and the training split."""
 
-    import ray.train
-    from safetensors.numpy import save_file
+    cfg: LightGCNConfig
+    n_items: int
+    train_sequences: list[list[int]]
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+
+def lightgcn_worker(w: LightGCNWork, place: RunPlace) -> None:
+    """Ray Train worker: the hooks on the one loop; each epoch's checkpoint holds the vectors."""
+    rank, world = rank_and_world(place)
     torch.set_num_threads(1)
-    cfg = LightGCNConfig(**config["lightgcn"])
-    seqs = [np.asarray(s, dtype=np.int64) for s in config["train_sequences"]]
-    item_v, user_v, history = train_lightgcn(seqs, config["n_items"], cfg, rank, world, _allreduce_grads)
-    with tempfile.TemporaryDirectory() as d:
-        checkpoint = None
-        if rank == 0:
-            save_file({"item": item_v, "user": user_v}, os.path.join(d, "lightgcn.safetensors"))
-            checkpoint = ray.train.Checkpoint.from_directory(d)
-        ray.train.report({"epoch": cfg.epochs - 1, "bpr_loss": history[-1], "bpr_first": history[0]}, checkpoint=checkpoint)
+    seqs = [np.asarray(s, dtype=np.int64) for s in w.train_sequences]
+    fit(LightGCNTrainer(seqs, w.n_items, w.cfg, rank, world), LoopConfig(epochs=w.cfg.epochs, seed=None), place)
 
 
 def lightgcn_vectors(train_sequences: Sequence[Sequence[int]], n_items: int, cfg: LightGCNConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -209,15 +220,13 @@ def lightgcn_vectors(train_sequences: Sequence[Sequence[int]], n_items: int, cfg
         return item_v, user_v
     from safetensors.numpy import load_file
 
-    from ttds.train.launch import TrainConfig, run_trainer
-
-    config = {"lightgcn": asdict(cfg), "n_items": int(n_items), "train_sequences": [np.asarray(s, dtype=np.int64).tolist() for s in train_sequences]}
+    work = LightGCNWork(cfg, int(n_items), [np.asarray(s, dtype=np.int64).tolist() for s in train_sequences])
     train = TrainConfig(num_workers=cfg.num_workers, cpus_per_worker=cfg.cpus_per_worker, max_failures=0, resume=False, keep_checkpoints=1)
     with tempfile.TemporaryDirectory(prefix="lightgcn-") as storage:
-        result = run_trainer(lightgcn_worker, config, train, storage, "lightgcn")
+        result = run_trainer(lightgcn_worker, work, train, storage, "lightgcn")
         if result.error:
             raise result.error
-        log.info("lightgcn (Ray Train, %d workers): %s", cfg.num_workers, {k: result.metrics.get(k) for k in ("bpr_first", "bpr_loss")})
+        log.info("lightgcn (Ray Train, %d workers): bpr %.4f after %d epochs", cfg.num_workers, result.metrics["bpr_loss"], cfg.epochs)
         with result.checkpoint.as_directory() as d:
-            t = load_file(f"{d}/lightgcn.safetensors")
+            t = load_file(f"{d}/{VECTORS_FILE}")
     return t["item"], t["user"]

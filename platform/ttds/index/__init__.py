@@ -19,14 +19,11 @@ from ttds.index.precomputed import (
 )
 from ttds.index.random_ids import RandomIndexer
 from ttds.index.rq import (
-    FitConfig,
     RQConfig,
-    RQIndexer,
     RQOutput,
     RQTokenizer,
     ResidualQuantizer,
     codebook_report,
-    fit_tokenizer,
     kmeans,
     reconstruction_error,
 )
@@ -58,14 +55,11 @@ __all__ = [
     "table_from_arrow",
     "table_from_index_json",
     "table_from_precomputed",
-    "FitConfig",
     "RQConfig",
-    "RQIndexer",
     "RQOutput",
     "RQTokenizer",
     "ResidualQuantizer",
     "codebook_report",
-    "fit_tokenizer",
     "kmeans",
     "reconstruction_error",
     "ITEM_PREFIXES",

@@ -243,8 +243,8 @@ class KWayTokenizer(RQTokenizer):
 
     Subclasses `RQTokenizer` for its forward, `latents`, `encode`, `code_vectors` and
     `codebook_report`, which only need `encoder`, `quantizer` and `decoder`; the parent's
-    constructor (which builds RQ parts) is deliberately not run. `rq.fit_tokenizer` and
-    `rq.reconstruction_error` work on it unchanged.
+    constructor (which builds RQ parts) is deliberately not run. The tokenizer job's
+    trainer and `rq.reconstruction_error` work on it unchanged.
     """
 
     def __init__(self, config: KWayConfig) -> None:

@@ -15,7 +15,7 @@ restart that re-seeds codes nobody used since the last restart with residuals dr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,12 +29,9 @@ __all__ = [
     "RQOutput",
     "ResidualQuantizer",
     "RQTokenizer",
-    "FitConfig",
-    "fit_tokenizer",
     "codebook_report",
     "reconstruction_error",
     "kmeans",
-    "RQIndexer",
 ]
 
 
@@ -439,122 +436,3 @@ def reconstruction_error(model: RQTokenizer, x: torch.Tensor, batch_size: int = 
         return total / max(count, 1)
     finally:
         model.train(was_training)
-
-
-@dataclass
-class FitConfig:
-    """A single-process training loop's knobs (Ray Train workers may run their own loop).
-
-    Dead codes are restarted every `restart_every` epochs except after the last one, so the
-    final codebooks are ones the decoder has trained with. Codebooks get
-    `codebook_lr_scale` x the learning rate: Adam moves a parameter by about lr per step, and
-    codes must chase latents whose scale grows quickly early in training; a lagging codebook
-    leaves the deep levels unable to split items (measured: 10x cut the collision rate on
-    2k and 10k item mixtures at the same epoch count).
-    """
-
-    epochs: int = 30
-    batch_size: int = 512
-    lr: float = 1e-3
-    codebook_lr_scale: float = 10.0
-    weight_decay: float = 0.0
-    restart_every: int = 1
-    init_samples: int = 20000
-    seed: int = 0
-
-
-def fit_tokenizer(model: RQTokenizer, x: torch.Tensor, config: FitConfig | None = None) -> list[dict]:
-    """Train `model` on rows of `x`; returns one dict of metrics per epoch.
-
-    Deterministic for a given model seed and `config.seed`: shuffling uses its own
-    generator and dropout runs under a forked, seeded global RNG.
-    """
-    cfg = config or FitConfig()
-    x = torch.as_tensor(x, dtype=torch.float32)
-    n = len(x)
-    if n == 0:
-        raise ValueError("fit_tokenizer needs at least one row")
-    gen = torch.Generator().manual_seed(cfg.seed)
-    quantizer = model.quantizer
-    history: list[dict] = []
-
-    def sample() -> torch.Tensor:
-        if n <= cfg.init_samples:
-            return x
-        return x[torch.randperm(n, generator=gen)[: cfg.init_samples]]
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        if quantizer.kmeans_init and not bool(quantizer.initialized):
-            quantizer.init_codebooks(model.latents(sample()))
-        books = [quantizer.codebooks]
-        rest = [p for p in model.parameters() if p is not quantizer.codebooks]
-        opt = torch.optim.Adam(
-            [{"params": rest}, {"params": books, "lr": cfg.lr * cfg.codebook_lr_scale, "weight_decay": 0.0}],
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-        )
-        model.train()
-        for epoch in range(cfg.epochs):
-            perm = torch.randperm(n, generator=gen)
-            sums = {"loss": 0.0, "recon_loss": 0.0, "quant_loss": 0.0}
-            batches = 0
-            for i in range(0, n, cfg.batch_size):
-                out = model(x[perm[i : i + cfg.batch_size]])
-                opt.zero_grad(set_to_none=True)
-                out.loss.backward()
-                opt.step()
-                for key in sums:
-                    sums[key] += float(getattr(out, key).detach())
-                batches += 1
-            used = [int(u) for u in (quantizer.usage > 0).sum(1)]
-            restarted = [0] * model.levels
-            if cfg.restart_every and (epoch + 1) % cfg.restart_every == 0 and epoch + 1 < cfg.epochs:
-                restarted = quantizer.restart_dead_codes(model.latents(sample()))
-            history.append(
-                {"epoch": epoch, **{k: v / batches for k, v in sums.items()}, "used_codes": used, "restarted": restarted}
-            )
-    model.eval()
-    return history
-
-
-@dataclass
-class RQIndexer:
-    """The learned tokenizer behind the ablation `Indexer` interface (fit / encode on numpy).
-
-    Builds an `RQTokenizer` sized to the data at `fit`, or wraps a trained one via
-    `from_model`, so experiments can swap RQ, LSH and random IDs with one line.
-    """
-
-    levels: int = 4
-    codebook_size: int = 256
-    seed: int = 0
-    code_dim: int = 64
-    hidden_dims: tuple[int, ...] = (256,)
-    fit_config: FitConfig = field(default_factory=FitConfig)
-    model: RQTokenizer | None = None
-
-    @classmethod
-    def from_model(cls, model: RQTokenizer) -> "RQIndexer":
-        c = model.config
-        return cls(c.levels, c.codebook_size, c.seed, c.code_dim, c.hidden_dims, model=model)
-
-    def fit(self, x: np.ndarray) -> "RQIndexer":
-        x = np.asarray(x, dtype=np.float32)
-        config = RQConfig(
-            input_dim=x.shape[1],
-            code_dim=self.code_dim,
-            levels=self.levels,
-            codebook_size=self.codebook_size,
-            hidden_dims=self.hidden_dims,
-            seed=self.seed,
-        )
-        self.model = RQTokenizer(config)
-        fit_tokenizer(self.model, torch.from_numpy(x), self.fit_config)
-        return self
-
-    def encode(self, x: np.ndarray) -> np.ndarray:
-        if self.model is None:
-            raise RuntimeError("RQIndexer.encode called before fit")
-        codes = self.model.encode(torch.as_tensor(np.asarray(x, dtype=np.float32)))
-        return codes.cpu().numpy().astype(np.int64)

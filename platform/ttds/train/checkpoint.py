@@ -49,7 +49,3 @@ def load_state(directory: str | Path, name: str = "model") -> tuple[dict[str, to
     tensors = load_file(str(d / f"{name}.safetensors"))
     state = json.loads((d / f"{name}.json").read_text())
     return tensors, state
-
-
-def generator_state(gen: torch.Generator) -> torch.Tensor:
-    return gen.get_state().clone()

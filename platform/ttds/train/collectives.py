@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ttds.eval.metrics import MetricAccumulator
+
 
 def collective_device() -> torch.device:
     """The device a tensor must be on for the current process group's collectives."""
@@ -32,3 +34,10 @@ def all_reduce_values(values: list[float], op: str = "sum") -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return t.cpu().tolist()
+
+
+def all_reduce_metrics(acc: MetricAccumulator) -> MetricAccumulator:
+    """Ranking-metric sums merged over all ranks (sums merge exactly; means would not)."""
+    keys = sorted(acc.sums)
+    t = all_reduce_values([acc.count] + [acc.sums[k] for k in keys])
+    return MetricAccumulator(ks=acc.ks, count=int(t[0]), sums=dict(zip(keys, t[1:])))

@@ -95,19 +95,6 @@ def gathered(params, modifier_rank: int | None = None):
         yield
 
 
-def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
-    """Make every rank's copy of `module` equal rank `src`'s (after a rank-local change)."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return
-    with torch.no_grad():
-        for t in list(module.parameters()) + list(module.buffers()):
-            if hasattr(t, "ds_id"):
-                continue  # ZeRO-3 partitioned: handled by `gathered(..., modifier_rank)`
-            dist.broadcast(t.data, src=src)
-
-
 def set_full_param(param: torch.nn.Parameter, value: torch.Tensor) -> None:
     """Overwrite a parameter everywhere DeepSpeed keeps it (fp32 master copy and model copy).
 

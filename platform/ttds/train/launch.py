@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -25,25 +25,31 @@ class TrainConfig:
     max_failures: int = 2  # worker failures retried from the last checkpoint
     resume: bool = True  # a re-run in the same run folder continues from its newest checkpoint
     keep_checkpoints: int = 2
+    log_every: int = 100  # a progress line every this many steps inside an epoch (TTDS job, rank 0; 0 = none)
 
 
-def starting_checkpoint(config: dict):
+@dataclass(frozen=True)
+class RunPlace:
+    """Where a Ray Train run lives, as the driver found it (handed to every worker). Ray Train v2
+    deprecates `resume_from_checkpoint`; passing the path to the workers is the documented replacement."""
+
+    run_dir: str = ""  # the local run folder ("" with remote storage: no shared folder to write to)
+    resume_from: str = ""  # the newest checkpoint of an earlier run in that folder ("" = none)
+
+
+def starting_checkpoint(place: RunPlace):
     """What a worker resumes from: Ray's own (after a worker failure), else the newest
-    checkpoint of an earlier run in the same folder (the driver found it), else None.
-
-    Ray Train v2 deprecates `resume_from_checkpoint`; passing the path in the config is the
-    documented replacement.
-    """
+    checkpoint of an earlier run in the same folder (the driver found it), else None."""
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
-    if ckpt is None and config.get("resume_from"):
-        ckpt = ray.train.Checkpoint.from_directory(config["resume_from"])
-    record_worker_start(config, ckpt)
+    if ckpt is None and place.resume_from:
+        ckpt = ray.train.Checkpoint.from_directory(place.resume_from)
+    record_worker_start(place, ckpt)
     return ckpt
 
 
-def record_worker_start(config: dict, ckpt) -> None:
+def record_worker_start(place: RunPlace, ckpt) -> None:
     """Leave `worker_pids/<rank>.pid` and a line in `worker_starts.jsonl` in the run folder.
 
     Every worker calls this once as it starts (through `starting_checkpoint`), so an operator
@@ -57,10 +63,10 @@ def record_worker_start(config: dict, ckpt) -> None:
 
     import ray.train
 
-    if not config.get("run_dir"):
+    if not place.run_dir:
         return
     rank = ray.train.get_context().get_world_rank()
-    run_dir = Path(config["run_dir"])
+    run_dir = Path(place.run_dir)
     (run_dir / "worker_pids").mkdir(parents=True, exist_ok=True)
     (run_dir / "worker_pids" / f"{rank}.pid").write_text(str(os.getpid()))
     line = {"rank": rank, "pid": os.getpid(), "checkpoint": ckpt.path if ckpt is not None else None, "time": time.time()}
@@ -79,17 +85,28 @@ def latest_checkpoint(run_dir: Path):
     return Checkpoint.from_directory(str(newest))
 
 
+def _call_worker(loop_config: dict) -> None:
+    """The Ray Train entry: `worker_fn(config, place)` with the typed config the driver passed."""
+    loop_config["worker_fn"](loop_config["config"], loop_config["place"])
+
+
 def run_trainer(
-    worker_fn: Callable[[dict], Any],
-    config: dict,
+    worker_fn: Callable[[Any, RunPlace], None],
+    config: Any,
     train: TrainConfig,
     storage_path: str | Path,
     name: str,
     datasets: dict | None = None,
     split_datasets: list[str] | None = None,
     score_attribute: str | None = None,
+    callbacks: Sequence[Any] = (),
 ):
-    """Run `worker_fn(config)` on `train.num_workers` Ray Train workers; returns the Result."""
+    """Run `worker_fn(config, place)` on `train.num_workers` Ray Train workers; returns the Result.
+
+    `config` is the job's typed config (a dataclass), handed to every worker as it is.
+    `callbacks` are Ray Train `UserCallback`s run on the controller after each report, e.g.
+    `ray.tune.integration.ray_train.TuneReportCallback()` so a Tune trial sees every epoch.
+    """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -101,10 +118,10 @@ def run_trainer(
     resources = {"CPU": train.cpus_per_worker}
     if train.use_gpu:
         resources["GPU"] = 1
+    place = RunPlace(run_dir="" if remote else str(Path(storage) / name), resume_from=resume.path if resume is not None else "")
     trainer = TorchTrainer(
-        worker_fn,
-        train_loop_config={**config, "resume_from": resume.path if resume is not None else None,
-                           "run_dir": None if remote else str(Path(storage) / name)},
+        _call_worker,
+        train_loop_config={"worker_fn": worker_fn, "config": config, "place": place},
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
@@ -115,6 +132,7 @@ def run_trainer(
                 checkpoint_score_attribute=score_attribute,
                 checkpoint_score_order="max",
             ),
+            callbacks=list(callbacks),
         ),
         datasets=datasets or {},
         dataset_config=DataConfig(datasets_to_split=split_datasets if split_datasets is not None else "all"),

@@ -34,6 +34,7 @@ from ttds.index.table import SemanticIDTable
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.train import checkpoint as ckpt_io
 from ttds.train.launch import run_trainer
+from ttds.train.tokenizer_worker import TokenizerWork, tokenizer_worker
 
 log = logging.getLogger(__name__)
 
@@ -117,26 +118,13 @@ def train_rq(f: Features, index: IndexConfig, cfg: TokenizerJobConfig, out: Path
     import ray.data
 
     towers = index.towers(f.item_x.shape[1], f.user_x.shape[1] if index.user_tower else None)
-    worker_cfg = {
-        "towers": towers,
-        "seed": index.seed,
-        "epochs": index.epochs,
-        "batch_size": index.batch_size,
-        "lr": index.lr,
-        "codebook_lr_scale": index.codebook_lr_scale,
-        "restart_every": index.restart_every,
-        "init_samples": index.init_samples,
-        "zero_stage": cfg.train.zero_stage,
-        "history_path": str((out / "history.jsonl").resolve()),
-    }
+    work = TokenizerWork(index=index, zero_stage=cfg.train.zero_stage, towers=towers, history_path=str((out / "history.jsonl").resolve()))
     datasets = {"items": ray.data.from_numpy(f.item_x), "items_all": ray.data.from_numpy(f.item_x)}
     split = ["items"]
     if index.user_tower:
         datasets.update({"users": ray.data.from_numpy(f.user_x), "users_all": ray.data.from_numpy(f.user_x)})
         split.append("users")
-    from ttds.train.tokenizer_worker import tokenizer_worker
-
-    result = run_trainer(tokenizer_worker, worker_cfg, cfg.train, out, "ray_train", datasets=datasets, split_datasets=split)
+    result = run_trainer(tokenizer_worker, work, cfg.train, out, "ray_train", datasets=datasets, split_datasets=split)
     if result.error:
         raise result.error
     model = TwinTowerTokenizer(TwinTowerConfig.from_dict(towers))

@@ -1,30 +1,29 @@
-"""The Ray Train worker loop of the twin-tower tokenizer (one function of a config dict).
+"""The twin-tower tokenizer's hooks on the one training loop (`ttds.train.loop`).
 
-Every rank k-means-initialises the codebooks from the same full, unsplit data with the same
-seed, so all ranks start identical without a broadcast; training batches come from each
-rank's Ray Data shard; DeepSpeed averages gradients (ZeRO stage from the config). At each
-epoch end usage counts are summed over ranks, dead codes restarted identically everywhere
-(through DeepSpeed's fp32 master copy), metrics computed on the full data and a checkpoint
-reported; a restarted run continues from the last one.
+Every rank k-means-initialises the codebooks from the same full data with the same seed (no
+broadcast needed); batches come from each rank's Ray Data shard; DeepSpeed averages gradients.
+After each epoch dead codes are restarted identically everywhere (usage summed over ranks,
+written through DeepSpeed's fp32 master copy) and codebook figures computed on the full data.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ttds.configs import IndexConfig
 from ttds.index.collisions import collision_rate
 from ttds.index.rq import codebook_report, reconstruction_error
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
-from ttds.runtime import set_loopback_env
 from ttds.train import checkpoint as ckpt_io
 from ttds.train import deepspeed_utils as dsu
-from ttds.train.launch import starting_checkpoint
+from ttds.train.launch import RunPlace
+from ttds.train.loop import LoopConfig, LoopState, Trainer, fit, rank_and_world
 
 
 def _full(name: str) -> torch.Tensor | None:
@@ -73,52 +72,63 @@ def _restart(tower, x: torch.Tensor, gen_seed: int) -> list[int]:
     return restarted
 
 
-def tokenizer_worker(config: dict) -> None:
-    import ray.train
+@dataclass
+class TokenizerWork:
+    """A tokenizer worker's input: the index section (epochs, lr, seed, ...), the DeepSpeed
+    stage, and what the driver derived: the towers' config and the history file."""
 
-    set_loopback_env()
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(config["seed"])
-    gen = torch.Generator().manual_seed(config["seed"])
+    index: IndexConfig
+    zero_stage: int
+    towers: dict  # TwinTowerConfig.from_dict input (index.towers(item_dim, user_dim))
+    history_path: str
 
-    items_all, users_all = _full("items_all"), _full("users_all")
-    model = TwinTowerTokenizer(TwinTowerConfig.from_dict(config["towers"]))
-    start_epoch = 0
-    resume = starting_checkpoint(config)
-    if resume is not None:
-        with resume.as_directory() as d:
-            tensors, state = ckpt_io.load_state(d, "tokenizer")
-        model.load_state_dict(tensors)
-        start_epoch = int(state["epoch"]) + 1
-    else:
-        model.item.quantizer.init_codebooks(model.item.latents(_sample(items_all, config["init_samples"], gen)))
-        if model.user is not None and users_all is not None:
-            model.user.quantizer.init_codebooks(model.user.latents(_sample(users_all, config["init_samples"], gen)))
 
-    books = [m.quantizer.codebooks for m in (model.item, model.user) if m is not None]
-    book_ids = {id(b) for b in books}
-    groups = [
-        {"params": [p for p in model.parameters() if id(p) not in book_ids]},
-        {"params": books, "lr": config["lr"] * config["codebook_lr_scale"]},
-    ]
-    engine = dsu.initialize(model, lr=config["lr"], stage=config["zero_stage"], micro_batch=config["batch_size"], param_groups=groups)
-    # DeepSpeed put the towers on this worker's device (a GPU under train.use_gpu): the whole
-    # catalogue goes there too, for the per-epoch metrics and dead-code restarts
-    items_all = items_all.to(engine.device)
-    users_all = users_all.to(engine.device) if users_all is not None else None
+class TokenizerTrainer(Trainer):
+    """The twin towers' hooks: k-means init, steps over the item (and user) shards, dead-code
+    restarts after each epoch, codebook figures on the full data as the epoch's validation."""
 
-    item_shard = ray.train.get_dataset_shard("items")
-    user_shard = ray.train.get_dataset_shard("users") if model.user is not None else None
-    n_items_rank = math.ceil(len(items_all) / world)
-    steps = max(1, math.ceil(n_items_rank / config["batch_size"]))
-    user_bs = max(1, math.ceil(math.ceil(len(users_all) / world) / steps)) if user_shard is not None else 1
+    def __init__(self, w: TokenizerWork, world: int):
+        self.w, self.ix, self.world = w, w.index, world
+        self.gen = torch.Generator().manual_seed(self.ix.seed)
 
-    for epoch in range(start_epoch, config["epochs"]):
+    def start(self, resume: Path | None, state: LoopState) -> None:
+        import ray.train
+
+        ix = self.ix
+        self.items_all, self.users_all = _full("items_all"), _full("users_all")
+        model = TwinTowerTokenizer(TwinTowerConfig.from_dict(self.w.towers))
+        if resume is not None:
+            tensors, _ = ckpt_io.load_state(resume, "tokenizer")
+            model.load_state_dict(tensors)
+        else:
+            model.item.quantizer.init_codebooks(model.item.latents(_sample(self.items_all, ix.init_samples, self.gen)))
+            if model.user is not None and self.users_all is not None:
+                model.user.quantizer.init_codebooks(model.user.latents(_sample(self.users_all, ix.init_samples, self.gen)))
+        books = [m.quantizer.codebooks for m in (model.item, model.user) if m is not None]
+        book_ids = {id(b) for b in books}
+        groups = [
+            {"params": [p for p in model.parameters() if id(p) not in book_ids]},
+            {"params": books, "lr": ix.lr * ix.codebook_lr_scale},
+        ]
+        self.engine = dsu.initialize(model, lr=ix.lr, stage=self.w.zero_stage, micro_batch=ix.batch_size, param_groups=groups)
+        self.model = model
+        # DeepSpeed put the towers on this worker's device (a GPU under train.use_gpu): the whole
+        # catalogue goes there too, for the per-epoch metrics and dead-code restarts
+        self.items_all = self.items_all.to(self.engine.device)
+        self.users_all = self.users_all.to(self.engine.device) if self.users_all is not None else None
+        self.item_shard = ray.train.get_dataset_shard("items")
+        self.user_shard = ray.train.get_dataset_shard("users") if model.user is not None else None
+        n_items_rank = math.ceil(len(self.items_all) / self.world)
+        steps = max(1, math.ceil(n_items_rank / ix.batch_size))
+        self.user_bs = max(1, math.ceil(math.ceil(len(self.users_all) / self.world) / steps)) if self.user_shard is not None else 1
+
+    def train_epoch(self, epoch: int) -> dict:
+        ix, model, engine = self.ix, self.model, self.engine
         model.train()
         sums, n = {"loss": 0.0, "item_loss": 0.0, "user_loss": 0.0}, 0
-        it_items = item_shard.iter_torch_batches(batch_size=config["batch_size"], dtypes=torch.float32, device=engine.device)
-        it_users = user_shard.iter_torch_batches(batch_size=user_bs, dtypes=torch.float32, device=engine.device) if user_shard is not None else iter(())
+        it_items = self.item_shard.iter_torch_batches(batch_size=ix.batch_size, dtypes=torch.float32, device=engine.device)
+        it_users = (self.user_shard.iter_torch_batches(batch_size=self.user_bs, dtypes=torch.float32, device=engine.device)
+                    if self.user_shard is not None else iter(()))
         last_user = None
         for ib, ub in itertools.zip_longest(it_items, it_users):
             if ib is None:
@@ -135,21 +145,29 @@ def tokenizer_worker(config: dict) -> None:
                 sums["user_loss"] += float(out["user"].loss.detach())
             n += 1
         restarted = {}
-        if config["restart_every"] and (epoch + 1) % config["restart_every"] == 0 and epoch + 1 < config["epochs"]:
-            seed = config["seed"] * 1000 + epoch
-            restarted["item_restarted"] = sum(_restart(model.item, _sample(items_all, config["init_samples"], gen), seed))
+        if ix.restart_every and (epoch + 1) % ix.restart_every == 0 and epoch + 1 < ix.epochs:
+            seed = ix.seed * 1000 + epoch
+            restarted["item_restarted"] = sum(_restart(model.item, _sample(self.items_all, ix.init_samples, self.gen), seed))
             if model.user is not None:
-                restarted["user_restarted"] = sum(_restart(model.user, _sample(users_all, config["init_samples"], gen), seed + 1))
-        model.eval()
-        metrics = {"epoch": epoch, **{k: v / max(n, 1) for k, v in sums.items()}, **restarted}
-        with dsu.gathered(model.parameters()), tempfile.TemporaryDirectory() as d:
-            metrics.update(tower_metrics("item", model.item, items_all))
-            if model.user is not None:
-                metrics.update(tower_metrics("user", model.user, users_all))
-            checkpoint = None
-            if rank == 0:
-                ckpt_io.save_state(d, model.state_dict(), {"epoch": epoch, "metrics": metrics, "towers": config["towers"]}, "tokenizer")
-                checkpoint = ray.train.Checkpoint.from_directory(d)
-                with open(config["history_path"], "a") as fh:  # every epoch, also across resumes
-                    fh.write(json.dumps(metrics) + "\n")
-            ray.train.report(metrics, checkpoint=checkpoint)
+                restarted["user_restarted"] = sum(_restart(model.user, _sample(self.users_all, ix.init_samples, self.gen), seed + 1))
+        return {**{k: v / max(n, 1) for k, v in sums.items()}, **restarted}
+
+    def validate(self) -> dict:
+        self.model.eval()
+        out = tower_metrics("item", self.model.item, self.items_all)
+        if self.model.user is not None:
+            out.update(tower_metrics("user", self.model.user, self.users_all))
+        return out
+
+    def save(self, directory: Path, metrics: dict) -> None:
+        ckpt_io.save_state(directory, self.model.state_dict(), {"epoch": metrics["epoch"], "metrics": metrics, "towers": self.w.towers}, "tokenizer")
+
+    def gathered(self):
+        return dsu.gathered(self.model.parameters())
+
+
+def tokenizer_worker(w: TokenizerWork, place: RunPlace) -> None:
+    """The Ray Train worker of the tokenizer job: its hooks on the one loop (every epoch kept)."""
+    _, world = rank_and_world(place)
+    loop = LoopConfig(epochs=w.index.epochs, seed=w.index.seed, history_path=w.history_path)
+    fit(TokenizerTrainer(w, world), loop, place)

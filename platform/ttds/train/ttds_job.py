@@ -17,8 +17,7 @@ import logging
 import resource
 import time
 from pathlib import Path
-
-import numpy as np
+from typing import Any, Sequence
 
 from ttds.config import save_config, to_dict
 from ttds.configs import TokenizerJobConfig, TTDSJobConfig
@@ -27,16 +26,9 @@ from ttds.data.resolve import open_or_prepare
 from ttds.data.task_examples import write_task_rows
 from ttds.train.launch import run_trainer
 from ttds.train.tokenizer_job import default_out, load_features, save_features, train_tokenizer
+from ttds.train.ttds_worker import TTDSRunFacts, TTDSWork, task_rates, ttds_worker
 
 log = logging.getLogger(__name__)
-
-
-def popularity_metrics(corpus: Corpus, split: str = "test") -> dict:
-    from ttds.eval.metrics import ranking_metrics
-
-    _, _, targets = corpus.eval_arrays(split)
-    top = np.argsort(-corpus.item_popularity(), kind="stable")[:10]
-    return ranking_metrics(np.tile(top, (len(targets), 1)), targets)
 
 
 def ensure_tokenizer(cfg: TTDSJobConfig, corpus: Corpus, out: Path) -> Path:
@@ -126,78 +118,43 @@ def check_config(cfg: TTDSJobConfig) -> None:
         raise ValueError("invalid config: " + "; ".join(problems))
 
 
-def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) -> dict:
+def run_facts(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) -> TTDSRunFacts:
+    """What the workers need beside the config, read from the tokenizer folder (ema_decay is
+    optim.ema_decay here; `train_ttds` sets it from optim.ema_epochs once the rows exist)."""
+    from ttds.index.kinds import LEARNED_KINDS
     from ttds.index.table import SemanticIDTable
 
     f = load_features(tok_dir / "features.safetensors")
     towers = json.loads((tok_dir / "tokenizer.json").read_text())["towers"]
     items = SemanticIDTable.load(tok_dir, "item")
-    has_users = cfg.index.user_tower and towers.get("user") is not None and (tok_dir / "user_ids.parquet").exists()
+    has_users = cfg.index.user_tower and towers["user"] is not None and (tok_dir / "user_ids.parquet").exists()
     if not has_users:
         towers["user"] = None
-    from ttds.index.kinds import LEARNED_KINDS
-
-    static = cfg.index.kind not in LEARNED_KINDS  # rq, kway_masked, moc towers learn jointly; lsh/random/precomputed do not
-    rates = {
-        "next_item": cfg.tasks.next_item,
-        "user_pred": cfg.tasks.user_pred if (cfg.tasks.high_order and has_users) else 0.0,
-        "comment": cfg.tasks.comment if cfg.tasks.high_order else 0.0,
-        "text2id": cfg.tasks.text2id if cfg.tasks.high_order else 0.0,
-        "id2text": cfg.tasks.id2text if cfg.tasks.high_order else 0.0,
-    }
-    warmup = cfg.optim.warmup_epochs if cfg.optim.warmup_epochs >= 0 else (0 if cfg.backbone.name == "tiny-llama" else 1)
     users_max_suffix = SemanticIDTable.load(tok_dir, "user").max_suffix if has_users else 0
-    return {
-        "corpus_dir": str(corpus.root.resolve()),
-        "tokenizer_dir": str(tok_dir.resolve()),
-        "best_dir": str((out / "model").resolve()),
-        "history_path": str((out / "history.jsonl").resolve()),
-        "towers": towers,
-        "backbone": dataclasses.asdict(cfg.backbone),
-        "x_dim": int(f.item_x.shape[1]),
-        "text_dims": int(f.text_dims),
-        "text_source": "text" in f.source and (
+    static = cfg.index.kind not in LEARNED_KINDS  # rq, kway_masked, moc towers learn jointly; lsh/random/precomputed do not
+    return TTDSRunFacts(
+        corpus_dir=str(corpus.root.resolve()),
+        tokenizer_dir=str(tok_dir.resolve()),
+        best_dir=str((out / "model").resolve()),
+        history_path=str((out / "history.jsonl").resolve()),
+        towers=towers,
+        has_users=bool(has_users),
+        x_dim=int(f.item_x.shape[1]),
+        text_dims=int(f.text_dims),
+        source=f.source,
+        text_source="text" in f.source and (
             cfg.index.reencode_text == "true" or (cfg.index.reencode_text == "auto" and cfg.backbone.name != "tiny-llama")
         ),
-        "tower_lr": cfg.optim.lr * cfg.index.joint_lr_scale,
-        "text_max_length": cfg.index.features.text_max_length,
-        "source": f.source,
-        "item_levels": items.levels,
-        "user_levels": towers["user"]["levels"] if has_users else 0,
-        "codebook_size": items.codebook_size,
-        "suffixes": max(cfg.index.max_suffix_tokens, items.max_suffix + 1, users_max_suffix + 1),
-        "max_history": cfg.data.max_history,
-        "max_len": cfg.backbone.max_len,
-        "next_item_user_id": cfg.tasks.user_id_in_next_item and has_users,
-        "rates": rates,
-        "dynamic": cfg.index.dynamic and not static,
-        "reindex_every": max(1, cfg.index.reindex_every),
-        "reindex_rule": cfg.index.reindex_rule,
-        "dmvae": cfg.loss.dmvae,
-        "alpha": cfg.loss.alpha,
-        "beta": cfg.loss.beta if not static else 0.0,
-        "id_batch": cfg.loss.id_batch,
-        "retrieval_weight": cfg.loss.retrieval_weight,
-        "retrieval_temperature": cfg.loss.retrieval_temperature,
-        "retrieval_batch": cfg.loss.retrieval_batch,
-        "label_smoothing": cfg.loss.label_smoothing,
-        "item_head_weight": cfg.loss.item_head_weight,
-        "time_budget_s": cfg.optim.time_budget_s,
-        "epochs": cfg.optim.epochs,
-        "batch_size": cfg.optim.batch_size,
-        "lr": cfg.optim.lr,
-        "weight_decay": cfg.optim.weight_decay,
-        "ema_decay": cfg.optim.ema_decay,
-        "lr_schedule": cfg.optim.lr_schedule,
-        "min_lr_ratio": cfg.optim.min_lr_ratio,
-        "warmup_epochs": warmup,
-        "patience": cfg.optim.patience,
-        "seed": cfg.optim.seed,
-        "zero_stage": cfg.train.zero_stage,
-        "offload": cfg.train.offload,
-        "eval": dataclasses.asdict(cfg.eval),
-        "job_config": to_dict(cfg),
-    }
+        item_levels=items.levels,
+        user_levels=towers["user"]["levels"] if has_users else 0,
+        codebook_size=items.codebook_size,
+        suffixes=max(cfg.index.max_suffix_tokens, items.max_suffix + 1, users_max_suffix + 1),
+        warmup_epochs=cfg.optim.warmup_epochs if cfg.optim.warmup_epochs >= 0 else (0 if cfg.backbone.name == "tiny-llama" else 1),
+        ema_decay=cfg.optim.ema_decay,
+        static_index=static,
+        dynamic=cfg.index.dynamic and not static,
+        next_item_user_id=cfg.tasks.user_id_in_next_item and bool(has_users),
+    )
 
 
 def ema_decay_from_epochs(cfg: TTDSJobConfig, rows: Path) -> float:
@@ -219,14 +176,13 @@ def peak_rss_mb() -> float:
     return round(max(self_kb, child_kb) / 1024, 1)
 
 
-def train_ttds(cfg: TTDSJobConfig) -> dict:
+def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = ()) -> dict:
+    """The whole job; `callbacks` go to Ray Train (a Tune trial passes TuneReportCallback)."""
     import ray.data
 
     from ttds.eval.distributed import evaluate_model_dir
     from ttds.eval.per_user import PER_USER_FILE
     from ttds.runtime import init_ray
-    from ttds.train.ttds_worker import ttds_worker
-
     check_config(cfg)
     t0 = time.time()
     init_ray()
@@ -236,13 +192,13 @@ def train_ttds(cfg: TTDSJobConfig) -> dict:
     save_config(cfg, out / "config.yaml")
     tok_dir = ensure_tokenizer(cfg, corpus, out)
     t_tok = time.time() - t0
-    wc = worker_config(cfg, corpus, tok_dir, out)
-    tasks = [t for t, r in wc["rates"].items() if r > 0]
+    facts = run_facts(cfg, corpus, tok_dir, out)
+    tasks = [t for t, r in task_rates(cfg, facts.has_users).items() if r > 0]
     rows = write_task_rows(corpus, out / "data", tasks, cfg.data.max_history)
     if cfg.optim.ema_epochs > 0:
-        wc["ema_decay"] = ema_decay_from_epochs(cfg, rows)
+        facts.ema_decay = ema_decay_from_epochs(cfg, rows)
     ds = ray.data.read_parquet(str(rows))
-    result = run_trainer(ttds_worker, wc, cfg.train, out, "ray_train", datasets={"train": ds}, score_attribute=None)
+    result = run_trainer(ttds_worker, TTDSWork(cfg, facts), cfg.train, out, "ray_train", datasets={"train": ds}, callbacks=callbacks)
     if result.error:
         raise result.error
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()] if (out / "history.jsonl").exists() else []
@@ -254,14 +210,14 @@ def train_ttds(cfg: TTDSJobConfig) -> dict:
     pop = test.pop("popularity")  # same users as the TTDS row
     metrics = {
         "corpus": corpus.name,
-        "source": wc["source"],
+        "source": facts.source,
         "test": test,
         "popularity_test": pop,
         "history": history,
         "best_epoch": json.loads((out / "model" / "ttds.json").read_text())["epoch"],
         "wall_s": {"tokenizer": round(t_tok, 1), "train": round(t_train, 1), "test_eval": round(time.time() - t1, 1), "total": round(time.time() - t0, 1)},
         "peak_rss_mb": peak_rss_mb(),
-        "weight_average_decay": wc["ema_decay"],  # per step; from optim.ema_epochs when that is set
+        "weight_average_decay": facts.ema_decay,  # per step; from optim.ema_epochs when that is set
         "config": to_dict(cfg),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))

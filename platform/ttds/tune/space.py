@@ -45,7 +45,6 @@ class TuneSettings:
     # lets trials whose workers use one torch thread each run side by side (Ray Data's whole-CPU read
     # tasks otherwise leave room for one trial on a 2-core box). Ignored when joining a cluster.
     seed: int = 0  # searcher seed, so a sweep's sampled configs can be repeated
-    poll_s: float = 2.0  # how often a trial looks for a new epoch in history.jsonl
     output_dir: str = ""  # default: runs/tune_ttds/<timestamp>
 
 

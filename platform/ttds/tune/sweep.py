@@ -1,15 +1,13 @@
 """Ray Tune sweeps whose trials are whole TTDS training runs (tokenizer warm-up, Ray Train, test).
 
-How a trial reports: Ray 2.60 (Train v2) documents a Tune function trainable that launches the
-Ray Train trainer itself, with `ray.tune.integration.ray_train.TuneReportCallback` passed in
-the trainer's `RunConfig(callbacks=...)` to forward worker reports to Tune. `train_ttds` builds
-its `RunConfig` inside `train.launch.run_trainer`, which takes no callbacks, so a trial here
-runs `train_ttds` in a thread and forwards each line the worker appends to
-`<trial>/history.jsonl` (one per epoch, with `valid_NDCG@10`) through `tune.report` while the
-run is going. That is what ASHA needs: an epoch-level result it can act on mid-run. When ASHA
-stops a trial, Tune ends the trial's actor; the Ray Train controller and workers it started
-are owned by that actor and end with it, but their placement group does not (Ray keeps an
-actor's placement group until the job ends): `OrphanPlacementGroupReaper` removes it.
+How a trial reports: as Ray 2.60 (Train v2) documents, a Tune function trainable launches the
+Ray Train trainer itself (`train_ttds`) with `ray.tune.integration.ray_train.TuneReportCallback`
+among the trainer's callbacks (`train.launch.run_trainer(callbacks=...)`); every epoch's
+`ray.train.report` (with `valid_NDCG@10`) then reaches Tune while the run is going. That is
+what ASHA needs: an epoch-level result it can act on mid-run. When ASHA stops a trial, Tune
+ends the trial's actor; the Ray Train controller and workers it started are owned by that actor
+and end with it, but their placement group does not (Ray keeps an actor's placement group
+until the job ends): `OrphanPlacementGroupReaper` removes it.
 
 Resume (`run_sweep(resume=True)`): `Tuner.restore(..., resume_errored=True)` re-runs errored
 and unfinished trials; a re-run trial's train_ttds resumes from its own Ray Train checkpoint
@@ -57,59 +55,6 @@ STATUS_NOT_RUN = "not run"
 # ----------------------------------------------------------------------------- the trainable
 
 
-class HistoryTail:
-    """Reads the lines appended to a JSONL file since the last call (the worker appends one
-    per epoch; a partly written last line is left for the next call)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.offset = 0
-
-    def read_new(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read()
-        records = []
-        while b"\n" in chunk:
-            line, chunk = chunk.split(b"\n", 1)
-            self.offset += len(line) + 1
-            if line.strip():
-                records.append(json.loads(line))
-        return records
-
-
-class _Background:
-    """`train_ttds(cfg)` on a daemon thread, keeping its return value or exception.
-
-    Daemon, so that when Tune ends a stopped trial's actor the process does not wait for it.
-    """
-
-    def __init__(self, fn, *args):
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn, *args), daemon=True, name="train_ttds")
-        self._thread.start()
-
-    def _run(self, fn, *args) -> None:
-        try:
-            self.result = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - re-raised on the trial's thread
-            self.error = e
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def wait(self, seconds: float) -> None:
-        self._thread.join(seconds)
-
-
-def epoch_result(record: dict) -> dict:
-    """The numeric part of one history line (Tune results must be plain scalars)."""
-    return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
 def error_summary(text: str, limit: int = 300) -> str:
     """The line of a (possibly remote, nested) traceback that names the root error."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
@@ -122,6 +67,7 @@ def error_summary(text: str, limit: int = 300) -> str:
 def ttds_trial(config: dict, spec_data: dict, trials_root: str) -> None:
     """One Tune trial: a full `train_ttds` run whose per-epoch validation reaches Tune live."""
     from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
 
     from ttds.train.ttds_job import train_ttds
 
@@ -132,17 +78,7 @@ def ttds_trial(config: dict, spec_data: dict, trials_root: str) -> None:
     try:
         cfg = spec.trial_config(config, str(out))
         (out / "trial.json").write_text(json.dumps({"params": config}, default=str))
-        tail = HistoryTail(out / "history.jsonl")
-        run = _Background(train_ttds, cfg)
-        while True:
-            finished = not run.alive()  # read after checking: lines written before the end are caught
-            for rec in tail.read_new():
-                tune.report(epoch_result(rec))
-            if finished:
-                break
-            run.wait(spec.tune.poll_s)
-        if run.error is not None:
-            raise run.error
+        train_ttds(cfg, callbacks=[TuneReportCallback()])
     except Exception as e:
         text = "".join(traceback.format_exception(e))
         (out / "error.txt").write_text(f"{error_summary(f'{type(e).__name__}: {e}')}\n\n{text}")
@@ -153,7 +89,7 @@ def spec_from_dict(data: dict) -> SweepSpec:
     from ttds.config import from_dict
     from ttds.tune.space import ParamSpec
 
-    space = {k: ParamSpec(k, v["type"], values=v.get("values", []), low=v.get("low"), high=v.get("high")) for k, v in data["space"].items()}
+    space = {k: ParamSpec(k, v["type"], **{n: v[n] for n in ("values", "low", "high") if n in v}) for k, v in data["space"].items()}  # as _spec_dict wrote it
     return SweepSpec(from_dict(TuneSettings, data["tune"]), data["base"], data["sweep_only"], space)
 
 
