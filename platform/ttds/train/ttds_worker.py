@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from ttds.data.corpus import Corpus
-from ttds.decode.beam import BeamConfig
-from ttds.eval.evaluate import build_trie, evaluate_next_item
+from ttds.eval.evaluate import evaluate_next_item
 from ttds.eval.metrics import MetricAccumulator
 from ttds.features.build import standardise_like
 from ttds.index.table import SemanticIDTable
@@ -32,7 +31,10 @@ from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.llm.model import TTDSModel
 from ttds.llm.dropout import add_residual_dropout
 from ttds.llm.model_io import load_model, save_model
-from ttds.llm.prompts import PromptBuilder, TokenTable, left_pad, semantic_vocabulary
+from ttds.llm.prompts import PromptBuilder, TokenTable, semantic_vocabulary
+from ttds.rank.beam import BeamConfig
+from ttds.rank.pad import left_pad
+from ttds.rank.trie import build_trie
 from ttds.runtime import set_loopback_env
 from ttds.train import deepspeed_utils as dsu
 from ttds.train.collectives import all_reduce_values
@@ -395,7 +397,7 @@ def recompute_text_x(model: TTDSModel, tokenizer, corpus: Corpus, c: dict, old_x
 def retrieval_kwargs(builder: PromptBuilder, corpus: Corpus, users: list[int], c: dict, rng: random.Random, item_x_t: torch.Tensor) -> dict:
     """Model kwargs of the retrieval loss: next-item prompts of random training users (every
     rank the same count, so ranks step together) scored against the whole catalogue's X."""
-    from ttds.decode.retrieval import retrieval_examples
+    from ttds.rank.retrieval import retrieval_examples
 
     pick = [users[rng.randrange(len(users))] for _ in range(c.get("retrieval_batch", 32))]
     prompts, targets = retrieval_examples(builder, corpus.train_sequences, pick, c["max_history"], rng)
