@@ -46,6 +46,7 @@ class ItemIndex:
             raise RuntimeError("gpu=True but this faiss sees no GPU: install the `gpu` extra (faiss-gpu-cu12) on a GPU node")
         self.index = faiss.index_cpu_to_all_gpus(index) if gpu else index
         self.on_gpu = bool(gpu)
+        self.max_fetch = min(self.n, 2048) if gpu else self.n  # faiss-gpu's flat search answers k <= 2048
 
     def search(self, queries: np.ndarray, k: int, seen=None, keys=None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items per query by cosine (queries are normalised here).
@@ -53,7 +54,7 @@ class ItemIndex:
         `seen[i]`: item ids row i must not get (fetched past, so k unseen remain). `keys[i]`: the
         row's query key for the tie rule (`ttds.rank.ties`; None = 0): equal scores are ordered
         by it, and a tie reaching past the fetched candidates widens the fetch, so the rule holds
-        exactly whatever order faiss returned them in.
+        exactly whatever order faiss returned them in (on the GPU up to faiss-gpu's 2048 candidates).
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -68,13 +69,13 @@ class ItemIndex:
         out_i = np.full((n_q, k), -1, dtype=np.int64)
         if n_q == 0:
             return out_s, out_i
-        m = min(self.n, k + max(len(s) for s in seen_sets) + 8)
+        m = min(self.max_fetch, k + max(len(s) for s in seen_sets) + 8)
         while True:
             scores, ids = self.index.search(q, m)
             widen = False
             for r in range(n_q):
                 keep = unseen_positions(ids[r], seen_sets[r], self.n, scores[r])
-                if m < self.n and (len(keep) < k or scores[r, -1] >= scores[r, keep[k - 1]]):
+                if m < self.max_fetch and (len(keep) < k or scores[r, -1] >= scores[r, keep[k - 1]]):
                     widen = True  # too few left, or a tie at the cut may continue past the fetch
                     break
                 cand, sc = ids[r, keep], scores[r, keep]
@@ -82,4 +83,4 @@ class ItemIndex:
                 out_i[r, : len(order)], out_s[r, : len(order)] = cand[order], sc[order]
             if not widen:
                 return out_s, out_i
-            m = min(self.n, 2 * m)
+            m = min(self.max_fetch, 2 * m)
