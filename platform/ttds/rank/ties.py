@@ -90,8 +90,8 @@ def top_k(scores, k: int, keys=None, ids=None):
     numpy). `keys`: one query key per row (`query_key`), None = 0 for every row (a fixed but
     still id-neutral permutation). `ids`: what each column stands for [B, N] (beam search's
     candidate pool: trie nodes), None = the column index (an item id for a score matrix).
-    Cost: one `topk` for the k-th score, one for the boundary ties, one sort of k: not a full
-    sort of the row.
+    Cost: one `topk` of k + 1 and two sorts of k; only where a tie straddles the k-th score, the
+    tie hash of the whole row and a second `topk`. Never a full sort.
 
     SASRec / GRU4Rec evaluation: `top_k(model_scores_with_seen_masked, 10, query_keys(histories))[1]`.
     """
@@ -108,16 +108,21 @@ def top_k(scores, k: int, keys=None, ids=None):
     if keys.numel() != b:
         raise ValueError(f"{keys.numel()} keys for {b} rows")
     s = torch.nan_to_num(scores.float(), nan=float("-inf"))
-    kth = s.topk(k, dim=1).values[:, -1:]  # the k-th best score of each row
-    cols = torch.arange(n, device=s.device).unsqueeze(0) if ids is None else ids.to(s.device)
-    tie = tie_values(keys.to(s.device), cols).expand(b, n)  # [B, N]
-    # strictly better than the k-th: always in; equal to it: the highest tie values fill the rest
-    pick = torch.where(s > kth, torch.full_like(tie, 1 << 40), torch.where(s == kth, tie, torch.full_like(tie, -1)))
-    idx = pick.topk(k, dim=1).indices
+    keys = keys.to(s.device)
+    vals, idx = s.topk(min(k + 1, n), dim=1)  # one past the cut: is the k-th score tied beyond it?
+    kth, idx = vals[:, k - 1 : k], idx[:, :k]
+    if n > k and bool((vals[:, k] == vals[:, k - 1]).any()):
+        # a tie straddles the cut in some row: strictly better than the k-th is always in, and the
+        # highest tie values among the scores equal to it fill the rest
+        cols = torch.arange(n, device=s.device).unsqueeze(0) if ids is None else ids.to(s.device)
+        tie = tie_values(keys, cols).expand(b, n)
+        pick = torch.where(s > kth, torch.full_like(tie, 1 << 40), torch.where(s == kth, tie, torch.full_like(tie, -1)))
+        idx = pick.topk(k, dim=1).indices
     # order the k chosen by (score, tie value), both descending: one small lexicographic sort
-    tv = tie.gather(1, idx)
+    chosen = idx if ids is None else ids.to(s.device).gather(1, idx)
+    tv = tie_values(keys, chosen)
     order = tv.argsort(dim=1, descending=True)
-    idx, sv = idx.gather(1, order), s.gather(1, idx.gather(1, order))
-    order = sv.argsort(dim=1, descending=True, stable=True)
+    idx = idx.gather(1, order)
+    order = s.gather(1, idx).argsort(dim=1, descending=True, stable=True)
     idx = idx.gather(1, order)
     return scores.gather(1, idx), idx
