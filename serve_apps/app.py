@@ -16,7 +16,7 @@ Rollout: each deployment loads the model folder named in its `user_config` (`rec
 model loads beside the old one and one reference is swapped, so requests in flight finish on
 the model they started with and none is dropped. `serve.run` again (or a code change) replaces
 replicas instead; `max_surge_percent` starts the new ones before the old ones stop. States carry
-the model version; a step on another version re-resolves (see `ttds.recommender`).
+the model version; a step on another version re-resolves (see `ttds.serve.recommender`).
 
 Run:  serve run serve_apps/config.yaml                 (edit model_dir there first)
       serve run serve_apps.app:build_app model_dir=runs/train_ttds/<ts>/model
@@ -50,7 +50,7 @@ from serve_apps.schemas import (
     ScoredItem,
     SimilarItems,
 )
-from ttds.recommender import Failure, PromptState, Query, Recommendation, Recommender, RecommenderConfig, RequestError
+from ttds.serve.recommender import Failure, PromptState, Query, Recommendation, Recommender, RecommenderConfig, RequestError, route
 
 log = logging.getLogger("ray.serve")
 MODEL_ENV = "TTDS_MODEL_DIR"
@@ -343,7 +343,7 @@ class Ingress:
         # The encoder's response is handed on unresolved: the ranking step receives the state
         # (or the encoder's Failure) straight from the encoder, without a round trip through here.
         state = self.encoder.resolve.remote(q)
-        step = self.generator.generate if (q.text is None and q.mode == "beam") else self.retriever.retrieve
+        step = self.generator.generate if route(q) == "generator" else self.retriever.retrieve
         rec = await _guard(step.remote(state))
         if isinstance(rec, JSONResponse):
             return rec

@@ -3,7 +3,7 @@
 Why strict types: a recommender silently coercing "12" or 12.7 or true into an item id would
 answer a question the client did not ask; rejecting them with a 422 that names the field is
 cheaper for everyone. The limits here bound the work one request can cause; the model-specific
-checks (is this user / item known?) live in `ttds.recommender` and answer 400/404.
+checks (is this user / item known?) live in `ttds.serve.recommender` and answer 400/404.
 """
 
 from __future__ import annotations

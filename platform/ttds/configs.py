@@ -124,13 +124,13 @@ class LossConfig:
     alpha: float = 0.1
     beta: float = 0.5
     id_batch: int = 32  # items per step in L_ID / L_token
-    retrieval_weight: float = 0.0  # >0: joint ranking loss for the retrieval fast path (id_head + faiss), see ttds.decode.retrieval
+    retrieval_weight: float = 0.0  # >0: joint ranking loss for the retrieval fast path (id_head + faiss), see ttds.rank.retrieval
     retrieval_temperature: float = 0.1  # softmax temperature of cos(prompt query, item X)
     retrieval_batch: int = 32  # next-item prompts per step in the retrieval loss
     label_smoothing: float = 0.0  # of the LLM's token cross-entropy (every task); 0 = plain cross-entropy
     # >0: an item head (hidden -> one logit per item, full-catalogue cross-entropy like SASRec's) on the
     # LLM state where each next-item ID starts, trained at every item of the next-item rows; rank by it
-    # with eval.rank_by=item_head (ttds.decode.item_head). 0 = none (the paper's model)
+    # with eval.rank_by=item_head (ttds.rank.item_head). 0 = none (the paper's model)
     item_head_weight: float = 0.0
 
 

@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from ttds.data.corpus import Corpus
-from ttds.decode.retrieval import TRAINED_POOL, ItemIndex, rank_by_retrieval, retrieval_examples, retrieval_loss
 from ttds.eval.metrics import MetricAccumulator
 from ttds.index.rq import RQConfig
 from ttds.index.table import SemanticIDTable
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.llm.backbone import BackboneConfig, add_semantic_tokens, apply_lora, load_backbone
 from ttds.llm.model import TTDSModel
-from ttds.llm.prompts import PromptBuilder, TokenTable, left_pad, semantic_vocabulary
+from ttds.llm.prompts import PromptBuilder, TokenTable, semantic_vocabulary
+from ttds.rank import ItemIndex, left_pad, next_item_prompts, rank_retrieval
+from ttds.rank.retrieval import TRAINED_POOL, retrieval_examples, retrieval_loss
 from ttds.train.ttds_worker import code_vector_map
 
 M, N = 2, 16
@@ -45,9 +46,15 @@ def setup(synthetic_corpus):
     return corpus, model, builder, item_x
 
 
+def rank_by_retrieval(model, builder, index, uids, hists, k, exclude_seen=False):
+    prompts = next_item_prompts(builder, uids, hists, 0, 20)
+    return rank_retrieval(model.backbone, model.id_head, index, prompts, k, pad_id=builder.pad_id, pool=TRAINED_POOL, batch_size=100,
+                          seen=hists if exclude_seen else None).items
+
+
 def _valid_hr10(corpus, model, builder, index) -> float:
     uids, hists, targets = corpus.eval_arrays("valid")
-    ranked = rank_by_retrieval(model.backbone, model.id_head, builder, index, uids, hists, 0, 20, 10, batch_size=100, pool=TRAINED_POOL)
+    ranked = rank_by_retrieval(model, builder, index, uids, hists, 10)
     return MetricAccumulator(ks=(1, 5, 10)).update(ranked, targets).result()["HR@10"]
 
 
@@ -79,8 +86,8 @@ def test_retrieval_loss_trains_the_fast_path(setup):
 
     # seen-item exclusion: the same ranking with each user's history items taken out, lists kept full
     uids, hists, _ = corpus.eval_arrays("valid")
-    plain = rank_by_retrieval(model.backbone, model.id_head, builder, index, uids, hists, 0, 20, 10 + 40, batch_size=100, pool=TRAINED_POOL)
-    excl = rank_by_retrieval(model.backbone, model.id_head, builder, index, uids, hists, 0, 20, 10, batch_size=100, pool=TRAINED_POOL, exclude_seen=True)
+    plain = rank_by_retrieval(model, builder, index, uids, hists, 10 + 40)
+    excl = rank_by_retrieval(model, builder, index, uids, hists, 10, exclude_seen=True)
     for p, e, h in zip(plain, excl, hists):
         assert e.tolist() == [i for i in p.tolist() if i not in set(h.tolist())][:10]
     assert any(set(p[:10].tolist()) & set(h.tolist()) for p, h in zip(plain, hists))  # the check above had something to remove

@@ -52,12 +52,12 @@ def test_faiss_index_moves_to_the_gpu():
     faiss = pytest.importorskip("faiss")
     if not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0:
         pytest.skip("this faiss has no GPU support: install the project's `gpu` extra (faiss-gpu-cu12)")
-    from ttds.recommender import _flat_ip_index
+    from ttds.rank.item_index import ItemIndex
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5000, 64)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    gpu_index = _flat_ip_index(x)
+    gpu_index = ItemIndex(x).index
     assert "Gpu" in type(gpu_index).__name__, type(gpu_index)
     cpu_index = faiss.IndexFlatIP(64)
     cpu_index.add(x)
@@ -127,7 +127,7 @@ def test_ttds_trains_on_gpu_under_zero(stage, ray_session, synthetic_corpus, tmp
     assert np.isfinite(h["loss"]) and m["test"]["users"] == 50
 
     # a request served from the trained folder on CUDA (what the generator replica runs)
-    from ttds.recommender import Recommender, RecommenderConfig
+    from ttds.serve.recommender import Recommender, RecommenderConfig
 
     rec = Recommender.load(m["out_dir"] + "/model", RecommenderConfig(device="cuda"), parts=("generator", "retriever"))
     t1 = time.time()

@@ -132,7 +132,8 @@ def test_moc_fusion_inside_ttds_model_training_decoding_and_saving(tmp_path):
     from ttds.llm.fusion import fusion_for_towers
     from ttds.llm.model import TTDSModel
     from ttds.llm.model_io import load_model, save_model
-    from ttds.llm.prompts import PromptBuilder, TokenTable, left_pad, semantic_vocabulary
+    from ttds.llm.prompts import PromptBuilder, TokenTable, semantic_vocabulary
+    from ttds.rank.pad import left_pad
     from ttds.train.ttds_worker import code_vector_map
 
     n_items, levels, n = 30, 3, 8

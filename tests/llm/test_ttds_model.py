@@ -13,7 +13,8 @@ from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.index.rq import RQConfig
 from ttds.llm.backbone import BackboneConfig, add_semantic_tokens, apply_lora, load_backbone
 from ttds.llm.model import TTDSModel
-from ttds.llm.prompts import IGNORE, PromptBuilder, TokenTable, left_pad, semantic_vocabulary
+from ttds.llm.prompts import IGNORE, PromptBuilder, TokenTable, semantic_vocabulary
+from ttds.rank.pad import left_pad
 from ttds.train.ttds_worker import Indexer, code_vector_map
 
 N_ITEMS, N_USERS, X_DIM, M, N = 40, 30, 16, 3, 8

@@ -259,9 +259,9 @@ def assert_clean_4xx(r: httpx.Response, status: int | tuple[int, ...], *words: s
 
 def test_recommender_in_process(models, corpus):
     """The object under the deployments: prompts match the evaluation's, inputs are checked."""
-    from ttds.decode.beam import BeamConfig
-    from ttds.eval.evaluate import rank_next_items
-    from ttds.recommender import Query, Recommender, RequestError
+    from ttds.rank.beam import BeamConfig
+    from ttds.rank.next_item import rank_next_items
+    from ttds.serve.recommender import Query, Recommender, RequestError
 
     a, b = models
     rec = Recommender.load(a)
@@ -308,7 +308,7 @@ def test_serving_prompts_follow_the_models_layout(models, tmp_path):
     import json
 
     from ttds.llm.model_io import load_model, prompt_builder
-    from ttds.recommender import Query, Recommender
+    from ttds.serve.recommender import Query, Recommender
 
     plain = tmp_path / "no_uid"
     shutil.copytree(models[0], plain)
@@ -416,7 +416,7 @@ def test_rollout_drops_no_request(server, corpus):
     """`serve deploy` with a new model_dir in user_config while requests flow: every request
     answers 200 and the new version takes over (loaded beside the old, then swapped)."""
     url, a, b = server
-    from ttds.recommender import model_version
+    from ttds.serve.recommender import model_version
 
     old, new = model_version(a), model_version(b)
     wait_ready(url, old)

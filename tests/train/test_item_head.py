@@ -70,7 +70,7 @@ def test_item_head_trains_ranks_and_evaluates_through_ray(ray_session, synthetic
     from test_train_ttds_e2e import tiny_config
 
     from ttds.data.corpus import Corpus
-    from ttds.decode.item_head import rank_by_item_head
+    from ttds.rank import next_item_prompts, rank_item_head
     from ttds.eval.distributed import evaluate_model_dir
     from ttds.eval.per_user import per_user_table, read_per_user
     from ttds.llm.model_io import load_model, prompt_builder
@@ -92,7 +92,9 @@ def test_item_head_trains_ranks_and_evaluates_through_ray(ray_session, synthetic
     lm = load_model(out / "model")
     assert lm.model.item_head.weight.shape[0] == corpus.n_items
     assert lm.model.item_embedding is not None and lm.model.item_embedding.table is lm.model.item_head.weight
-    local = rank_by_item_head(lm.model.backbone, lm.model.item_head, prompt_builder(lm), uids, hists, 0, int(meta["max_history"]), 10, 64, exclude_seen=True)
+    builder = prompt_builder(lm)
+    local = rank_item_head(lm.model.backbone, lm.model.item_head, next_item_prompts(builder, uids, hists, 0, int(meta["max_history"])), 10,
+                           pad_id=builder.pad_id, seen=hists).items
     assert all(not set(row) & set(h.tolist()) for row, h in zip(local, hists)) and (local >= 0).all()
     want = per_user_table(uids, targets, [local])
     got = read_per_user(out)  # written by the job's Ray Data evaluation, template 0 only (eval.templates=1)
@@ -100,7 +102,7 @@ def test_item_head_trains_ranks_and_evaluates_through_ray(ray_session, synthetic
     assert np.allclose(got["NDCG@10"].to_numpy(), want["NDCG@10"].to_numpy(), atol=1e-6)
 
     # serving's retrieval mode ranks by the item head: the same lists as the evaluation
-    from ttds.recommender import Query, Recommender
+    from ttds.serve.recommender import Query, Recommender
 
     rec = Recommender.load(out / "model")
     for row in range(3):

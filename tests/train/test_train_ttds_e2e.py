@@ -95,9 +95,10 @@ def _check_seen_exclusion(model_dir, corpus_dir, tmp_path):
     import numpy as np
 
     from ttds.data.corpus import Corpus
-    from ttds.decode.beam import BeamConfig
+    from ttds.rank.beam import BeamConfig
     from ttds.eval.distributed import evaluate_model_dir
-    from ttds.eval.evaluate import build_trie, rank_next_items
+    from ttds.rank.next_item import rank_next_items
+    from ttds.rank.trie import build_trie
     from ttds.eval.per_user import per_user_table, read_per_user
     from ttds.llm.model_io import load_model, prompt_builder
 

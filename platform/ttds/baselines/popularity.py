@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 
 from ttds.data.corpus import Corpus
-from ttds.eval.metrics import ranking_metrics
-from ttds.eval.seen import keep_unseen
+from ttds.eval.metrics import check_user_count, ranking_metrics
+from ttds.rank.popularity import rank_popularity
 
 __all__ = ["REPORT_KEYS", "evaluate_popularity", "popularity_ranking", "report"]
 
@@ -30,31 +30,18 @@ def popularity_ranking(
     exclude_seen: bool = False,
     histories: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Top-k item ids by training popularity (ties by lower id, so results are deterministic).
+    """Top-k item ids by training popularity (`ttds.rank.popularity.rank_popularity`: ties by the
+    seeded hash of the rank layer, not by item id).
 
     Without `histories`: one list, shape [k]. With `histories`: one row per user, shape
     [n, k], each user's seen items removed when `exclude_seen`.
     """
-    counts = corpus.item_popularity()
-    order = np.argsort(-counts, kind="stable")
-    top = np.full(k, -1, dtype=np.int64)  # -1 pads past the last item (toy corpora)
-    top[: min(k, len(order))] = order[:k]
-    if histories is None:
-        if exclude_seen:
-            raise ValueError("exclude_seen needs the users' histories")
-        return top
-    if not exclude_seen:
-        return np.tile(top, (len(histories), 1))
-    out = np.full((len(histories), k), -1, dtype=np.int64)
-    head = order[: k + max((len(h) for h in histories), default=0)]  # enough to survive exclusion
-    for i, h in enumerate(histories):
-        kept = keep_unseen(head, h, k)
-        out[i, : len(kept)] = kept
-    return out
+    return rank_popularity(corpus.item_popularity(), k, histories, exclude_seen)
 
 
 def evaluate_popularity(corpus: Corpus, split: str = "test", exclude_seen: bool = False) -> dict[str, float]:
     """HR@1/5/10 and NDCG@5/10 of the popularity ranking on `split` (full ranking)."""
     _, histories, targets = corpus.eval_arrays(split)
     ranked = popularity_ranking(corpus, 10, exclude_seen, histories)
+    check_user_count(len(ranked), len(targets), f"popularity on {split}")
     return report(ranking_metrics(ranked, targets, ks=(1, 5, 10)))

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ttds.rank.pad import left_pad as rank_left_pad
+
 __all__ = ["SASRec", "SASRecConfig", "SequentialRecommender", "left_pad"]
 
 
@@ -52,19 +54,13 @@ class SASRecConfig:
 
 
 def left_pad(seqs: Sequence[Sequence[int]] | np.ndarray, length: int, pad_id: int, trim: bool = True) -> torch.Tensor:
-    """Left-pad (and left-truncate) item sequences into a LongTensor [n, width].
+    """Item sequences as a LongTensor [n, width], left-padded with `pad_id` (the one
+    `ttds.rank.pad.left_pad`, keeping each row's last `length` items; `trim`: width = the longest
+    kept row instead of `length`, same outputs, see the module docstring, less compute).
 
-    The last `length` items of each row are kept. With `trim`, width is the longest kept row
-    rather than `length` (same outputs, see the module docstring, less compute).
-    """
-    rows = [np.asarray(s, dtype=np.int64)[-length:] if length > 0 else np.zeros(0, np.int64) for s in seqs]
-    width = max((len(r) for r in rows), default=0) if trim else length
-    width = max(width, 1)
-    out = np.full((len(rows), width), pad_id, dtype=np.int64)
-    for i, r in enumerate(rows):
-        if len(r):
-            out[i, width - len(r) :] = r
-    return torch.from_numpy(out)
+    Kept in this signature for `ttds.baselines.seqmodel_worker`; new code calls
+    `ttds.rank.pad.left_pad(seqs, pad_id, keep_last=length, allow_empty=True).ids` directly."""
+    return rank_left_pad(seqs, pad_id, keep_last=max(length, 0), width=None if trim else max(length, 1), allow_empty=True).ids
 
 
 class SequentialRecommender(nn.Module):

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ttds.decode import BeamConfig, PrefixTrie, beam_search, left_pad
+from ttds.rank import BeamConfig, PrefixTrie, beam_search, left_pad
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def build_reference(cfg: SpeedConfig):
         n = int(rng.integers(max(1, cfg.history_items // 2), cfg.history_items + 1))
         hist = ids[rng.integers(0, cfg.n_items, size=n)].reshape(-1).tolist()
         prompts.append([1, 2, 3] + hist + [4])
-    input_ids, mask = left_pad(prompts)
+    input_ids, mask, _ = left_pad(prompts, 0)
     return model, trie, input_ids, mask
 
 
@@ -151,8 +151,8 @@ def decode_speed_trained(
     same users in the same batches; retrieval includes the backbone forward, the id_head and
     the faiss search.
     """
-    from ttds.decode.retrieval import ItemIndex, pool_of, prompt_queries, prompt_states
-    from ttds.eval.evaluate import build_trie
+    from ttds.rank import ItemIndex, build_trie, pool_of, prompt_queries
+    from ttds.rank.retrieval import prompt_states
     from ttds.llm.model_io import load_model, prompt_builder
     from safetensors.numpy import load_file
 
@@ -173,7 +173,7 @@ def decode_speed_trained(
         max_history, pool = int(m.meta["max_history"]), pool_of(m.meta)
         prompts = [builder.next_item_prompt(int(uids[i]), list(hists[i])[-max_history:], template) for i in pick]
         order = np.argsort([len(p) for p in prompts], kind="stable")
-        batches = [tuple(t.to(dev) for t in left_pad([prompts[i] for i in order[s : s + batch]], builder.pad_id)) for s in range(0, len(order), batch)]
+        batches = [tuple(t.to(dev) for t in left_pad([prompts[i] for i in order[s : s + batch]], builder.pad_id)[:2]) for s in range(0, len(order), batch)]
 
         def retrieval() -> None:
             with torch.no_grad():

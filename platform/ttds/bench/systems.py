@@ -5,7 +5,7 @@
   `m3`, `m5`): the TTDS job with that ablation's overrides (`tiger` = static index, no user
   tower, no DM-VAE, no high-order tasks: the TIGER-style static semantic-ID recommender);
 - `<ttds-family>-retrieval` (e.g. `ttds-retrieval`): the model trained for `<ttds-family>`,
-  ranked by the generative-retrieval fast path (`ttds.decode.retrieval`) instead of beam
+  ranked by the generative-retrieval fast path (`ttds.rank.retrieval`) instead of beam
   search. It adds its base system to the run, trained with `loss.retrieval_weight` > 0.
 - `<ttds-family>@<index.kind>` (e.g. `ttds@moc`, `tiger@lsh`): that system with another ID
   scheme (`index.kind`: rq, kway_masked, moc, lsh, random, precomputed), so one run puts the

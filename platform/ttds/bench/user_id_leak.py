@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from ttds.data.corpus import Corpus
-from ttds.decode.beam import BeamConfig
-from ttds.eval.evaluate import build_trie, rank_next_items
 from ttds.eval.metrics import MetricAccumulator
 from ttds.llm.model_io import load_model, prompt_builder
+from ttds.rank.beam import BeamConfig
+from ttds.rank.next_item import rank_next_items
+from ttds.rank.trie import build_trie
 
 
 def user_id_leak(model_dir: str, users: int = 2000, seed: int = 0, beam_width: int = 20, batch_size: int = 64, template: int = 0) -> dict:

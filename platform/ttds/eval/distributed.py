@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ttds.data.corpus import Corpus
-from ttds.eval.metrics import MetricAccumulator
+from ttds.eval.metrics import MetricAccumulator, check_user_count
+from ttds.rank.popularity import rank_popularity
 
 
 class _Ranker:
@@ -20,9 +21,9 @@ class _Ranker:
                  exclude_seen: bool = False, popularity_prior: float = 0.0, corpus_dir: str | None = None, rank_by: str = "beam"):
         import torch
 
-        from ttds.decode.beam import BeamConfig
-        from ttds.eval.evaluate import build_trie
         from ttds.llm.model_io import load_model, prompt_builder
+        from ttds.rank.beam import BeamConfig
+        from ttds.rank.trie import build_trie
 
         torch.set_num_threads(threads)
         # on a GPU node each actor holds a fraction of the GPU (Ray sets CUDA_VISIBLE_DEVICES)
@@ -44,7 +45,7 @@ class _Ranker:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         import torch
 
-        from ttds.eval.evaluate import rank_next_items
+        from ttds.rank.next_item import rank_next_items
 
         out = {"user_id": batch["user_id"].to_numpy(), "target": batch["target"].to_numpy()}
         with torch.no_grad():
@@ -96,7 +97,7 @@ def evaluate_model_dir(
     `popularity_prior`: g > 0 ranks by log P(ID | prompt) - g log(1 + training count) inside the
     beam search (`PrefixTrie.prior_bias`): trades head accuracy for coverage of less popular items.
     `rank_by`: "beam" (constrained beam search over IDs) or "item_head" (the model's item head,
-    `ttds.decode.item_head`; the model must have been trained with `loss.item_head_weight` > 0).
+    `ttds.rank.item_head`; the model must have been trained with `loss.item_head_weight` > 0).
     """
     check_rank_by(rank_by, model_dir, popularity_prior)
     import ray.data
@@ -122,6 +123,9 @@ def evaluate_model_dir(
         num_cpus=0.5,  # fractional: leaves CPU for the tasks that feed the actors
         **({"num_gpus": 1.0 / max(workers, 1)} if use_gpu else {}),
     ).to_pandas()
+    check_user_count(len(ranked), len(df), f"{split} split, Ray Data ranking")
+    if ranked["user_id"].nunique() != len(df):
+        raise RuntimeError(f"the Ray Data ranking returned {ranked['user_id'].nunique()} distinct users for {len(df)} in the {split} split")
     lists = {t: np.stack(ranked[f"ranked_{t}"].to_numpy()) for t in templates}
     accs = {t: MetricAccumulator(ks=(1, 5, 10)).update(mat, ranked["target"].to_numpy()) for t, mat in lists.items()}
     result = average(accs)
@@ -135,8 +139,6 @@ def evaluate_model_dir(
 
         write_per_user(per_user_path, per_user_table(ranked["user_id"].to_numpy(), ranked["target"].to_numpy(), list(lists.values())))
     # popularity on exactly the same users, so the two rows of a table are comparable
-    from ttds.baselines.popularity import popularity_ranking
-
-    pop = popularity_ranking(corpus, top_k, exclude_seen, hists)  # the users of `df` (the same set as `ranked`)
+    pop = rank_popularity(corpus.item_popularity(), top_k, hists, exclude_seen)  # the users of `df` (the same set as `ranked`)
     result["popularity"] = MetricAccumulator(ks=(1, 5, 10)).update(pop, np.asarray(targets)).result()
     return result

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_KS", "MetricAccumulator", "per_user_ranks", "per_user_values", "ranking_metrics"]
+__all__ = ["DEFAULT_KS", "MetricAccumulator", "check_user_count", "per_user_ranks", "per_user_values", "ranking_metrics"]
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 
@@ -35,6 +35,18 @@ def per_user_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     hit = (ranked == targets[:, None]) & (targets[:, None] >= 0)
     found = hit.any(axis=1)
     return np.where(found, hit.argmax(axis=1), -1).astype(np.int64)
+
+
+def check_user_count(evaluated: int, expected: int, what: str = "") -> None:
+    """Raise unless every user of the split was evaluated exactly once.
+
+    Why: a ranker or a distributed evaluation that silently drops (or duplicates) users changes
+    the figure without any sign of it; every evaluation compares its count with the split's.
+    """
+    if int(evaluated) != int(expected):
+        where = f" ({what})" if what else ""
+        raise RuntimeError(f"evaluated {int(evaluated)} users but the split has {int(expected)}{where}: "
+                           "users were lost or counted twice, the figures would be wrong")
 
 
 def per_user_values(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:

@@ -287,19 +287,25 @@ def history_vectors(item_x: np.ndarray, histories: Sequence[Sequence[int]]) -> n
     return out
 
 
-def tokenize_unseen_users(tower: RQTokenizer, item_x: np.ndarray, histories: Sequence[Sequence[int]]) -> np.ndarray:
-    """Codes [n, K] for users the tokenizer never saw, from their histories alone.
+def tokenize_unseen_users(
+    tower: RQTokenizer, item_x: np.ndarray, histories: Sequence[Sequence[int]], scale: float = 1.0,
+) -> np.ndarray:
+    """Codes [n, K] for users the tokenizer never saw, from their histories alone: THE cold-start
+    rule (serving's `Recommender.cold_start_codes` applies it to one request's history).
 
-    Nothing is trained: the (eval-mode, unmasked) user tower encodes the mean X of each
-    history. Works for any tower kind whose input width matches item X (collaborative,
-    LightGCN or text X); a suffix is not assigned here because it depends on the table the
-    user joins (see `SemanticIDTable.from_codes`).
+    Nothing is trained: the (eval-mode, unmasked) user tower encodes the mean X of each history,
+    times `scale` (serving passes the ratio of the users' X norm to that of their items' mean X,
+    so the vector sits where the tower was trained; 1 = the plain mean). Nearest codes at the
+    last level: a user's ID must not depend on which other new users arrive in the same batch.
+    Works for any tower kind whose input width matches item X (collaborative, LightGCN or text
+    X); a suffix is not assigned here because it depends on the table the user joins (see
+    `SemanticIDTable.from_codes`).
     """
     if tower.config.input_dim != np.asarray(item_x).shape[1]:
         raise ValueError(f"user tower expects {tower.config.input_dim}-dim input but item X has {np.asarray(item_x).shape[1]}")
-    v = history_vectors(item_x, histories)
-    # nearest codes: a user's ID must not depend on which other new users arrive in the batch
-    return tower.encode(torch.from_numpy(v), last_level="nearest").cpu().numpy().astype(np.int64)
+    v = history_vectors(item_x, histories) * np.float32(scale)
+    with torch.no_grad():
+        return tower.encode(torch.from_numpy(v), last_level="nearest").cpu().numpy().astype(np.int64)
 
 
 def unseen_user_tokens(tower: RQTokenizer, item_x: np.ndarray, histories: Sequence[Sequence[int]]) -> list[list[str]]:

@@ -97,9 +97,9 @@ class TTDSModel(nn.Module):
         loss = dmvae.total_loss(llm, l_id, l_token, alpha, beta)
         l_ret = None
         if ret_weight > 0 and ret_input_ids is not None:
-            # optional generative-retrieval ranking loss (ttds.decode.retrieval): trains the
+            # optional generative-retrieval ranking loss (ttds.rank.retrieval): trains the
             # id_head fast path jointly; off (0) by default, as in the paper
-            from ttds.decode.retrieval import retrieval_loss
+            from ttds.rank.retrieval import retrieval_loss
 
             l_ret = retrieval_loss(self.backbone, self.id_head, ret_input_ids, ret_attention_mask, ret_targets, ret_item_x, ret_temperature)
             loss = loss + ret_weight * l_ret

@@ -18,7 +18,6 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 IGNORE = -100
 
@@ -220,20 +219,6 @@ class PromptBuilder:
     def id_sequences(self, entities) -> list[list[int]]:
         """BOS + an item's ID tokens: the input whose pooled state L_ID aligns with X."""
         return [self.bos + self.items.get(int(e)) for e in entities]
-
-
-def left_pad(seqs: list[list[int]], pad_id: int, labels: list[list[int]] | None = None):
-    """Left-padded input_ids, attention_mask (and labels with IGNORE in the padding)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    lab = torch.full((len(seqs), width), IGNORE, dtype=torch.long) if labels is not None else None
-    for r, s in enumerate(seqs):
-        ids[r, width - len(s) :] = torch.as_tensor(s)
-        mask[r, width - len(s) :] = 1
-        if lab is not None:
-            lab[r, width - len(s) :] = torch.as_tensor(labels[r])
-    return ids, mask, lab
 
 
 def semantic_vocabulary(item_levels: int, user_levels: int, codebook_size: int, suffixes: int) -> list[str]:

@@ -19,15 +19,17 @@ import torch
 
 from ttds.configs import BackboneSection, TTDSJobConfig
 from ttds.data.corpus import Corpus
-from ttds.decode.beam import BeamConfig
-from ttds.eval.evaluate import build_trie, evaluate_next_item
+from ttds.eval.evaluate import evaluate_next_item
 from ttds.features.build import standardise_like
 from ttds.index.table import SemanticIDTable
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.llm.dropout import add_residual_dropout
 from ttds.llm.model import TTDSModel
 from ttds.llm.model_io import load_model, save_model
-from ttds.llm.prompts import PromptBuilder, TokenTable, left_pad, semantic_vocabulary
+from ttds.llm.prompts import PromptBuilder, TokenTable, semantic_vocabulary
+from ttds.rank.beam import BeamConfig
+from ttds.rank.pad import left_pad
+from ttds.rank.trie import build_trie
 from ttds.train import deepspeed_utils as dsu
 from ttds.train.collectives import all_reduce_metrics
 from ttds.train.launch import RunPlace
@@ -287,7 +289,7 @@ class TTDSTrainer(Trainer):
         self.alpha = job.loss.alpha if job.loss.dmvae else 0.0
         self.beta = job.loss.beta if (job.loss.dmvae and not self.run.static_index) else 0.0
         self.item_x_t, self.user_x_t = torch.as_tensor(self.item_x), torch.as_tensor(self.user_x)
-        self.ret_w = job.loss.retrieval_weight  # optional retrieval fast-path loss (ttds.decode.retrieval)
+        self.ret_w = job.loss.retrieval_weight  # optional retrieval fast-path loss (ttds.rank.retrieval)
         self.ret_users = [u for u, s in enumerate(self.corpus.train_sequences) if len(s) >= 2] if self.ret_w > 0 else []
         self.item_w = job.loss.item_head_weight  # optional item head (TTDSModel.item_head)
         if self.item_w > 0 and model.item_head is None:
@@ -416,7 +418,7 @@ def model_meta(w: TTDSWork, metrics: dict) -> dict:
         "corpus_dir": run.corpus_dir,
         "source": run.source,
         "exclude_seen": job.eval.exclude_seen,  # how it was selected; jobs/evaluate.py's default
-        "retrieval_pool": "last" if job.loss.retrieval_weight > 0 else "mean",  # ttds.decode.retrieval.pool_of
+        "retrieval_pool": "last" if job.loss.retrieval_weight > 0 else "mean",  # ttds.rank.retrieval.pool_of
         "rank_by": job.eval.rank_by,  # how it was selected; jobs/evaluate.py's default
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         "config": to_dict(job),
@@ -434,7 +436,7 @@ def recompute_text_x(model: TTDSModel, tokenizer, corpus: Corpus, job: TTDSJobCo
 def retrieval_kwargs(builder: PromptBuilder, corpus: Corpus, users: list[int], job: TTDSJobConfig, rng: random.Random, item_x_t: torch.Tensor) -> dict:
     """Model kwargs of the retrieval loss: next-item prompts of random training users (every
     rank the same count, so ranks step together) scored against the whole catalogue's X."""
-    from ttds.decode.retrieval import retrieval_examples
+    from ttds.rank.retrieval import retrieval_examples
 
     pick = [users[rng.randrange(len(users))] for _ in range(job.loss.retrieval_batch)]
     prompts, targets = retrieval_examples(builder, corpus.train_sequences, pick, job.data.max_history, rng)

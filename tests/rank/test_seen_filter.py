@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ttds.eval.seen import keep_unseen, unseen_positions
+from ttds.rank.seen import keep_unseen, unseen_positions
 
 
 def test_keep_unseen_skips_seen_and_padding_and_keeps_order():

@@ -5,12 +5,18 @@ builder, trie, backbone, features, faiss index, user histories) comes from ONE m
 must stay consistent with it. Keeping it here means the HTTP app, the benchmark and the tests run
 the same code, and the deployments only add transport, batching and rollout on top.
 
-A request goes through three steps, which the Serve app runs in three deployments:
+This class only loads, resolves users and delegates: every ranking is `ttds.rank`'s, the code
+offline evaluation runs (so a user gets the same list from both: tests/rank checks it).
+
+A request goes through two steps, which the Serve app runs in separate deployments:
   1. `resolve`  (UserEncoder): validate the input, turn user id / raw history / text into a
      `PromptState` (who the user is to the model, which items go in the prompt);
-  2. `generate` (SemanticIDGenerator): trie-constrained beam search over item semantic IDs;
-     or `retrieve` (Retriever): the fast path, the prompt's pooled hidden state through the
-     L_ID head into X space, then a faiss inner-product search over the items' X.
+  2. the ranking part `route(query)` names: "generator" (SemanticIDGenerator: `rank_beam`,
+     trie-constrained beam search) or "retriever" (Retriever: the item head when the model has
+     one, else `rank_retrieval`, the L_ID head into X space and the faiss index; text queries
+     search the text index). `run` groups a batch by that one routing rule.
+Errors are per request: a row that cannot be served (text on a model without text features,
+retrieval without features) gets its own `Failure`; its batch neighbours are still ranked.
 A `PromptState` carries the model version it was resolved with; a step running another version
 (mid-rollout) re-resolves the query itself, so a prompt is never built with one ID table and
 decoded with another.
@@ -27,7 +33,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ttds.eval.seen import unseen_positions
+from ttds.data.corpus import Corpus
+from ttds.data.rejects import DataError
+from ttds.index.kway import tokenize_unseen_users
+from ttds.index.table import level_token
+from ttds.llm.model_io import load_model, prompt_builder
+from ttds.rank.beam import BeamConfig, rank_beam
+from ttds.rank.item_head import rank_item_head
+from ttds.rank.item_index import ItemIndex
+from ttds.rank.retrieval import pool_of, rank_retrieval
+from ttds.rank.ties import query_keys
+from ttds.rank.trie import build_trie
+from ttds.runtime import select_device
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +79,9 @@ class RecommenderConfig:
 
     `max_request_history` bounds what a client may send; the prompt itself keeps the last
     `max_history` items the model was trained with (its ttds.json). `max_beam_width` caps the
-    search a request can ask for (its k, or k + seen items for the retrieval path's widened
-    search), so one request cannot ask for an unbounded search. Beam search keeps seen items out
-    by masking them in the search itself (`ttds.decode.beam`), as the evaluation does.
+    search a request can ask for (its k), so one request cannot ask for an unbounded search.
+    Seen items are kept out by `ttds.rank.seen`, as the evaluation does (masked inside the beam
+    search).
     """
 
     beam_width: int = 20
@@ -138,21 +155,11 @@ def model_version(model_dir: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
-
-
-def _flat_ip_index(x: np.ndarray):
-    """Exact inner-product index (on every GPU when faiss sees one): exact, because the
-    catalogue is the ranking universe and a few 100k items search in milliseconds anyway."""
-    import faiss
-
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
-        index = faiss.index_cpu_to_all_gpus(index)
-    return index
+def route(query: Query) -> str:
+    """The Recommender part that ranks a query: THE routing rule (the Serve app calls it to pick a
+    deployment, `Recommender.run` to group a batch). Beam-mode prompts go to the "generator";
+    retrieval mode and text queries to the "retriever"."""
+    return "generator" if query.text is None and query.mode == "beam" else "retriever"
 
 
 class Recommender:
@@ -170,10 +177,6 @@ class Recommender:
         "retriever" (fast path: id_head + faiss). With neither, the backbone is dropped after
         loading: the UserEncoder deployment only needs tables, towers, features and histories.
         """
-        from ttds.eval.evaluate import build_trie
-        from ttds.llm.model_io import load_model, prompt_builder
-        from ttds.runtime import select_device
-
         cfg = cfg or RecommenderConfig()
         bad = sorted(set(parts) - set(PARTS))
         if bad:
@@ -204,17 +207,18 @@ class Recommender:
         self.trie = build_trie(self.builder, len(lm.tokenizer)).to(self.device) if "generator" in parts else None
         self._load_features(model_dir)
         self._load_corpus(cfg.corpus_dir or lm.meta.get("corpus_dir", ""))
-        self.item_index = _flat_ip_index(self.item_xn) if ("retriever" in parts and self.item_xn is not None) else None
+        self.pool = pool_of(lm.meta)
+        self.item_index = ItemIndex(self.item_x) if ("retriever" in parts and self.item_x is not None) else None
         self.text_index = None
         if "retriever" in parts and self.text_dims > 0 and self.item_x is not None:
-            self.text_index = _flat_ip_index(_normalise(self.item_x[:, : self.text_dims]))
+            self.text_index = ItemIndex(self.item_x[:, : self.text_dims])
         del lm
         log.info("loaded model %s (version %s) parts=%s on %s", model_dir, self.version, parts, self.device)
         return self
 
     def _load_features(self, model_dir: Path) -> None:
         path = model_dir / "features.safetensors"
-        self.item_x = self.user_x = self.item_xn = None
+        self.item_x = self.user_x = None
         self.feature_source, self.text_dims, self._cold_scale = "none", 0, 1.0
         if not path.exists():
             log.warning("%s has no features.safetensors: retrieval mode and cold-start user IDs are off", model_dir)
@@ -227,7 +231,6 @@ class Recommender:
         t = load_file(str(path))
         self.item_x = np.asarray(t["item_x"], dtype=np.float32)
         self.user_x = np.asarray(t["user_x"], dtype=np.float32) if "user_x" in t else None
-        self.item_xn = _normalise(self.item_x)
         self.feature_source = info.get("source", "unknown")
         self.text_dims = int(info.get("text_dims", 0) or 0)
         if len(self.item_x) != self.n_items:
@@ -239,9 +242,6 @@ class Recommender:
         A serving machine may lack the corpus: then only raw-history requests work, and a
         user-id request says so instead of failing obscurely.
         """
-        from ttds.data.corpus import Corpus
-        from ttds.data.rejects import DataError
-
         self.histories: list[np.ndarray] | None = None
         self.titles: list[str] = [""] * self.n_items
         self.corpus_dir = corpus_dir
@@ -362,21 +362,18 @@ class Recommender:
         return [int(h) for h in history]
 
     def cold_start_codes(self, history: Sequence[int]) -> tuple[int, ...] | None:
-        """User codes for a user unseen in training: the user tower on the mean of the history
-        items' X (no retraining). None when the model has no user tower or no matching X."""
+        """User codes for a user unseen in training, by the one cold-start rule
+        (`ttds.index.kway.tokenize_unseen_users`: the user tower on the mean X of the history,
+        nothing retrained). None when the model has no user tower or no matching X."""
         tower = self.towers.user
         if tower is None or self.item_x is None or not len(history):
             return None
-        if self.towers.config.user.input_dim != self.item_x.shape[1]:
+        if tower.config.input_dim != self.item_x.shape[1]:
             return None  # user X was built differently (e.g. user text): no sound mapping
-        v = self.item_x[np.asarray(history, dtype=np.int64)].mean(0, keepdims=True) * self._cold_scale
-        with torch.no_grad():
-            codes = self.towers.encode_users(torch.from_numpy(v.astype(np.float32)))
+        codes = tokenize_unseen_users(tower, self.item_x, [list(history)], self._cold_scale)
         return tuple(int(c) for c in codes[0].tolist())
 
     def _user_code_tokens(self, codes: Sequence[int]) -> list[int] | None:
-        from ttds.index.table import level_token
-
         names = [level_token("user", lv, c) for lv, c in enumerate(codes)]
         if not all(n in self.vocab for n in names):
             return None
@@ -405,116 +402,115 @@ class Recommender:
         tokens = self.user_tokens(state) if self.builder.next_item_user_id else None
         return self.builder.next_item_prompt(-1, state.history, self.cfg.template, user_tokens=tokens)
 
-    # ------------------------------------------------------------------ step 2: rank
-    def _need(self, state: PromptState) -> int:
-        """How many candidates to fetch so that k remain after dropping seen items."""
-        extra = len(set(state.seen)) if state.query.exclude_seen else 0
-        return min(state.query.k + extra, self.n_items)
-
+    # ------------------------------------------------------------------ step 2: rank (delegated to ttds.rank)
     def _finish(self, state: PromptState, items: np.ndarray, scores: np.ndarray, mode: str) -> Recommendation:
-        keep = unseen_positions(items, state.seen if state.query.exclude_seen else (), state.query.k, scores)
+        """The first k real items of a ranked row (the rankers already kept seen items out)."""
+        keep = np.flatnonzero((np.asarray(items) >= 0) & np.isfinite(np.asarray(scores)))[: state.query.k]
         out = [(int(items[j]), float(scores[j])) for j in keep]
         titles = [self.titles[i] for i, _ in out]
         return Recommendation(out, mode, state.kind, self.version, self.user_semantic_id(state), titles)
 
-    def generate(self, states: Sequence[PromptState]) -> list[Recommendation]:
-        """Trie-constrained beam search, one batched search per distinct beam shape.
+    @staticmethod
+    def _seen(states: Sequence[PromptState]) -> list[list[int]]:
+        return [s.seen if s.query.exclude_seen else [] for s in states]
 
-        Grouping by (width, top_k) keeps each request's result independent of which requests
-        it was batched with (a wider beam could change it).
-        """
-        from ttds.decode.beam import BeamConfig, beam_search, left_pad
+    def check_servable(self, state: PromptState) -> None:
+        """Raise RequestError if this model cannot rank `state` (the row's own fault only: checked
+        per row before ranking, so a bad row never fails the rows batched with it)."""
+        if route(state.query) == "generator":
+            if self.trie is None:
+                raise RuntimeError("this Recommender was loaded without the generator part")
+        elif state.kind == "text":
+            self._check_text()
+        else:
+            self._check_retrieval()
 
-        if self.trie is None:
-            raise RuntimeError("this Recommender was loaded without the generator part")
-        from ttds.decode.beam import exclusion_table
-
+    def _rank_beam(self, states: Sequence[PromptState]) -> list[Recommendation]:
+        """`rank_beam`, one search per distinct beam shape: grouping by (width, top_k) keeps each
+        request's result independent of which requests it was batched with."""
         out: list[Recommendation | None] = [None] * len(states)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, s in enumerate(states):
             top_k = min(s.query.k, self.n_items, self.cfg.max_beam_width)  # seen items are masked in the search, not over-fetched
             groups.setdefault((max(self.cfg.beam_width, top_k), top_k), []).append(i)
-        with torch.no_grad():
-            for (width, top_k), rows in groups.items():
-                for start in range(0, len(rows), self.cfg.batch_size):
-                    chunk = rows[start : start + self.cfg.batch_size]
-                    ids, mask = left_pad([self.prompt_ids(states[i]) for i in chunk], self.builder.pad_id)
-                    seen = [states[i].seen if states[i].query.exclude_seen else [] for i in chunk]
-                    banned = exclusion_table(seen, self.n_items) if any(seen) else None
-                    res = beam_search(self.backbone, ids, mask, self.trie, BeamConfig(beam_width=width, top_k=top_k), banned)
-                    items, scores = res.items.cpu().numpy(), res.scores.float().cpu().numpy()
-                    for r, i in enumerate(chunk):
-                        out[i] = self._finish(states[i], items[r], scores[r], "beam")
+        for (width, top_k), rows in groups.items():
+            group = [states[i] for i in rows]
+            res = rank_beam(self.backbone, [self.prompt_ids(s) for s in group], self.trie, BeamConfig(beam_width=width, top_k=top_k),
+                            pad_id=self.builder.pad_id, batch_size=self.cfg.batch_size, seen=self._seen(group))
+            for r, i in enumerate(rows):
+                out[i] = self._finish(states[i], res.items[r], res.scores[r], "beam")
         return out  # type: ignore[return-value]
 
-    def _pooled_prompts(self, prompts: list[list[int]]) -> np.ndarray:
-        """Each prompt's last-layer state through the L_ID head, pooled as the model was trained
-        (`retrieval_pool` in ttds.json: "last" with the retrieval loss, else "mean", the pooling
-        L_ID uses on an ID's tokens). One function with the benchmark: ttds.decode.retrieval."""
-        from ttds.decode.beam import left_pad
-        from ttds.decode.retrieval import pool_of, prompt_queries
-
-        ids, mask = left_pad(prompts, self.builder.pad_id)
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        with torch.no_grad():
-            return prompt_queries(self.backbone, self.id_head, ids, mask, pool_of(self.meta)).cpu().numpy()
-
-    def _check_retrieval(self) -> None:
-        if self.item_head is not None:
-            return
-        if self.item_index is None:
-            if "retriever" not in self.parts:
-                raise RuntimeError("this Recommender was loaded without the retriever part")
-            raise RequestError("retrieval mode needs features.safetensors in the model folder; use mode=beam")
-
-    def retrieve(self, states: Sequence[PromptState]) -> list[Recommendation]:
-        """Fast path, one forward per prompt: the item head's logits when the model has one (it was
-        trained for this ranking, `ttds.decode.item_head`), else id_head → faiss top-k over
-        L2-normalised item X; text queries search the text index."""
+    def _rank_retrieval(self, states: Sequence[PromptState]) -> list[Recommendation]:
+        """One forward per prompt: the item head's logits when the model has one (it was trained
+        for this ranking, `ttds.rank.item_head`), else `rank_retrieval` (id_head -> faiss over item
+        X); text queries search the text index. Ranked to the group's largest k, each row cut to
+        its own (the order is total, so a prefix is the row's own top k)."""
         out: list[Recommendation | None] = [None] * len(states)
-        text_rows = [i for i, s in enumerate(states) if s.kind == "text"]
-        prompt_rows = [i for i, s in enumerate(states) if s.kind != "text"]
-        if prompt_rows:
-            self._check_retrieval()
-            for start in range(0, len(prompt_rows), self.cfg.batch_size):
-                chunk = prompt_rows[start : start + self.cfg.batch_size]
-                if self.item_head is not None:
-                    self._item_head_rows(states, chunk, out)
-                    continue
-                q = _normalise(self._pooled_prompts([self.prompt_ids(states[i]) for i in chunk]))
-                if q.shape[1] != self.item_xn.shape[1]:
-                    raise RuntimeError(f"id_head maps to {q.shape[1]} dims but item X has {self.item_xn.shape[1]}")
-                need = max(self._need(states[i]) for i in chunk)
-                scores, items = self.item_index.search(q, need)
-                for r, i in enumerate(chunk):
-                    out[i] = self._finish(states[i], items[r], scores[r], "retrieval")
-        if text_rows:
-            self._check_text()
+        text = [i for i, s in enumerate(states) if s.kind == "text"]
+        prompt = [i for i, s in enumerate(states) if s.kind != "text"]
+        if prompt:
+            group = [states[i] for i in prompt]
+            prompts, k = [self.prompt_ids(s) for s in group], max(s.query.k for s in group)
+            if self.item_head is not None:
+                res = rank_item_head(self.backbone, self.item_head, prompts, k, pad_id=self.builder.pad_id,
+                                     batch_size=self.cfg.batch_size, seen=self._seen(group))
+            else:
+                res = rank_retrieval(self.backbone, self.id_head, self.item_index, prompts, k, pad_id=self.builder.pad_id,
+                                     pool=self.pool, batch_size=self.cfg.batch_size, seen=self._seen(group))
+            for r, i in enumerate(prompt):
+                out[i] = self._finish(states[i], res.items[r], res.scores[r], "retrieval")
+        if text:
             from ttds.llm.backbone import encode_texts
 
-            q = _normalise(encode_texts(self.backbone, self.tokenizer, [states[i].text for i in text_rows], device=self.device))
-            scores, items = self.text_index.search(q, max(self._need(states[i]) for i in text_rows))
-            for r, i in enumerate(text_rows):
+            texts = [states[i].text for i in text]
+            q = encode_texts(self.backbone, self.tokenizer, texts, device=self.device)
+            scores, items = self.text_index.search(q, max(states[i].query.k for i in text), keys=query_keys([t.encode() for t in texts]))
+            for r, i in enumerate(text):
                 out[i] = self._finish(states[i], items[r], scores[r], "text")
         return out  # type: ignore[return-value]
 
-    def _item_head_rows(self, states: Sequence[PromptState], chunk: list[int], out: list) -> None:
-        """Rank `chunk`'s prompts by the item head (one batched forward), into `out`."""
-        from ttds.decode.beam import left_pad
-        from ttds.decode.item_head import item_head_scores
+    def generate(self, states: Sequence[PromptState]) -> list[Recommendation | Failure]:
+        """The generator part: beam search for each state (per-row failures, see `_ranked`)."""
+        return self._ranked(states, self._rank_beam)
 
-        ids, mask = left_pad([self.prompt_ids(states[i]) for i in chunk], self.builder.pad_id)
-        need = max(self._need(states[i]) for i in chunk)
-        with torch.no_grad():
-            logits = item_head_scores(self.backbone, self.item_head, ids.to(self.device), mask.to(self.device))
-            scores, items = logits.topk(min(need, logits.shape[1]), dim=1)
-        scores, items = scores.cpu().numpy(), items.cpu().numpy()
-        for r, i in enumerate(chunk):
-            out[i] = self._finish(states[i], items[r], scores[r], "retrieval")
+    def retrieve(self, states: Sequence[PromptState]) -> list[Recommendation | Failure]:
+        """The retriever part: item head / faiss / text search for each state (per-row failures)."""
+        return self._ranked(states, self._rank_retrieval)
+
+    def _ranked(self, states: Sequence[PromptState], rank) -> list[Recommendation | Failure]:
+        """Check each row, rank the servable ones together; a RequestError raised while ranking a
+        batch re-ranks its rows one by one, so it lands on the row that caused it only."""
+        out: list[Recommendation | Failure | None] = [None] * len(states)
+        live = []
+        for i, s in enumerate(states):
+            try:
+                self.check_servable(s)
+                live.append(i)
+            except RequestError as e:
+                out[i] = Failure.of(e)
+        if live:
+            with torch.no_grad():
+                try:
+                    for i, r in zip(live, rank([states[i] for i in live])):
+                        out[i] = r
+                except RequestError:
+                    for i in live:
+                        try:
+                            out[i] = rank([states[i]])[0]
+                        except RequestError as e:
+                            out[i] = Failure.of(e)
+        return out  # type: ignore[return-value]
+
+    def _check_retrieval(self) -> None:
+        if self.backbone is None or "retriever" not in self.parts:
+            raise RuntimeError("this Recommender was loaded without the retriever part")
+        if self.item_head is None and self.item_index is None:
+            raise RequestError("retrieval mode needs features.safetensors in the model folder; use mode=beam")
 
     def _check_text(self) -> None:
-        if self.backbone is None:
-            raise RuntimeError("this Recommender was loaded without a backbone")
+        if self.backbone is None or "retriever" not in self.parts:
+            raise RuntimeError("this Recommender was loaded without the retriever part")
         hidden = int(self.id_head.in_features)  # the backbone's width (the head reads its states)
         if self.text_index is None or self.text_dims != hidden:
             raise RequestError(
@@ -527,15 +523,16 @@ class Recommender:
         """Nearest items by cosine over X (the item itself excluded)."""
         self._check_item(item_id)
         self._check_k(k)
-        if self.item_xn is None:
+        if self.item_x is None:
             raise RequestError("similar items need features.safetensors in the model folder")
-        index = self.item_index if self.item_index is not None else _flat_ip_index(self.item_xn)
-        scores, items = index.search(self.item_xn[int(item_id)][None], min(k + 1, self.n_items))
-        return [(int(i), float(s)) for i, s in zip(items[0], scores[0]) if i >= 0 and i != item_id][:k]
+        index = self.item_index if self.item_index is not None else ItemIndex(self.item_x)
+        scores, items = index.search(index.vectors[int(item_id)][None], k, seen=[[int(item_id)]], keys=[int(item_id)])
+        return [(int(i), float(s)) for i, s in zip(items[0], scores[0]) if i >= 0]
 
     # ------------------------------------------------------------------ whole requests
     def run(self, states: Sequence[PromptState]) -> list[Recommendation | Failure]:
-        """Rank resolved states (any mix of modes); states resolved by another model version
+        """Rank resolved states (any mix of modes), grouped by `route`; one Failure per row that
+        cannot be served, the others ranked. States resolved by another model version
         (mid-rollout) are re-resolved here first so tables never mix."""
         fixed: list[PromptState | Failure] = []
         for s in states:
@@ -548,17 +545,11 @@ class Recommender:
                 fixed.append(Failure.of(e))
         out: list[Recommendation | Failure | None] = [f if isinstance(f, Failure) else None for f in fixed]
         live = [i for i, s in enumerate(fixed) if isinstance(s, PromptState)]
-        beam = [i for i in live if fixed[i].kind != "text" and fixed[i].query.mode == "beam"]
-        rest = [i for i in live if i not in set(beam)]
-        for rows, fn in ((beam, self.generate), (rest, self.retrieve)):
-            if not rows:
-                continue
-            try:
+        for part, fn in (("generator", self.generate), ("retriever", self.retrieve)):
+            rows = [i for i in live if route(fixed[i].query) == part]
+            if rows:
                 for i, r in zip(rows, fn([fixed[i] for i in rows])):
                     out[i] = r
-            except RequestError as e:
-                for i in rows:
-                    out[i] = Failure.of(e)
         return out  # type: ignore[return-value]
 
     def recommend_batch(self, queries: Sequence[Query]) -> list[Recommendation | Failure]:

@@ -13,38 +13,45 @@ for ~10k items (the logits are one matmul), and seen items are masked before the
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
-__all__ = ["item_head_scores", "rank_by_item_head"]
+from ttds.rank.beam import Ranked
+from ttds.rank.pad import prompt_batches
+from ttds.rank.retrieval import prompt_states
+from ttds.rank.seen import mask_seen
+from ttds.rank.ties import query_keys, top_k
+
+__all__ = ["item_head_scores", "rank_item_head"]
 
 
 def item_head_scores(backbone, item_head: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[B, n_items] item logits of left-padded next-item prompts (the state at each prompt's last token)."""
-    from ttds.decode.retrieval import prompt_states
-
     last = prompt_states(backbone, input_ids, mask)[:, -1]  # left padding: -1 is every row's last token
     return item_head(last.to(item_head.weight.dtype)).float()
 
 
-def rank_by_item_head(
-    backbone, item_head: torch.nn.Module, builder, user_ids, histories, template: int, max_history: int,
-    k: int = 10, batch_size: int = 64, exclude_seen: bool = False,
-) -> np.ndarray:
-    """Top-k item ids [n, k] for each user's next-item prompt (the same prompt beam search decodes from).
+def rank_item_head(
+    backbone, item_head: torch.nn.Module, prompts: Sequence[Sequence[int]], k: int = 10, *,
+    pad_id: int, batch_size: int = 64, seen: Sequence[Sequence[int]] | None = None,
+) -> Ranked:
+    """Top-k items [n, k] of each prompt by the item head's logits (evaluation and serving alike).
 
-    `exclude_seen`: each user's whole history is masked to -inf before the top-k, so k unseen
-    items always come back (the catalogue is larger than any history)."""
-    from ttds.decode.retrieval import prompt_batches
-
+    `seen[i]`: item ids masked to -inf before the top-k, so k unseen items come back (the
+    catalogue is larger than any history). Ties: the prompts' query keys (`ttds.rank.ties`)."""
+    if seen is not None and len(seen) != len(prompts):
+        raise ValueError(f"seen has {len(seen)} rows for {len(prompts)} prompts")
     n_items = item_head.weight.shape[0]
     k = min(k, n_items)
-    out = np.full((len(user_ids), k), -1, dtype=np.int64)
-    for idx, ids, mask in prompt_batches(backbone, builder, user_ids, histories, template, max_history, batch_size, item_head.weight.device):
-        scores = item_head_scores(backbone, item_head, ids, mask)
-        if exclude_seen:
-            for row, i in enumerate(idx):
-                seen = torch.as_tensor(np.asarray(histories[i], dtype=np.int64), device=scores.device)
-                scores[row, seen[(seen >= 0) & (seen < n_items)]] = float("-inf")
-        out[idx] = scores.topk(k, dim=1).indices.cpu().numpy()
-    return out
+    items = np.full((len(prompts), k), -1, dtype=np.int64)
+    scores = np.full((len(prompts), k), -np.inf, dtype=np.float32)
+    keys = query_keys(prompts)
+    for idx, ids, mask in prompt_batches(backbone, prompts, pad_id, batch_size, item_head.weight.device):
+        logits = mask_seen(item_head_scores(backbone, item_head, ids, mask), [seen[i] for i in idx] if seen is not None else None)
+        s, i = top_k(logits, k, keys[idx])
+        s = s.cpu().numpy()
+        i = np.where(np.isfinite(s), i.cpu().numpy(), -1)  # everything seen: nothing left
+        items[idx], scores[idx] = i, s
+    return Ranked(items, scores)

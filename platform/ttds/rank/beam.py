@@ -31,19 +31,27 @@ Design choices (and why):
   Generative recommenders trained by maximum likelihood put most of their beam on popular
   prefixes (on Instruments TTDS spent 91% of its top-10 slots on the top 5% of items); the
   returned scores include the bias.
+- Ties (``ttds.rank.ties``): candidates with equal scores are ordered by the seeded hash of
+  (row key, the trie node they reach) inside the search (unconstrained: of their pool
+  position), and the final list by the hash of (row key, item). The row key is the prompt's
+  `query_key` (``rank_beam``), so bf16 ties never favour low token or item ids and a prompt
+  ranks the same alone or in any batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
-from ttds.decode.trie import PrefixTrie
+from ttds.rank.pad import left_pad
+from ttds.rank.seen import exclusion_table
+from ttds.rank.ties import query_keys, tie_values, top_k
+from ttds.rank.trie import PrefixTrie
 
-__all__ = ["BeamConfig", "BeamResult", "beam_search", "exclusion_table", "rank_items", "left_pad"]
+__all__ = ["BeamConfig", "BeamResult", "Ranked", "beam_search", "rank_beam"]
 
 NEG_INF = float("-inf")
 
@@ -82,6 +90,14 @@ class BeamResult:
     sequences: torch.Tensor  # LongTensor[B, top_k, max_depth]
 
 
+class Ranked(NamedTuple):
+    """What every ranker returns for a batch of queries: `items` int64 [n, k] best first (-1 past
+    what was found) and their `scores` float32 [n, k] (-inf there)."""
+
+    items: np.ndarray
+    scores: np.ndarray
+
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     dev = getattr(model, "device", None)
     if isinstance(dev, torch.device):
@@ -100,6 +116,9 @@ def _select(
     cand: torch.Tensor,
     cand_tokens: torch.Tensor | None,
     width: int,
+    keys: torch.Tensor,
+    cand_ids: torch.Tensor,
+    stay_ids: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One beam step for ``[B, w]`` beams: choose the best ``width`` candidates per prompt.
 
@@ -107,7 +126,8 @@ def _select(
     if not allowed); ``cand_tokens`` maps candidates to tokens (``None``: candidate = token,
     the unconstrained case). The pool is every expansion of every unfinished beam plus every
     finished beam as it is; one top-k over the flattened pool per prompt (several times
-    faster on CPU than a top-k per beam followed by a second one).
+    faster on CPU than a top-k per beam followed by a second one), ties ordered by the tie
+    hash of `cand_ids` [B, w, c] / `stay_ids` [B, w] (what each candidate stands for).
     Returns ``(new_scores, source_beam, token, is_stay)``, each ``[B, width']``; ``token`` is
     ``-1`` for finished beams carried over unchanged.
     """
@@ -115,7 +135,8 @@ def _select(
     cand = cand.masked_fill(done.unsqueeze(-1), NEG_INF)
     stay = scores.masked_fill(~done, NEG_INF)  # finished beams compete as they are
     pool = torch.cat([cand.reshape(b, w * c), stay], dim=1)
-    new_scores, idx = pool.topk(min(width, pool.shape[1]), dim=1)
+    ids = torch.cat([cand_ids.reshape(b, w * c), stay_ids], dim=1)
+    new_scores, idx = top_k(pool, min(width, pool.shape[1]), keys, ids)
     is_stay = idx >= w * c
     src = torch.where(is_stay, idx - w * c, idx // max(c, 1))
     if c == 0:
@@ -137,9 +158,10 @@ def _banned(exclude: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
 
 
 def _finalize(
-    items: torch.Tensor, scores: torch.Tensor, seqs: torch.Tensor, top_k: int, exclude: torch.Tensor | None = None
+    items: torch.Tensor, scores: torch.Tensor, seqs: torch.Tensor, top_k: int, keys: torch.Tensor, exclude: torch.Tensor | None = None
 ) -> BeamResult:
-    """Drop invalid and repeated items, move them to the end, cut to ``top_k``.
+    """Drop invalid and repeated items, move them to the end, cut to ``top_k``; order by score,
+    ties by the tie hash of (row key, item).
 
     Why dedupe here: constrained beams are distinct paths and so distinct items, but an
     unconstrained run can reach one item by two sequences (tokens after a complete ID).
@@ -152,7 +174,8 @@ def _finalize(
     repeated = ((items.unsqueeze(2) == items.unsqueeze(1)) & earlier & valid.unsqueeze(1)).any(-1)
     valid &= ~repeated
     key = torch.where(valid, scores, torch.full_like(scores, NEG_INF))
-    order = torch.sort(key, dim=1, descending=True, stable=True).indices
+    by_tie = tie_values(keys, items.clamp(min=0)).argsort(dim=1, descending=True)
+    order = by_tie.gather(1, torch.sort(key.gather(1, by_tie), dim=1, descending=True, stable=True).indices)
     items = torch.where(valid, items, torch.full_like(items, -1)).gather(1, order)
     scores = key.gather(1, order)
     seqs = seqs.masked_fill(~valid.unsqueeze(-1), -1).gather(1, order.unsqueeze(-1).expand_as(seqs))
@@ -173,6 +196,7 @@ def beam_search(
     cfg: BeamConfig,
     exclude: torch.Tensor | None = None,
     node_bias: torch.Tensor | None = None,
+    keys: torch.Tensor | np.ndarray | None = None,
 ) -> BeamResult:
     """Rank catalogue items for each left-padded prompt by beam search over semantic IDs.
 
@@ -182,7 +206,8 @@ def beam_search(
     trie's. Runs on the model's device, in eval mode (restored afterwards). ``exclude``: an
     optional bool ``[B, n]`` table, True for items prompt ``b`` must not get (its seen items).
     ``node_bias``: optional ``[trie.num_nodes]`` score added on entering each node (see the
-    module docstring); needs ``cfg.constrained``.
+    module docstring); needs ``cfg.constrained``. ``keys``: each prompt's query key for the
+    tie rule (``ttds.rank.ties``; ``rank_beam`` passes the prompts' own), None = 0.
     """
     device = _model_device(model)
     input_ids = input_ids.to(device)
@@ -191,6 +216,9 @@ def beam_search(
         trie = trie.to(device)
     b = input_ids.shape[0]
     width, depth = cfg.beam_width, trie.max_depth
+    keys = torch.zeros(b, dtype=torch.long, device=device) if keys is None else torch.as_tensor(np.asarray(keys), dtype=torch.long).to(device)
+    if keys.shape != (b,):
+        raise ValueError(f"keys has shape {tuple(keys.shape)} for {b} prompts")
     if exclude is not None:
         if exclude.shape[0] != b:
             raise ValueError(f"exclude has {exclude.shape[0]} rows for {b} prompts")
@@ -236,16 +264,16 @@ def beam_search(
                 child_tok = child_tok.view(b, w, -1)
                 cand = scores.unsqueeze(-1) + logp.gather(2, child_tok)
                 cand = cand.masked_fill(~child_ok.view(b, w, -1), NEG_INF)
-                if exclude is not None or node_bias is not None:
-                    child_node = trie.step(nodes.unsqueeze(-1), child_tok)
+                child_node = trie.step(nodes.unsqueeze(-1), child_tok)  # -1 on padding slots (scored -inf)
                 if node_bias is not None:
                     cand = cand + node_bias[child_node.clamp(min=0)]  # invalid children are -inf already
                 if exclude is not None:  # a seen item's last token: never a candidate
                     cand = cand.masked_fill(_banned(exclude, trie.item_at(child_node)), NEG_INF)
-                scores, src, token, is_stay = _select(scores, done, cand, child_tok, width)
+                scores, src, token, is_stay = _select(scores, done, cand, child_tok, width, keys, child_node, nodes)
             else:
                 cand = scores.unsqueeze(-1) + logp
-                scores, src, token, is_stay = _select(scores, done, cand, None, width)
+                pos = torch.arange(cand[0].numel() + w, device=device).expand(b, -1)  # pool positions
+                scores, src, token, is_stay = _select(scores, done, cand, None, width, keys, pos[:, :-w].reshape(cand.shape), pos[:, -w:])
             nodes = nodes.gather(1, src)
             seqs = seqs.gather(1, src.unsqueeze(-1).expand(-1, -1, depth)).clone()
             seqs[:, :, t] = token
@@ -286,64 +314,43 @@ def beam_search(
             items = torch.where(done, trie.item_at(nodes), torch.full_like(nodes, -1))
         else:
             items = trie.lookup(seqs)
-        return _finalize(items, scores, seqs, cfg.top_k, exclude)
+        return _finalize(items, scores, seqs, cfg.top_k, keys, exclude)
     finally:
         model.train(was_training)
 
 
-def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists into ``(input_ids, attention_mask)`` (the layout beam search expects)."""
-    if not prompts:
-        raise ValueError("no prompts")
-    longest = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), longest), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), longest), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        if len(p) == 0:
-            raise ValueError(f"prompt {i} is empty")
-        ids[i, longest - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
-        mask[i, longest - len(p) :] = 1
-    return ids, mask
-
-
-def exclusion_table(seen: Sequence[Sequence[int]], n_items: int) -> torch.Tensor:
-    """Bool ``[len(seen), n_items]``: True at each row's seen item ids (ids outside the range ignored)."""
-    table = torch.zeros(len(seen), n_items, dtype=torch.bool)
-    for row, items in enumerate(seen):
-        ids = torch.as_tensor(np.asarray(items, dtype=np.int64))
-        ids = ids[(ids >= 0) & (ids < n_items)]
-        table[row, ids] = True
-    return table
-
-
-def rank_items(
+def rank_beam(
     model: torch.nn.Module,
     prompts: Sequence[Sequence[int]],
     trie: PrefixTrie,
     cfg: BeamConfig | None = None,
+    *,
+    pad_id: int,
     batch_size: int = 64,
-    pad_token_id: int = 0,
-    exclude: Sequence[Sequence[int]] | None = None,
+    seen: Sequence[Sequence[int]] | None = None,
     node_bias: torch.Tensor | None = None,
-) -> np.ndarray:
-    """Top-``cfg.top_k`` item ids (``-1`` = empty) for each prompt, as ``int64[n, top_k]``.
+) -> Ranked:
+    """Top-``cfg.top_k`` items of each prompt by beam search (the ranker evaluation and serving share).
 
-    Convenience for evaluation loops: batches, left-pads, decodes, and returns numpy so the
-    result feeds :func:`ttds.eval.metrics.ranking_metrics` directly. Prompts are sorted by
-    length before batching so each batch carries little padding. ``exclude[i]``: item ids
-    prompt ``i`` must not get (its user's seen items), or None to rank every item.
-    ``node_bias``: see :func:`beam_search`.
+    Batches of ``batch_size`` prompts sorted by length (little padding; a prompt's result does not
+    depend on its batch), left-padded with ``pad_id``. ``seen[i]``: item ids prompt ``i`` must not
+    get (masked inside the search), or None. ``node_bias``: see :func:`beam_search`. Ties: the
+    prompts' query keys (``ttds.rank.ties``).
     """
-    if exclude is not None and len(exclude) != len(prompts):
-        raise ValueError(f"exclude has {len(exclude)} rows for {len(prompts)} prompts")
+    if seen is not None and len(seen) != len(prompts):
+        raise ValueError(f"seen has {len(seen)} rows for {len(prompts)} prompts")
     n_items = int(trie.terminal_item.max()) + 1 if trie.terminal_item.numel() else 0
     cfg = cfg or BeamConfig()
-    out = np.full((len(prompts), cfg.top_k), -1, dtype=np.int64)
+    items = np.full((len(prompts), cfg.top_k), -1, dtype=np.int64)
+    scores = np.full((len(prompts), cfg.top_k), -np.inf, dtype=np.float32)
+    keys = query_keys(prompts)
     order = np.argsort([len(p) for p in prompts], kind="stable")
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        ids, mask = left_pad([prompts[i] for i in idx], pad_token_id)
-        banned = exclusion_table([exclude[i] for i in idx], n_items) if exclude is not None else None
-        res = beam_search(model, ids, mask, trie, cfg, banned, node_bias)
-        out[idx] = res.items.cpu().numpy()
-    return out
+        ids, mask, _ = left_pad([prompts[i] for i in idx], pad_id)
+        rows = [seen[i] for i in idx] if seen is not None else None
+        banned = exclusion_table(rows, n_items) if rows is not None and any(len(r) for r in rows) else None
+        res = beam_search(model, ids, mask, trie, cfg, banned, node_bias, keys[idx])
+        items[idx] = res.items.cpu().numpy()
+        scores[idx] = res.scores.float().cpu().numpy()
+    return Ranked(items, scores)

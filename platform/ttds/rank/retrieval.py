@@ -2,9 +2,9 @@
 
 The next-item prompt goes through the backbone once; its last-layer hidden state goes through
 the model's `id_head` (the DM-VAE L_ID head, hidden -> X space) and an exact inner-product
-search over the L2-normalised item X returns the top K. This is what
-`ttds.recommender.Recommender.retrieve` serves; the benchmark evaluates it with the same
-metrics as beam search so its quality cost sits next to its speed.
+search over the L2-normalised item X (`ttds.rank.item_index.ItemIndex`) returns the top K.
+Serving (`ttds.serve.recommender`) and the benchmark's evaluation both call `rank_retrieval`,
+so its quality cost sits next to its speed and what is evaluated is what is served.
 
 Which hidden state ("pool", saved in the model's ttds.json as `retrieval_pool`):
 - "last": the state at the prompt's last token, i.e. where the LLM starts generating the next
@@ -29,8 +29,12 @@ import torch
 import torch.nn.functional as F
 
 from ttds.llm import dmvae
+from ttds.rank.beam import Ranked
+from ttds.rank.item_index import ItemIndex
+from ttds.rank.pad import prompt_batches
+from ttds.rank.ties import query_keys
 
-__all__ = ["POOLS", "TRAINED_POOL", "ItemIndex", "pool_of", "prompt_batches", "prompt_queries", "prompt_states", "rank_by_retrieval", "retrieval_examples", "retrieval_loss"]
+__all__ = ["POOLS", "TRAINED_POOL", "pool_of", "prompt_queries", "prompt_states", "rank_retrieval", "retrieval_examples", "retrieval_loss"]
 
 POOLS = ("last", "mean")
 TRAINED_POOL = "last"  # the pooling the ranking loss trains (see the module docstring)
@@ -56,8 +60,7 @@ def prompt_states(backbone, input_ids: torch.Tensor, mask: torch.Tensor) -> torc
 def prompt_queries(backbone, head: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, pool: str = "mean") -> torch.Tensor:
     """head(last-layer state of each left-padded prompt, pooled by `pool`): [B, x_dim], not normalised.
 
-    The same map as `Recommender` serves (tested equal), so what is trained and evaluated
-    here is what the Serve app returns.
+    What `rank_retrieval` searches with, in evaluation and serving alike.
     """
     hidden = prompt_states(backbone, input_ids, mask)
     pooled = hidden[:, -1] if pool == "last" else dmvae.masked_mean(hidden, mask)  # left padding: -1 is every row's last token
@@ -97,69 +100,22 @@ def retrieval_examples(
     return prompts, targets
 
 
-class ItemIndex:
-    """Exact inner-product search over L2-normalised item X (faiss IndexFlatIP)."""
-
-    def __init__(self, item_x: np.ndarray):
-        import faiss
-
-        x = np.ascontiguousarray(item_x, dtype=np.float32)
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
-        self.dim, self.n = x.shape[1], x.shape[0]
-        self.index = faiss.IndexFlatIP(self.dim)
-        self.index.add(x)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, item ids), each [n, k]; queries are normalised here."""
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        if q.shape[1] != self.dim:
-            raise ValueError(f"queries have {q.shape[1]} dims, item X has {self.dim}")
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-8)
-        return self.index.search(q, min(k, self.n))
-
-
-def prompt_batches(backbone, builder, user_ids, histories, template: int, max_history: int, batch_size: int, device):
-    """(rows, input_ids, mask) of the users' next-item prompts (the evaluation prompt), batched by
-    length (little padding), on `device`; the backbone is in eval mode without gradients while the
-    batches are consumed, and back in its mode afterwards. The loop of every one-forward ranker."""
-    from ttds.decode.beam import left_pad
-
-    prompts = [builder.next_item_prompt(int(u), list(h)[-max_history:], template) for u, h in zip(user_ids, histories)]
-    order = np.argsort([len(p) for p in prompts], kind="stable")
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                ids, mask = left_pad([prompts[i] for i in idx], builder.pad_id)
-                yield idx, ids.to(device), mask.to(device)
-    finally:
-        backbone.train(was_training)
-
-
-def rank_by_retrieval(
-    backbone, head: torch.nn.Module, builder, index: ItemIndex, user_ids, histories, template: int,
-    max_history: int, k: int = 10, batch_size: int = 64, *, pool: str, exclude_seen: bool = False,
-) -> np.ndarray:
-    """Top-k item ids [n, k] (-1 past the catalogue) for each user's next-item prompt.
-
-    `pool` has no default on purpose: it must be the model's (`pool_of(meta)`).
-    `exclude_seen`: each user's history items are kept out (the search asks for k + the
-    batch's longest history, so k items remain after the filter).
-    """
-    from ttds.eval.seen import keep_unseen
-
-    out = np.full((len(user_ids), k), -1, dtype=np.int64)
+def rank_retrieval(
+    backbone, head: torch.nn.Module, index: ItemIndex, prompts: Sequence[Sequence[int]], k: int = 10, *,
+    pad_id: int, pool: str, batch_size: int = 64, seen: Sequence[Sequence[int]] | None = None,
+) -> Ranked:
+    """Top-k items [n, k] (-1 past the catalogue) of each prompt: head(pooled prompt state) searched
+    in `index` by cosine. `pool` has no default on purpose: it must be the model's (`pool_of(meta)`).
+    `seen[i]`: item ids prompt i must not get (the index fetches past them, so k remain).
+    Ties: the prompts' query keys (`ttds.rank.ties`)."""
+    if seen is not None and len(seen) != len(prompts):
+        raise ValueError(f"seen has {len(seen)} rows for {len(prompts)} prompts")
+    items = np.full((len(prompts), k), -1, dtype=np.int64)
+    scores = np.full((len(prompts), k), -np.inf, dtype=np.float32)
+    keys = query_keys(prompts)
     device = next(head.parameters()).device
-    for idx, ids, mask in prompt_batches(backbone, builder, user_ids, histories, template, max_history, batch_size, device):
+    for idx, ids, mask in prompt_batches(backbone, prompts, pad_id, batch_size, device):
         q = prompt_queries(backbone, head, ids, mask, pool).cpu().numpy()
-        if not exclude_seen:
-            _, items = index.search(q, k)
-            out[idx, : items.shape[1]] = items
-            continue
-        _, items = index.search(q, k + max(len(histories[i]) for i in idx))
-        for row, i in zip(items, idx):
-            kept = keep_unseen(row, histories[i], k)
-            out[i, : len(kept)] = kept
-    return out
+        s, i = index.search(q, k, [seen[j] for j in idx] if seen is not None else None, keys[idx])
+        items[idx], scores[idx] = i, s
+    return Ranked(items, scores)

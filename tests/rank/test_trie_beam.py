@@ -9,7 +9,16 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ttds.decode import BeamConfig, PrefixTrie, beam_search, left_pad, rank_items
+from ttds.rank import BeamConfig, PrefixTrie, beam_search, exclusion_table, left_pad, rank_beam
+
+
+def pad(prompts):
+    """(input_ids, mask) of left-padded prompts (pad id 0), what beam_search takes."""
+    return left_pad(prompts, 0)[:2]
+
+
+def rank_items(model, prompts, trie, cfg, batch_size=64, exclude=None, node_bias=None):
+    return rank_beam(model, prompts, trie, cfg, pad_id=0, batch_size=batch_size, seen=exclude, node_bias=node_bias).items
 
 VOCAB = 72
 CODE_BASE, CODE_SIZE, M = 40, 6, 4  # position j uses tokens CODE_BASE + 6j .. + 6j + 5
@@ -150,13 +159,13 @@ def test_constrained_returns_valid_unique_sorted_items_and_is_padding_invariant(
     trie = PrefixTrie.from_sequences(seqs, list(range(len(seqs))), VOCAB)
     by_item = dict(enumerate(seqs))
     cfg = BeamConfig(beam_width=12, top_k=10)
-    ids, mask = left_pad(PROMPTS)
+    ids, mask = pad(PROMPTS)
     batch = beam_search(random_model, ids, mask, trie, cfg)
     assert batch.items.shape == (4, 10) and batch.sequences.shape == (4, 10, trie.max_depth)
     assert (batch.items >= 0).all()
     _check_ranked(batch, by_item)
     for row, prompt in enumerate(PROMPTS):
-        alone = beam_search(random_model, *left_pad([prompt]), trie, cfg)
+        alone = beam_search(random_model, *pad([prompt]), trie, cfg)
         torch.testing.assert_close(alone.scores[0], batch.scores[row], atol=1e-4, rtol=1e-4)
         assert alone.items[0].tolist() == batch.items[row].tolist()
     assert random_model.training is False
@@ -179,7 +188,7 @@ def test_wide_beam_is_exact_over_variable_length_ids(random_model):
     assert {len(s) for s in seqs} == {M, M + 1}
     trie = PrefixTrie.from_sequences(seqs, list(range(len(seqs))), VOCAB)
     cfg = BeamConfig(beam_width=16, top_k=14)
-    res = beam_search(random_model, *left_pad(PROMPTS), trie, cfg)
+    res = beam_search(random_model, *pad(PROMPTS), trie, cfg)
     for row, prompt in enumerate(PROMPTS):
         exact = {i: _exact_log_prob(random_model, prompt, s) for i, s in enumerate(seqs)}
         assert sorted(res.items[row].tolist()) == list(range(len(seqs)))
@@ -192,14 +201,12 @@ def test_wide_beam_is_exact_over_variable_length_ids(random_model):
 def test_excluded_items_never_take_a_slot_and_the_rest_keep_their_exact_order(random_model):
     """Seen-item exclusion: with a beam wide enough to be exact, the ranking with exclusion is
     the full ranking with the banned items removed (not a shorter list), scores unchanged."""
-    from ttds.decode.beam import exclusion_table
-
     seqs = make_catalogue(14, alphabet=2, seed=5)
     trie = PrefixTrie.from_sequences(seqs, list(range(len(seqs))), VOCAB)
     cfg = BeamConfig(beam_width=16, top_k=10)
-    full = beam_search(random_model, *left_pad(PROMPTS), trie, BeamConfig(beam_width=16, top_k=14))
+    full = beam_search(random_model, *pad(PROMPTS), trie, BeamConfig(beam_width=16, top_k=14))
     banned = [full.items[0, :3].tolist(), [], [int(full.items[2, 5])], list(range(14))]
-    res = beam_search(random_model, *left_pad(PROMPTS), trie, cfg, exclusion_table(banned, 14))
+    res = beam_search(random_model, *pad(PROMPTS), trie, cfg, exclusion_table(banned, 14))
     for row in range(len(PROMPTS)):
         want = [i for i in full.items[row].tolist() if i not in banned[row]][:10]
         got = [i for i in res.items[row].tolist() if i >= 0]
@@ -217,7 +224,7 @@ def test_excluded_items_never_take_a_slot_and_the_rest_keep_their_exact_order(ra
     ranked = rank_items(random_model, PROMPTS, trie, narrow, exclude=seen)
     for row, s in zip(ranked, seen):
         assert (row >= 0).all() and not set(row.tolist()) & set(s)
-    with pytest.raises(ValueError, match="exclude has 1 rows for 4 prompts"):
+    with pytest.raises(ValueError, match="seen has 1 rows for 4 prompts"):
         rank_items(random_model, PROMPTS, trie, narrow, exclude=[[1]])
 
 
@@ -234,7 +241,7 @@ def test_popularity_prior_telescopes_and_a_wide_beam_ranks_exactly_by_the_penali
     for item, ident in enumerate(seqs):
         path = [_walk(trie, ident[: d + 1]) for d in range(len(ident))]
         assert float(bias[path].sum()) == pytest.approx(-g * math.log(weight[item] / sum(weight)), abs=1e-5)
-    res = beam_search(random_model, *left_pad(PROMPTS), trie, BeamConfig(beam_width=16, top_k=14), node_bias=bias)
+    res = beam_search(random_model, *pad(PROMPTS), trie, BeamConfig(beam_width=16, top_k=14), node_bias=bias)
     for row, prompt in enumerate(PROMPTS):
         want = {i: _exact_log_prob(random_model, prompt, s) - g * math.log(weight[i] / sum(weight)) for i, s in enumerate(seqs)}
         for item, score in zip(res.items[row].tolist(), res.scores[row].tolist()):
@@ -251,16 +258,16 @@ def test_a_strong_prior_moves_a_narrow_beam_to_less_popular_items(random_model):
     debiased = rank_items(random_model, PROMPTS, trie, narrow, node_bias=trie.prior_bias(weight, 1.0))
     assert (debiased >= 100).mean() > (plain >= 100).mean() and (debiased >= 100).mean() > 0.9
     with pytest.raises(ValueError, match="constrained"):
-        beam_search(random_model, *left_pad(PROMPTS), trie, BeamConfig(10, 10, constrained=False), node_bias=trie.prior_bias(weight, 1.0))
+        beam_search(random_model, *pad(PROMPTS), trie, BeamConfig(10, 10, constrained=False), node_bias=trie.prior_bias(weight, 1.0))
     with pytest.raises(ValueError, match="nodes"):
-        beam_search(random_model, *left_pad(PROMPTS), trie, narrow, node_bias=torch.zeros(3))
+        beam_search(random_model, *pad(PROMPTS), trie, narrow, node_bias=torch.zeros(3))
     with pytest.raises(ValueError, match="> 0"):
         trie.prior_bias(np.zeros(200), 1.0)
 
 
 def test_fewer_items_than_top_k_pads_with_minus_one(random_model):
     trie = PrefixTrie.from_sequences([[40, 46, 52, 58], [41, 46, 52, 58], [40, 47, 52, 58]], [5, 6, 7], VOCAB)
-    res = beam_search(random_model, *left_pad(PROMPTS[:2]), trie, BeamConfig(beam_width=8, top_k=5))
+    res = beam_search(random_model, *pad(PROMPTS[:2]), trie, BeamConfig(beam_width=8, top_k=5))
     assert sorted(res.items[0, :3].tolist()) == [5, 6, 7]
     assert res.items[:, 3:].eq(-1).all() and torch.isinf(res.scores[:, 3:]).all()
     assert res.sequences[:, 3:].eq(-1).all()
@@ -269,7 +276,7 @@ def test_fewer_items_than_top_k_pads_with_minus_one(random_model):
 def test_unconstrained_runs_and_maps_sequences_to_items(random_model):
     seqs = make_catalogue(50, alphabet=3, seed=4)
     trie = PrefixTrie.from_sequences(seqs, list(range(len(seqs))), VOCAB)
-    res = beam_search(random_model, *left_pad(PROMPTS), trie, BeamConfig(beam_width=6, top_k=4, constrained=False))
+    res = beam_search(random_model, *pad(PROMPTS), trie, BeamConfig(beam_width=6, top_k=4, constrained=False))
     assert res.items.shape == (4, 4) and res.sequences.shape == (4, 4, trie.max_depth)
     for row in range(4):  # whatever it generated, the item column agrees with a trie lookup
         for r in range(4):
@@ -288,7 +295,7 @@ def overfit():
     trie = PrefixTrie.from_sequences(seqs, list(range(len(seqs))), VOCAB)
     p1, p2 = [1, 2, 3, 4, 5, 6], [9, 8, 7]
     model = tiny_llama(seed=11, hidden=32, layers=1).train()
-    ids, mask = left_pad([p1 + seqs[7], p2 + seqs[3]])
+    ids, mask = pad([p1 + seqs[7], p2 + seqs[3]])
     labels = torch.full_like(ids, -100)
     for row, (prompt, ident) in enumerate([(p1, seqs[7]), (p2, seqs[3])]):
         n = ids.shape[1]
@@ -307,7 +314,7 @@ def overfit():
 
 def test_planted_answer_is_ranked_first(overfit):
     model, trie, prompts = overfit
-    res = beam_search(model, *left_pad(prompts), trie, BeamConfig(beam_width=20, top_k=10))
+    res = beam_search(model, *pad(prompts), trie, BeamConfig(beam_width=20, top_k=10))
     assert res.items[:, 0].tolist() == [7, 3]
     assert (res.items >= 0).all()
     assert rank_items(model, prompts, trie, BeamConfig(beam_width=20, top_k=10), batch_size=1)[:, 0].tolist() == [7, 3]
@@ -315,8 +322,8 @@ def test_planted_answer_is_ranked_first(overfit):
 
 def test_unconstrained_agrees_on_top1_of_overfit_model(overfit):
     model, trie, prompts = overfit
-    con = beam_search(model, *left_pad(prompts), trie, BeamConfig(beam_width=20, top_k=10))
-    unc = beam_search(model, *left_pad(prompts), trie, BeamConfig(beam_width=20, top_k=10, constrained=False))
+    con = beam_search(model, *pad(prompts), trie, BeamConfig(beam_width=20, top_k=10))
+    unc = beam_search(model, *pad(prompts), trie, BeamConfig(beam_width=20, top_k=10, constrained=False))
     assert unc.items[:, 0].tolist() == [7, 3]
     # Same full-vocabulary normalisation. Unconstrained always generates max_depth tokens, so
     # for a shorter ID its score also holds the (<= 0) log-prob of the token after the ID.

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["PrefixTrie"]
+__all__ = ["PrefixTrie", "build_trie"]
 
 
 @dataclass(eq=False)  # tensors: element-wise == would make dataclass equality meaningless
@@ -302,3 +302,11 @@ def _check_prefix_free(padded: np.ndarray, lengths: np.ndarray, items: np.ndarra
             f"semantic IDs must be unique and prefix-free: ID {sa} of item {int(items[i])} is "
             f"{kind} ID {sb} of item {int(items[i + 1])}"
         )
+
+
+def build_trie(builder, vocab_size: int) -> PrefixTrie:
+    """The trie of a model's item IDs: `builder.items` (a `ttds.llm.prompts.PromptBuilder`'s token
+    table) holds each item's ID as LM token ids; item i is row i. Evaluation and serving both
+    build it here, from the same table, so they decode the same catalogue."""
+    seqs = builder.items.sequences()
+    return PrefixTrie.from_sequences(seqs, list(range(len(seqs))), vocab_size)
