@@ -21,12 +21,12 @@ import numpy as np
 from ttds.baselines.popularity import evaluate_popularity, popularity_ranking, report
 from ttds.baselines.sasrec import SequentialRecommender
 from ttds.baselines.seqmodel_worker import CKPT_NAME, MODELS, load_best, seq_worker, top_k
-from ttds.config import from_dict, to_dict
+from ttds.config import TrainConfig, from_dict, to_dict
 from ttds.data.corpus import Corpus
 from ttds.eval.metrics import ranking_metrics
 from ttds.eval.per_user import PER_USER_FILE, per_user_table, write_per_user
 from ttds.train import checkpoint as ckpt_io
-from ttds.train.launch import TrainConfig, latest_checkpoint, run_trainer
+from ttds.train.launch import latest_checkpoint, run_trainer
 
 __all__ = ["BASELINES", "score_users", "train_and_evaluate"]
 

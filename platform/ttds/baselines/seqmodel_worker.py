@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ttds.baselines.gru4rec import GRU4Rec, GRU4RecConfig
-from ttds.baselines.sasrec import SASRec, SASRecConfig, SequentialRecommender, left_pad
+from ttds.baselines.gru4rec import GRU4Rec
+from ttds.baselines.sasrec import SASRec, SequentialRecommender, left_pad
+from ttds.config import GRU4RecConfig, SASRecConfig
 from ttds.eval.metrics import MetricAccumulator
 from ttds.runtime import set_loopback_env
 from ttds.train import checkpoint as ckpt_io

@@ -20,30 +20,18 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from ttds.config import LightGCNConfig, TrainConfig
+
 log = logging.getLogger(__name__)
 
 __all__ = ["LightGCNConfig", "interaction_pairs", "normalized_adjacency", "LightGCN", "train_lightgcn", "lightgcn_vectors", "lightgcn_worker"]
-
-
-@dataclass
-class LightGCNConfig:
-    dim: int = 64
-    layers: int = 3  # propagation layers K
-    epochs: int = 40
-    batch_size: int = 2048  # BPR triples per step (per worker)
-    lr: float = 5e-3
-    reg: float = 1e-4  # L2 on the layer-0 embeddings of each triple (LightGCN's lambda)
-    seed: int = 0
-    ray_train: bool = True  # False: train in the calling process
-    num_workers: int = 1  # Ray Train workers (ray_train=True)
-    cpus_per_worker: float = 0.5
 
 
 def interaction_pairs(train_sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +197,7 @@ def lightgcn_vectors(train_sequences: Sequence[Sequence[int]], n_items: int, cfg
         return item_v, user_v
     from safetensors.numpy import load_file
 
-    from ttds.train.launch import TrainConfig, run_trainer
+    from ttds.train.launch import run_trainer
 
     config = {"lightgcn": asdict(cfg), "n_items": int(n_items), "train_sequences": [np.asarray(s, dtype=np.int64).tolist() for s in train_sequences]}
     train = TrainConfig(num_workers=cfg.num_workers, cpus_per_worker=cfg.cpus_per_worker, max_failures=0, resume=False, keep_checkpoints=1)

@@ -23,8 +23,7 @@ from typing import Any
 
 import yaml
 
-from ttds.config import ConfigError, apply_overrides, from_dict, to_dict
-from ttds.configs import TTDSJobConfig
+from ttds.config import ConfigError, TTDSJobConfig, apply_overrides, from_dict, to_dict
 
 KINDS = ("choice", "grid", "uniform", "loguniform", "randint", "lograndint")
 SEARCHERS = ("random", "optuna", "hyperopt")
