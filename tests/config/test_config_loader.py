@@ -68,8 +68,10 @@ def test_a_section_checks_itself_when_built_in_code():
         IndexConfig(kind="pq")
     with pytest.raises(ConfigError, match="beam_width=5 must be >= top_k=10"):
         EvalConfig(beam_width=5)
+    with pytest.raises(ConfigError, match="ema_decay=1.5"):
+        OptimConfig(ema_decay=1.5)
     with pytest.raises(ConfigError, match="set ema_decay or ema_epochs, not both"):
-        OptimConfig(ema_decay=0.9, ema_epochs=1.0)
+        TTDSJobConfig(optim=OptimConfig(ema_decay=0.9, ema_epochs=1.0))
     with pytest.raises(ConfigError, match="needs loss.item_head_weight > 0"):
         TTDSJobConfig(eval=EvalConfig(rank_by="item_head"))
 

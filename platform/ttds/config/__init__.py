@@ -53,6 +53,7 @@ from ttds.config.schema import (
     TokenizerJobConfig,
     TrainConfig,
     TTDSJobConfig,
+    TuneSettings,
     allowed,
 )
 
@@ -61,7 +62,7 @@ __all__ = [
     "DataConfig", "EvalConfig", "FeatureConfig", "FeatureSource", "GRU4RecConfig", "IndexConfig", "IndexKind",
     "ItemEmbeddingMode", "LightGCNConfig", "LossConfig", "LrSchedule", "OptimConfig", "RankBy", "Recipe",
     "RecommenderConfig", "ReindexRule", "SASRecConfig", "Section", "TTDSJobConfig", "TaskMix", "TokenizerJobConfig",
-    "TrainConfig", "allowed", "apply_overrides", "check_config", "check_ttds_job", "describe_fields", "earlier_behaviour",
+    "TrainConfig", "TuneSettings", "allowed", "apply_overrides", "check_config", "check_ttds_job", "describe_fields", "earlier_behaviour",
     "from_dict", "job_argparser", "list_recipes", "load_config", "load_recipe", "load_saved", "migrate",
     "migrate_model_meta", "parse_job_args", "read_yaml", "recipe_names", "recipes_dir", "recipes_help", "save_config",
     "to_dict",

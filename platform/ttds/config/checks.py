@@ -17,14 +17,13 @@ __all__ = ["check_config", "check_ttds_job", "ema_span_problem"]
 
 
 def ema_span_problem(decay: float, epochs: float) -> str | None:
-    """What is wrong with a weight average given as (decay per step, span in epochs), or None.
+    """What is wrong with a weight average's values (decay per step, span in epochs), or None.
 
-    Two ways to say the same thing: a decay per step, or a span in epochs that the job turns
-    into one (`ttds.train.weight_average.decay_for_epochs`); only one may be set."""
+    That only one of the two is given is checked where a user's input is (`check_ttds_job`,
+    the baselines' runner): a resolved config may hold both, the decay derived from the span
+    (`ttds.train.weight_average.decay_for_epochs`)."""
     if epochs < 0:
         return f"ema_epochs={epochs}: expected a value >= 0 (0 = set by ema_decay)"
-    if epochs > 0 and decay > 0:
-        return "set ema_decay or ema_epochs, not both (ema_epochs sets the decay from the steps per epoch)"
     if not 0.0 <= decay < 1.0:
         return f"ema_decay={decay}: expected a value in [0, 1) (0 = no weight average)"
     return None
@@ -33,6 +32,8 @@ def ema_span_problem(decay: float, epochs: float) -> str | None:
 def check_ttds_job(cfg: "TTDSJobConfig") -> list[str]:
     """The cross-section problems of a TTDS job config (keys with their section's prefix)."""
     problems = []
+    if cfg.optim.ema_epochs > 0 and cfg.optim.ema_decay > 0:
+        problems.append("optim: set ema_decay or ema_epochs, not both (ema_epochs sets the decay from the steps per epoch)")
     if (cfg.optim.ema_decay > 0 or cfg.optim.ema_epochs > 0) and cfg.train.zero_stage >= 3:
         problems.append("optim.ema_decay / ema_epochs > 0 needs train.zero_stage <= 2 (ZeRO-3 partitions the weights it averages)")
     if cfg.backbone.item_embedding == "tied" and cfg.loss.item_head_weight <= 0:

@@ -28,7 +28,7 @@ __all__ = [
     "BackboneSection", "BenchConfig", "CollaborativeConfig", "DataConfig", "EvalConfig", "FeatureConfig",
     "FeatureSource", "GRU4RecConfig", "IndexConfig", "IndexKind", "LightGCNConfig", "LossConfig", "LrSchedule",
     "OptimConfig", "RankBy", "RecommenderConfig", "SASRecConfig", "Section", "TaskMix", "TokenizerJobConfig",
-    "TrainConfig", "TTDSJobConfig", "allowed",
+    "TrainConfig", "TTDSJobConfig", "TuneSettings", "allowed",
 ]
 
 # ----------------------------------------------------------------------------- allowed values
@@ -44,6 +44,8 @@ LrSchedule = Literal["constant", "cosine"]
 RankBy = Literal["beam", "item_head"]
 ZeroStage = Literal[0, 1, 2, 3]
 Device = Literal["auto", "cpu", "cuda"]
+TuneSearch = Literal["random", "optuna", "hyperopt"]
+TuneScheduler = Literal["asha", "fifo"]
 
 
 def allowed(literal: Any) -> tuple:
@@ -509,6 +511,37 @@ class BenchConfig(Section):
         out += _at_least(self, ("perf_users", "perf_batch", "perf_rows", "perf_repeats", "perf_train_repeats"), 1)
         if self.cpus_per_worker <= 0:
             out.append(f"cpus_per_worker={self.cpus_per_worker}: expected a value > 0")
+        return out
+
+
+# ----------------------------------------------------------------------------- tuning
+@dataclass
+class TuneSettings(Section):
+    """jobs/tune_ttds.py's `tune:` section: the Ray Tune search (`ttds.tune.space`)."""
+
+    search: TuneSearch = "random"  # optuna and hyperopt need the package installed
+    num_samples: int = 8  # samples of the space; grid parameters multiply this
+    max_concurrent: int = 0  # 0 = as many as fit the cluster's CPUs (see sweep.auto_concurrency)
+    scheduler: TuneScheduler = "asha"  # asha (stop weak trials early) | fifo (run every trial to the end)
+    grace_period: int = 1  # epochs every trial gets before ASHA may stop it
+    reduction_factor: float = 2.0  # ASHA keeps the top 1/reduction_factor at each rung
+    trial_cpus: float = 0.25  # the trial driver's share; its Ray Train workers ask for their own
+    # logical CPUs of the sweep's local Ray (0 = the machine's cores); more than the cores lets
+    # trials whose workers use one torch thread each run side by side (Ray Data's whole-CPU read
+    # tasks otherwise leave room for one trial on a 2-core box). Ignored when joining a cluster.
+    ray_cpus: int = 0
+    seed: int = 0  # searcher seed, so a sweep's sampled configs can be repeated
+    poll_s: float = 2.0  # how often a trial looks for a new epoch in history.jsonl
+    output_dir: str = ""  # default: runs/tune_ttds/<timestamp>
+
+    def problems(self) -> list[str]:
+        out = _at_least(self, ("num_samples", "grace_period"), 1) + _at_least(self, ("max_concurrent", "ray_cpus"), 0)
+        if self.reduction_factor <= 1:
+            out.append(f"reduction_factor={self.reduction_factor}: expected a value > 1")
+        if self.trial_cpus <= 0:
+            out.append(f"trial_cpus={self.trial_cpus}: expected a value > 0")
+        if self.poll_s <= 0:
+            out.append(f"poll_s={self.poll_s}: expected a value > 0")
         return out
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ttds.config import CONFIG_VERSION, VERSION_KEY, migrate_model_meta
+from ttds.config import migrate_model_meta
 from ttds.index.table import SemanticIDTable
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.llm.model import TTDSModel
@@ -85,7 +85,9 @@ def save_model(out_dir: str | Path, model: TTDSModel, tokenizer, items: Semantic
         import shutil
 
         shutil.copy(features_path, out / "features.safetensors")
-    (out / "ttds.json").write_text(json.dumps({VERSION_KEY: CONFIG_VERSION, **meta}, indent=2, default=str))
+    # stamped with the current version; a key the writer left out gets the behaviour a folder
+    # without it always had (what loading the unstamped meta would give: ttds.config.migrate)
+    (out / "ttds.json").write_text(json.dumps(migrate_model_meta(meta), indent=2, default=str))
     return out
 
 
