@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(c) for c in args.concurrency.split(",") if c]
     from ray import serve
 
-    from ttds.serve.recommender import Recommender, RecommenderConfig
+    from ttds.config import RecommenderConfig
+    from ttds.serve.recommender import Recommender
 
     rec = Recommender.load(model, RecommenderConfig(num_threads=args.threads))
     users = list(range(min(args.users, rec.n_users)))

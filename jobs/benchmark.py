@@ -12,20 +12,12 @@ exact config. Writes to --out:
   results.png   bar chart;  details.json  validation figures, epochs, memory per process, histories
   systems/<name>/  each job's own output folder (model, checkpoints, metrics)
 
-Systems (comma-separated):
-  popularity, sasrec, gru4rec        baselines (ttds.baselines; SASRec/GRU4Rec: full softmax, dropout)
-  ttds                               the TTDS job (jobs/train_ttds.py)
-  tiger                              TIGER-style: TTDS with a static index, no user tower, no DM-VAE,
-                                     no high-order tasks (the `tiger` ablation)
-  ttss, stds, ttds-dm, ttds-ho, m3, m5   the paper's other ablations (jobs/train_ttds.py --ablation)
-  ttds-uid                           TTDS with the user ID in next-item prompts (the paper's prompt)
-  ttds-ih, ttds-ihe                  TTDS + an item head ranking all items in one forward (+ dropout);
-                                     ttds-ihe also adds the head's item vectors to the prompt's item IDs
-                                     and trains as SASRec does (constant lr 1e-3, patience 5, every
-                                     validation user): the strongest TTDS measured
-  <ttds-system>-retrieval            e.g. ttds-retrieval: the same trained model ranked by the
+Systems (comma-separated): every recipe of configs/recipes/ (listed at the end; a new YAML file
+there is a new system, see ttds.config.recipes), plus
+  <ttds-recipe>-retrieval            e.g. ttds-retrieval: the same trained model ranked by the
                                      generative-retrieval fast path (id_head + faiss, one forward);
                                      its base is trained with --loss.retrieval_weight=--retrieval-weight
+  <ttds-recipe>@<index.kind>         e.g. ttds@moc: that recipe with another ID scheme
 
 Budget: --budget-epochs caps every trained system's epochs (TTDS optim.epochs, SASRec/GRU4Rec
 epochs); --budget-minutes caps each one's training loop (tokenizer warm-up and test evaluation
@@ -62,9 +54,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ttds.config import recipes_help
+
+    p = argparse.ArgumentParser(description=__doc__, epilog=recipes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="prepared corpus folder (jobs/prepare_data.py), a raw LC-Rec folder, or 'synthetic'")
-    p.add_argument("--systems", default="popularity,sasrec,gru4rec,tiger,ttds", help="comma-separated systems (see above)")
+    p.add_argument("--systems", default="popularity,sasrec,gru4rec,tiger,ttds", help="comma-separated systems: recipe names (below), "
+                   "<ttds-recipe>-retrieval, <ttds-recipe>@<index.kind>")
     p.add_argument("--budget-epochs", type=int, default=0, help="max epochs of every trained system (0 = each system's default)")
     p.add_argument("--budget-minutes", type=float, default=0.0, help="training-loop minutes per system (0 = no limit)")
     p.add_argument("--out", required=True, help="output folder")
@@ -106,13 +101,13 @@ def _use_gpu(choice: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from ttds.bench import BenchConfig, resolve_systems, run_benchmark
-    from ttds.config import ConfigError
+    from ttds.bench import resolve_systems, run_benchmark
+    from ttds.config import BenchConfig, ConfigError
     from ttds.data.rejects import DataError
 
     systems = [s for s in args.systems.split(",") if s.strip()]
     try:
-        resolve_systems(systems)  # fail on a typo before any work
+        resolve_systems(systems)  # fail on a typo (or a broken recipe file) before any work
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="where to write eval.json / eval.md (default: the model folder)")
     args = p.parse_args(argv)
 
+    from ttds.config import migrate_model_meta
     from ttds.data.corpus import Corpus
     from ttds.data.rejects import DataError
     from ttds.eval.distributed import check_rank_by, evaluate_model_dir
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if not meta_path.exists():
         print(f"error: {model_dir} is not a TTDS model folder (no ttds.json)", file=sys.stderr)
         return 2
-    meta = json.loads(meta_path.read_text())
+    meta = migrate_model_meta(json.loads(meta_path.read_text()))  # an older folder: its added keys filled
     try:
         corpus = Corpus.open(args.data or meta["corpus_dir"])
     except DataError as e:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     n_templates = len(TEMPLATES["next_item"])
     templates = list(range(n_templates if args.templates == 0 else min(args.templates, n_templates)))
-    rank_by = args.rank_by or meta.get("rank_by", "beam")
+    rank_by = args.rank_by or meta["rank_by"]
     try:
         check_rank_by(rank_by, model_dir, args.popularity_prior)
     except ValueError as e:
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     out = Path(args.out or model_dir)
     per_user = out / f"{args.split}_per_user.parquet"  # for paired comparisons (jobs/analyze.py paired)
-    exclude = args.exclude_seen or bool(meta.get("exclude_seen", False))
+    exclude = args.exclude_seen or bool(meta["exclude_seen"])
     res = evaluate_model_dir(str(model_dir), corpus, args.split, templates, args.beam, 10, args.users, args.workers, args.batch_size,
                              per_user_path=per_user, exclude_seen=exclude, popularity_prior=args.popularity_prior, rank_by=rank_by)
     res["wall_s"] = round(time.time() - t0, 1)

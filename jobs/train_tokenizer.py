@@ -24,8 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
-from ttds.config import describe_fields, job_argparser, parse_job_args  # noqa: E402
-from ttds.configs import TokenizerJobConfig  # noqa: E402
+from ttds.config import TokenizerJobConfig, describe_fields, job_argparser, parse_job_args  # noqa: E402
 from ttds.data.rejects import DataError  # noqa: E402
 
 

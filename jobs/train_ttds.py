@@ -8,7 +8,8 @@ full-ranking test evaluation by trie-constrained beam search on Ray actors.
 With no arguments it trains on the embedded synthetic corpus. Examples:
   python jobs/train_ttds.py
   python jobs/train_ttds.py --data.corpus=../shared/data/Instruments --train.num_workers=2
-  python jobs/train_ttds.py --ablation ttss          # static index (also: stds, ttds-dm, ttds-ho, ttds-uid, m3, m5, tiger)
+  python jobs/train_ttds.py --ablation ttss          # a recipe of configs/recipes/ (listed below)
+  python jobs/train_ttds.py --ablation my_recipe.yaml  # a recipe file of your own
   python jobs/train_ttds.py --backbone.name=smollm2-135m --backbone.finetune=lora
   ray job submit --working-dir . -- python jobs/train_ttds.py --optim.epochs=5
 Re-running with the same --output_dir resumes from its newest checkpoint.
@@ -23,20 +24,38 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
-from ttds.config import describe_fields, job_argparser, parse_job_args  # noqa: E402
-from ttds.configs import ABLATIONS, TTDSJobConfig  # noqa: E402
+from ttds.config import (  # noqa: E402
+    ConfigError,
+    TTDSJobConfig,
+    describe_fields,
+    job_argparser,
+    load_recipe,
+    parse_job_args,
+    recipe_names,
+    recipes_help,
+)
 from ttds.data.rejects import DataError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = job_argparser(__doc__, "config keys (override with --key=value):\n" + describe_fields(TTDSJobConfig))
-    parser.add_argument("--ablation", choices=sorted(ABLATIONS), help="apply one of the paper's ablation configs, or a platform variant (ttds-ih: item head; ttds-ihe: item head + item input vectors)")
+    epilog = (recipes_help("ttds") + "\n\nconfig keys (override with --key=value; reference: docs/configuration.md):\n"
+              + describe_fields(TTDSJobConfig))
+    parser = job_argparser(__doc__, epilog)
+    parser.add_argument("--ablation", metavar="RECIPE",
+                        help=f"a TTDS recipe: {', '.join(recipe_names('ttds'))} (configs/recipes/NAME.yaml), or a recipe "
+                             "YAML file; its config sits between --config and the --key=value overrides")
     args, _ = parser.parse_known_args(argv)
+    layers = []
     if args.ablation:
-        argv = ABLATIONS[args.ablation] + [a for a in argv if not a.startswith("--ablation")]
-        argv = [a for a in argv if a != args.ablation]
-    _, cfg = parse_job_args(parser, TTDSJobConfig, argv)
+        try:
+            recipe = load_recipe(args.ablation)
+        except ConfigError as e:
+            parser.error(str(e))
+        if recipe.kind != "ttds":
+            parser.error(f"--ablation {args.ablation}: a {recipe.kind} recipe is not a TTDS job (jobs/benchmark.py runs it)")
+        layers = [recipe.config]
+    _, cfg = parse_job_args(parser, TTDSJobConfig, argv, layers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from ttds.train.ttds_job import train_ttds
 

@@ -50,7 +50,8 @@ from serve_apps.schemas import (
     ScoredItem,
     SimilarItems,
 )
-from ttds.serve.recommender import Failure, PromptState, Query, Recommendation, Recommender, RecommenderConfig, RequestError, route
+from ttds.config import RecommenderConfig
+from ttds.serve.recommender import Failure, PromptState, Query, Recommendation, Recommender, RequestError, route
 
 log = logging.getLogger("ray.serve")
 MODEL_ENV = "TTDS_MODEL_DIR"

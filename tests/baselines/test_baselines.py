@@ -11,11 +11,12 @@ import pyarrow as pa
 import pytest
 import torch
 
-from ttds.baselines import GRU4Rec, GRU4RecConfig, SASRec, SASRecConfig, left_pad, score_users, train_and_evaluate
+from ttds.baselines import GRU4Rec, SASRec, left_pad, score_users, train_and_evaluate
+from ttds.config import GRU4RecConfig, SASRecConfig
 from ttds.baselines.popularity import evaluate_popularity, popularity_ranking
 from ttds.data import schema
 from ttds.data.corpus import Corpus
-from ttds.train.launch import TrainConfig
+from ttds.config import TrainConfig
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ttds.bench import BenchConfig, resolve_systems, run_benchmark
+from ttds.bench import resolve_systems, run_benchmark
+from ttds.config import BenchConfig
 from ttds.bench.harness import parse_sets
 from ttds.bench.report import METRICS, PAPER_INSTRUMENTS
 
@@ -36,8 +37,7 @@ def bench_config(corpus, out: Path, ttds_yaml: Path) -> BenchConfig:
 
 @pytest.fixture(scope="module")
 def bench(ray_session, synthetic_corpus, tmp_path_factory):
-    from ttds.config import load_config, save_config
-    from ttds.configs import TTDSJobConfig
+    from ttds.config import TTDSJobConfig, load_config, save_config
 
     tmp = tmp_path_factory.mktemp("bench")
     yaml_path = tmp / "tiny_ttds.yaml"
@@ -142,8 +142,9 @@ def test_results_json_markdown_and_chart(bench):
 def test_retrieval_system_ranks_like_the_serving_code(bench):
     from ttds.bench.retrieval_eval import load_retrieval
     from ttds.data.corpus import Corpus
+    from ttds.config import RecommenderConfig
     from ttds.rank import next_item_prompts, rank_retrieval
-    from ttds.serve.recommender import Recommender, RecommenderConfig
+    from ttds.serve.recommender import Recommender
 
     cfg, res = bench
     model_dir = Path(res["details"]["ttds"]["out_dir"]) / "model"
@@ -287,8 +288,7 @@ def test_diagnostics_cli_reads_the_ranked_lists(bench, tmp_path):
 def test_training_throughput_short_run_on_two_workers(bench, tmp_path):
     """The --perf throughput run: a fresh short epoch over a row limit, split over 2 workers."""
     from ttds.bench.perf import ttds_throughput
-    from ttds.config import load_config
-    from ttds.configs import TTDSJobConfig
+    from ttds.config import TTDSJobConfig, load_config
     from ttds.data.corpus import Corpus
 
     cfg, res = bench

@@ -27,8 +27,9 @@ M, N = 2, 16
 @pytest.fixture(scope="module")
 def setup(synthetic_corpus):
     """A tiny TTDS model over the generated corpus, item X = collaborative vectors."""
-    from ttds.features.build import FeatureConfig, build_features
-    from ttds.features.collaborative import CollaborativeConfig
+    from ttds.config import FeatureConfig
+    from ttds.features.build import build_features
+    from ttds.config import CollaborativeConfig
 
     corpus = Corpus.open(synthetic_corpus)
     torch.manual_seed(0)

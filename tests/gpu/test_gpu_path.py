@@ -111,8 +111,7 @@ FIGURES: dict[int, dict] = {}
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("stage", [2, 3])
 def test_ttds_trains_on_gpu_under_zero(stage, ray_session, synthetic_corpus, tmp_path):
-    from ttds.config import load_config
-    from ttds.configs import TTDSJobConfig
+    from ttds.config import TTDSJobConfig, load_config
     from ttds.train.ttds_job import train_ttds
 
     cfg = load_config(TTDSJobConfig, None, [f"--data.corpus={synthetic_corpus}", f"--output_dir={tmp_path}", "--optim.epochs=1",
@@ -127,7 +126,8 @@ def test_ttds_trains_on_gpu_under_zero(stage, ray_session, synthetic_corpus, tmp
     assert np.isfinite(h["loss"]) and m["test"]["users"] == 50
 
     # a request served from the trained folder on CUDA (what the generator replica runs)
-    from ttds.serve.recommender import Recommender, RecommenderConfig
+    from ttds.config import RecommenderConfig
+    from ttds.serve.recommender import Recommender
 
     rec = Recommender.load(m["out_dir"] + "/model", RecommenderConfig(device="cuda"), parts=("generator", "retriever"))
     t1 = time.time()

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ttds.config import load_config
-from ttds.configs import IndexConfig, TokenizerJobConfig, TTDSJobConfig
+from ttds.config import IndexConfig, TokenizerJobConfig, TTDSJobConfig, load_config
 from ttds.index.kinds import INDEX_KINDS, LEARNED_KINDS, build_tower, tower_config_from_dict
 from ttds.index.kway import KWayTokenizer
 from ttds.index.moc import MoCTokenizer
@@ -45,7 +44,7 @@ def test_kinds_and_tower_configs():
 
 def test_unknown_kind_is_rejected_before_work(tmp_path):
     from ttds.train.tokenizer_job import train_tokenizer
-    from ttds.train.ttds_job import check_config
+    from ttds.config import check_config
 
     with pytest.raises(ValueError, match="index.kind"):
         train_tokenizer(load_config(TokenizerJobConfig, None, [f"--output_dir={tmp_path}", "--index.kind=pq"]))

@@ -67,7 +67,8 @@ def test_ray_train_path_matches_in_process(ray_session):
 
 def test_lightgcn_is_an_index_source(synthetic_corpus):
     from ttds.data.corpus import Corpus
-    from ttds.features.build import FeatureConfig, build_features
+    from ttds.config import FeatureConfig
+    from ttds.features.build import build_features
 
     corpus = Corpus.open(synthetic_corpus)
     f = build_features(corpus, FeatureConfig(source="lightgcn", lightgcn=LightGCNConfig(dim=8, epochs=2, ray_train=False)))

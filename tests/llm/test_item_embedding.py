@@ -138,9 +138,7 @@ def test_a_saved_model_brings_its_item_vectors_back(tmp_path, mode):
 
 
 def test_the_job_refuses_a_bad_item_embedding_before_work(tmp_path):
-    from ttds.config import load_config
-    from ttds.configs import TTDSJobConfig
-    from ttds.train.ttds_job import check_config
+    from ttds.config import TTDSJobConfig, check_config, load_config
 
     def cfg(*extra):
         return load_config(TTDSJobConfig, None, ["--data.corpus=synthetic", f"--output_dir={tmp_path}", *extra])

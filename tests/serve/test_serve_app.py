@@ -63,9 +63,10 @@ def build_tiny_model(corpus_dir: Path, out: Path, seed: int, text_features: bool
 def _build(corpus, corpus_dir: Path, out: Path, seed: int, text_features: bool) -> Path:
     import torch
 
-    from ttds.configs import IndexConfig
+    from ttds.config import IndexConfig
     from ttds.features.build import Features, users_from_items
-    from ttds.features.collaborative import CollaborativeConfig, collaborative_vectors
+    from ttds.config import CollaborativeConfig
+    from ttds.features.collaborative import collaborative_vectors
     from ttds.index.table import SemanticIDTable
     from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
     from ttds.llm.backbone import BackboneConfig, add_semantic_tokens, encode_texts, load_backbone

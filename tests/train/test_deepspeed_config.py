@@ -88,8 +88,7 @@ def test_code_distances_stay_fp32_under_bf16_autocast():
 
 
 def test_offload_is_a_job_option():
-    from ttds.config import load_config
-    from ttds.configs import TTDSJobConfig
+    from ttds.config import TTDSJobConfig, load_config
 
     cfg = load_config(TTDSJobConfig, None, ["--train.zero_stage=3", "--train.offload=true"])
     assert cfg.train.zero_stage == 3 and cfg.train.offload is True

@@ -119,7 +119,7 @@ def test_rank_by_is_checked_before_work(synthetic_corpus, tmp_path):
     from test_train_ttds_e2e import tiny_config
 
     from ttds.eval.distributed import check_rank_by
-    from ttds.train.ttds_job import check_config
+    from ttds.config import check_config
 
     with pytest.raises(ValueError, match="needs loss.item_head_weight > 0"):
         check_config(tiny_config(synthetic_corpus, tmp_path, 1, ["--eval.rank_by=item_head"]))

@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ttds.config import load_config
-from ttds.configs import TokenizerJobConfig
+from ttds.config import TokenizerJobConfig, load_config
 from ttds.index.table import SemanticIDTable
 
 TINY = ["--index.levels=3", "--index.codebook_size=16", "--index.code_dim=16", "--index.hidden_dims=[32]",

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from ttds.config import load_config
-from ttds.configs import TTDSJobConfig
+from ttds.config import TTDSJobConfig, load_config
 
 TINY = [
     "--index.levels=3", "--index.user_levels=2", "--index.codebook_size=16", "--index.code_dim=16",

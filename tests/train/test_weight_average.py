@@ -75,7 +75,7 @@ def test_checkpoint_round_trip_and_a_mismatch_is_refused(tmp_path):
 def test_bad_decay_and_zero3_are_refused_before_work(synthetic_corpus, tmp_path):
     from test_train_ttds_e2e import tiny_config
 
-    from ttds.train.ttds_job import check_config
+    from ttds.config import check_config
 
     with pytest.raises(ValueError, match=r"optim.ema_decay=1.0: expected a value in \[0, 1\)"):
         check_config(tiny_config(synthetic_corpus, tmp_path, 1, ["--optim.ema_decay=1.0"]))

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ttds.config import load_config
-from ttds.configs import TTDSJobConfig
+from ttds.config import TTDSJobConfig, load_config
 
 EPOCHS = 3
 KILL_AFTER_EPOCH = 1  # kill once this epoch's checkpoint is registered, i.e. during epoch 2

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ttds.config import ConfigError, load_config
-from ttds.configs import TTDSJobConfig
+from ttds.config import ConfigError, TTDSJobConfig, load_config
 from ttds.tune.space import count_trials, load_sweep, param_space
 
 ROOT = Path(__file__).resolve().parents[2]

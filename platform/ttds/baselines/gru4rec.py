@@ -11,36 +11,14 @@ those, and moves the states back under the left-padded layout the rest of the co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ttds.baselines.sasrec import SequentialRecommender
+from ttds.config import GRU4RecConfig
 
 __all__ = ["GRU4Rec", "GRU4RecConfig"]
-
-
-@dataclass
-class GRU4RecConfig:
-    hidden: int = 64  # GRU state size
-    embedding: int = 64  # item embedding size (input table, tied with the output scoring)
-    layers: int = 1
-    dropout: float = 0.2
-    max_len: int = 50
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    epochs: int = 100
-    patience: int = 5
-    batch_size: int = 256
-    seed: int = 0
-    threads: int = 0
-    time_budget_s: float = 0.0  # stop before an epoch that would end past this much training time (0 = none)
-    lr_schedule: str = "constant"  # constant | cosine (per epoch to lr * min_lr_ratio in the last of `epochs`; ttds.train.lr_schedule)
-    min_lr_ratio: float = 0.1
-    ema_decay: float = 0.0  # >0: validate and keep an exponential moving average of the weights (ttds.train.weight_average)
-    ema_epochs: float = 0.0  # >0: the same average over ~this many epochs of steps (sets the decay; not with ema_decay)
 
 
 def _shift_rows(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -21,13 +21,13 @@ import numpy as np
 from ttds.baselines.popularity import evaluate_popularity, popularity_ranking, report
 from ttds.baselines.sasrec import SequentialRecommender
 from ttds.baselines.seqmodel_worker import CKPT_NAME, MODELS, SeqWork, load_best, seq_worker, top_k
-from ttds.config import from_dict, to_dict
+from ttds.config import TrainConfig, from_dict, to_dict
 from ttds.data.corpus import Corpus
 from ttds.data.examples import next_item_dataset
 from ttds.eval.metrics import ranking_metrics
 from ttds.eval.per_user import PER_USER_FILE, per_user_table, write_per_user
 from ttds.train import checkpoint as ckpt_io
-from ttds.train.launch import TrainConfig, latest_checkpoint, run_trainer
+from ttds.train.launch import latest_checkpoint, run_trainer
 from ttds.train.loop import LoopState
 from ttds.train.lr_schedule import schedule_problem
 from ttds.train.weight_average import decay_for_epochs, span_problem

@@ -18,7 +18,6 @@ padding sits to its left (tested), and short Amazon histories (median 4) stay ch
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -27,30 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ttds.rank.pad import left_pad as rank_left_pad
+from ttds.config import SASRecConfig
 
 __all__ = ["SASRec", "SASRecConfig", "SequentialRecommender", "left_pad"]
-
-
-@dataclass
-class SASRecConfig:
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    dropout: float = 0.2
-    max_len: int = 50
-    inner: int = 0  # feed-forward width; 0 = hidden (the paper's point-wise FFN)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    epochs: int = 100
-    patience: int = 5  # epochs without a better valid NDCG@10 before stopping
-    batch_size: int = 256
-    seed: int = 0
-    threads: int = 0  # torch threads per worker; 0 = leave Ray's default (OMP_NUM_THREADS)
-    time_budget_s: float = 0.0  # stop before an epoch that would end past this much training time (0 = none)
-    lr_schedule: str = "constant"  # constant | cosine (per epoch to lr * min_lr_ratio in the last of `epochs`; ttds.train.lr_schedule)
-    min_lr_ratio: float = 0.1
-    ema_decay: float = 0.0  # >0: validate and keep an exponential moving average of the weights (ttds.train.weight_average)
-    ema_epochs: float = 0.0  # >0: the same average over ~this many epochs of steps (sets the decay; not with ema_decay)
 
 
 def left_pad(seqs: Sequence[Sequence[int]] | np.ndarray, length: int, pad_id: int, trim: bool = True) -> torch.Tensor:

@@ -15,13 +15,14 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import numpy as np
 import torch
 
-from ttds.baselines.gru4rec import GRU4Rec, GRU4RecConfig
-from ttds.baselines.sasrec import SASRec, SASRecConfig, SequentialRecommender, left_pad
+from ttds.baselines.gru4rec import GRU4Rec
+from ttds.baselines.sasrec import SASRec, SequentialRecommender, left_pad
+from ttds.config import GRU4RecConfig, SASRecConfig
 from ttds.eval.metrics import MetricAccumulator
 from ttds.config import to_dict
 from ttds.train import checkpoint as ckpt_io

@@ -5,7 +5,8 @@
 `ttds.bench.perf` holds the speed ratios and `ttds.bench.memory` the RSS sampler.
 """
 
-from ttds.bench.harness import BenchConfig, run_benchmark
+from ttds.bench.harness import run_benchmark
 from ttds.bench.systems import System, known_systems, resolve_systems
+from ttds.config import BenchConfig
 
 __all__ = ["BenchConfig", "System", "known_systems", "resolve_systems", "run_benchmark"]

@@ -1,9 +1,10 @@
 """The benchmark harness: train and test a set of systems on one corpus under one budget each.
 
-Each system runs through the platform's own job functions, in this process (no re-implemented
-training loops): `ttds.baselines.train_and_evaluate` for popularity/SASRec/GRU4Rec, and
-`ttds.train.ttds_job.train_ttds` with an ablation's overrides for the TTDS family (TIGER-style
-= the `tiger` ablation). Both select the best epoch on validation NDCG@10 (early stopping with
+Each system is a recipe (`configs/recipes/<name>.yaml`, `ttds.config.recipes`) and runs through
+the platform's own job functions, in this process (no re-implemented training loops):
+`ttds.baselines.train_and_evaluate` for popularity/SASRec/GRU4Rec (with the recipe's model config),
+and `ttds.train.ttds_job.train_ttds` with the recipe's config for the TTDS family (TIGER-style =
+the `tiger` recipe). Both select the best epoch on validation NDCG@10 (early stopping with
 their own patience) and score the test split with full ranking; retrieval systems re-rank the
 same test users with the fast path (`ttds.bench.retrieval_eval`).
 
@@ -29,7 +30,6 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from ttds.bench.memory import RssSampler
 from ttds.bench.report import METRICS, write_results
 from ttds.bench.run_keys import KEY_FILE, config_key, differs_only_by_added, keyed_of_folder, plain, write_key_file
 from ttds.bench.systems import System, resolve_systems, retrieval_bases
+from ttds.config import SEQ_MODELS, BenchConfig, TrainConfig, TTDSJobConfig, from_dict, to_dict
 from ttds.eval.per_user import PER_USER_FILE
 
 log = logging.getLogger(__name__)
@@ -47,35 +48,6 @@ __all__ = ["BenchConfig", "run_benchmark"]
 
 # index fields that only matter during joint training, not to the warm-up tokenizer
 _JOINT_ONLY = ("dynamic", "reindex_every", "reindex_rule", "max_suffix_tokens", "reencode_text", "joint_lr_scale")
-
-
-@dataclass
-class BenchConfig:
-    data: str  # a prepared corpus folder, a raw LC-Rec folder, or "synthetic"
-    systems: list[str]
-    out: str
-    budget_epochs: int = 0  # max epochs of every trained system (0 = each system's default)
-    budget_minutes: float = 0.0  # training-loop wall clock per system (0 = none)
-    perf: bool = False
-    ttds_config: str = ""  # YAML base config of every TTDS-family system
-    sets: list[str] = field(default_factory=list)  # "SYSTEM:key=value" (SYSTEM: name, glob, ttds-family, baselines)
-    retrieval_weight: float = 0.5  # loss.retrieval_weight of the base of a *-retrieval system
-    workers: int = 0  # Ray Train workers per trained system (0 = each job's default)
-    cpus_per_worker: float = 0.5
-    use_gpu: bool = False  # one GPU per Ray Train worker; TTDS test ranking on the GPU too
-    fresh: bool = False  # ignore results of an earlier run in `out`
-    exclude_seen: bool = False  # every system keeps each user's history items out of its rankings (validation and test)
-    seed: int = 0  # synthetic corpus seed (data = "synthetic")
-    # training seed of every trained system (TTDS optim.seed, a baseline's seed): one flag for the runs
-    # of a seed study; None = each system's own (0), and the run keys of earlier folders stay as they were
-    train_seed: int | None = None
-    perf_users: int = 256  # test users timed per decoding mode
-    perf_batch: int = 64
-    perf_rows: int = 2048  # task rows of the short training-throughput runs
-    perf_repeats: int = 3
-    perf_train_repeats: int = 2  # alternating 1-/2-worker throughput runs per count (best kept)
-    perf_reference_items: int = 10_000  # items of the reference decoding setting (0 = skip it)
-    rss_interval_s: float = 0.5
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -132,15 +104,11 @@ class Harness:
 
     def validate(self) -> None:
         """Resolve every system's config now: a typo fails in seconds, not hours in."""
-        from ttds.baselines.seqmodel_worker import MODELS
-        from ttds.config import from_dict
-        from ttds.train.ttds_job import check_config
-
         for s in self.systems:
             if s.kind == "ttds":
-                check_config(self.ttds_config(s, self.out / "systems" / s.name))
+                self.ttds_config(s, self.out / "systems" / s.name)  # the config checks itself as it is built
             elif s.kind == "seq":
-                from_dict(MODELS[s.name][1], self.seq_overrides(s))
+                from_dict(SEQ_MODELS[s.model], self.seq_overrides(s))
 
     # -- configs
     def budget_text(self) -> str:
@@ -151,17 +119,13 @@ class Harness:
             parts.append(f"{self.cfg.budget_minutes:g} min of training loop")
         return (", ".join(parts) or "each system's default epochs") + " (early stopping on validation NDCG@10 within it)"
 
-    def train_config(self):
-        from ttds.train.launch import TrainConfig
-
+    def train_config(self) -> TrainConfig:
         t = TrainConfig(cpus_per_worker=self.cfg.cpus_per_worker, use_gpu=self.cfg.use_gpu)
         return dataclasses.replace(t, num_workers=self.cfg.workers) if self.cfg.workers else t
 
-    def ttds_config(self, s: System, sysdir: Path):
-        from ttds.config import load_config
-        from ttds.configs import ABLATIONS, TTDSJobConfig
-
-        ov = list(ABLATIONS[s.ablation]) + [f"--data.corpus={self.corpus.root}", f"--output_dir={sysdir}"]
+    def ttds_config(self, s: System, sysdir: Path) -> TTDSJobConfig:
+        """Defaults < --ttds-config YAML < the system's recipe < the harness's settings < --set."""
+        ov = [f"--data.corpus={self.corpus.root}", f"--output_dir={sysdir}"]
         if s.index_kind:
             ov.append(f"--index.kind={s.index_kind}")
         if self.cfg.budget_epochs:
@@ -180,10 +144,11 @@ class Harness:
         if self.cfg.train_seed is not None:
             ov.append(f"--optim.seed={self.cfg.train_seed}")
         ov += [f"--{k}={v}" for k, v in self.sets[s.name]]  # after the harness's: a --set wins
-        return load_config(TTDSJobConfig, self.cfg.ttds_config or None, ov)
+        return s.recipe.ttds_config(ov, self.cfg.ttds_config or None)
 
     def seq_overrides(self, s: System) -> dict:
-        ov: dict[str, Any] = {}
+        """The baseline's config keys: its recipe's, then the harness's budget and seed, then --set."""
+        ov: dict[str, Any] = dict(s.recipe.config)
         if self.cfg.budget_epochs:
             ov["epochs"] = self.cfg.budget_epochs
         if self.cfg.budget_minutes:
@@ -194,9 +159,7 @@ class Harness:
             ov[k] = yaml.safe_load(v)
         return ov
 
-    def tokenizer_key(self, tcfg) -> str:
-        from ttds.config import to_dict
-
+    def tokenizer_key(self, tcfg: TTDSJobConfig) -> str:
         index = {k: v for k, v in to_dict(tcfg.index).items() if k not in _JOINT_ONLY}
         return config_key({"index": index, "data": to_dict(tcfg.data), "backbone": tcfg.backbone.name})
 
@@ -253,7 +216,6 @@ class Harness:
 
     def _baseline(self, s: System, t0: float) -> None:
         from ttds.baselines import train_and_evaluate
-        from ttds.config import to_dict
 
         ov = self.seq_overrides(s) if s.kind == "seq" else {}
         train = self.train_config()
@@ -265,7 +227,7 @@ class Harness:
             self.records[s.name] = done
             log.info("%s: reusing the result in %s", s.name, sysdir)
             return
-        res = train_and_evaluate(s.name, self.corpus.root, sysdir, ov, train, exclude_seen=self.cfg.exclude_seen)
+        res = train_and_evaluate(s.model or s.name, self.corpus.root, sysdir, ov, train, exclude_seen=self.cfg.exclude_seen)
         mem = self._memory(t0)
         config = {**res["config"], **({"train": to_dict(train)} if s.kind == "seq" else {})}
         detail = {
@@ -277,8 +239,6 @@ class Harness:
         self._finish(s.name, sysdir, key, _entry(res, time.time() - t0, mem["max_process_mb"], config), detail)
 
     def _ttds(self, s: System, t0: float) -> None:
-        from ttds.config import to_dict
-        from ttds.configs import ABLATIONS
         from ttds.train.ttds_job import train_ttds
 
         tcfg = self.ttds_config(s, self.out / "systems" / s.name)
@@ -305,7 +265,7 @@ class Harness:
         hist = m["history"]
         best = next((h for h in hist if h.get("epoch") == m["best_epoch"]), {})
         eval_s = float(m["wall_s"]["test_eval"])
-        config = {**cfg_dict, "ablation": s.ablation, "ablation_overrides": ABLATIONS[s.ablation]}
+        config = {**cfg_dict, "ablation": s.ablation, "ablation_overrides": s.recipe.config}
         mem = self._memory(t0)
         eval_mem = self.rss.window(t_end - eval_s - 1.0, t_end)
         n_templates = len(test.get("per_template", {})) or 1

@@ -246,7 +246,7 @@ def ttds_throughput(cfg, corpus, tok_dir: Path, out: Path, workers: int, rows: i
 def seq_throughput(name: str, corpus, out: Path, workers: int, overrides: dict, cpus_per_worker: float = 0.5, use_gpu: bool = False) -> dict:
     """Examples/s (next-item predictions, all ranks) of one SASRec/GRU4Rec epoch on `workers` workers."""
     from ttds.baselines import train_and_evaluate
-    from ttds.train.launch import TrainConfig
+    from ttds.config import TrainConfig
 
     run_dir = out / f"{name}_{workers}w"
     if run_dir.exists():  # scratch: never resume an earlier measurement

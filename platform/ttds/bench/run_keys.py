@@ -11,8 +11,9 @@ at another value, a new field not registered there) is a different run.
 
 `BEFORE_ADDED` holds each added field's *earlier behaviour*, which is not always its default:
 `optim.lr_schedule` defaults to cosine, but runs made before it existed used a constant rate, so
-only `constant` matches them. Add a field here when you add it to a config, or old folders retrain
-(the safe side).
+only `constant` matches them. It is the config's own migration table (`ttds.config.migrate`):
+a field added to a config is registered there once, with its version step, and old folders,
+old config files and old model folders all follow (unregistered: old folders retrain, the safe side).
 
 Folders written before `keyed` was stored: a TTDS system's keyed config is its result.json config
 less the harness's own additions; it is used only if it hashes to the stored key, so a
@@ -26,6 +27,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ttds.config.migrate import earlier_behaviour
+
 __all__ = ["BEFORE_ADDED", "KEY_FILE", "config_key", "differs_only_by_added", "keyed_of_folder", "plain", "write_key_file"]
 
 KEY_FILE = "key.json"
@@ -33,20 +36,7 @@ KEY_FILE = "key.json"
 _RESULT_ONLY = ("ablation", "ablation_overrides", "tokenizer_dir", "index_kind")  # index_kind: older harness versions
 
 # dotted path in a keyed config -> the value that reproduces what runs did before the field existed
-BEFORE_ADDED: dict[str, Any] = {
-    "index.reindex_rule": "fresh",  # re-indexing took the towers' codes as they were
-    "tasks.user_id_in_next_item": True,  # next-item prompts carried the user's ID
-    "loss.item_head_weight": 0.0,  # no item head
-    "eval.rank_by": "beam",  # ranked by beam search
-    "optim.lr_schedule": "constant",  # NOT the default (cosine): runs before it kept lr fixed
-    "optim.min_lr_ratio": 0.1,  # read only by cosine; its default, so a constant run matches
-    "backbone.dropout": 0.0,
-    "backbone.item_embedding": "none",  # prompts carried the code tokens only
-    "loss.label_smoothing": 0.0,
-    "eval.exclude_seen": False,  # every item was ranked
-    "optim.ema_decay": 0.0,  # the live weights were validated and kept
-    "optim.ema_epochs": 0.0,  # the average's span was given by ema_decay only
-}
+BEFORE_ADDED: dict[str, Any] = earlier_behaviour()
 
 
 def plain(obj: Any) -> Any:

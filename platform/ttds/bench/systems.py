@@ -1,9 +1,11 @@
-"""The systems the benchmark can train and test, by name.
+"""The systems the benchmark can train and test, by name: the recipes of `configs/recipes/`.
 
-- `popularity`, `sasrec`, `gru4rec`: the baselines of `ttds.baselines`;
-- every key of `ttds.configs.ABLATIONS` (`ttds`, `tiger`, `ttss`, `stds`, `ttds-dm`, `ttds-ho`,
-  `m3`, `m5`): the TTDS job with that ablation's overrides (`tiger` = static index, no user
-  tower, no DM-VAE, no high-order tasks: the TIGER-style static semantic-ID recommender);
+- every recipe file (`ttds.config.recipes`): `popularity`, `sasrec`, `gru4rec` (kind
+  `popularity` / `seq`: the baselines of `ttds.baselines`), and the TTDS family (kind `ttds`:
+  `ttds`, `tiger`, `ttss`, `stds`, `ttds-dm`, `ttds-ho`, `ttds-uid`, `m3`, `m5`, `ttds-ih`,
+  `ttds-ihe`: the TTDS job with the recipe's config; `tiger` = static index, no user tower, no
+  DM-VAE, no high-order tasks: the TIGER-style static semantic-ID recommender). A new recipe
+  file is a new system;
 - `<ttds-family>-retrieval` (e.g. `ttds-retrieval`): the model trained for `<ttds-family>`,
   ranked by the generative-retrieval fast path (`ttds.rank.retrieval`) instead of beam
   search. It adds its base system to the run, trained with `loss.retrieval_weight` > 0.
@@ -17,47 +19,35 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ttds.configs import ABLATIONS
-from ttds.index.kinds import INDEX_KINDS
+from ttds.config import IndexKind, allowed, list_recipes, load_recipe
+from ttds.config.recipes import Recipe
 
-__all__ = ["BASELINES", "System", "known_systems", "resolve_systems"]
+__all__ = ["System", "known_systems", "resolve_systems", "retrieval_bases"]
 
-BASELINES = ("popularity", "sasrec", "gru4rec")
 RETRIEVAL_SUFFIX = "-retrieval"
 KIND_SEP = "@"
-
-LABELS = {
-    "popularity": "Popularity",
-    "sasrec": "SASRec",
-    "gru4rec": "GRU4Rec",
-    "ttds": "TTDS",
-    "tiger": "TIGER-style (static IDs)",
-    "ttss": "TTSS (static index)",
-    "stds": "STDS (no user tower)",
-    "ttds-dm": "TTDS w/o DM-VAE",
-    "ttds-ho": "TTDS w/o high-order tasks",
-    "ttds-uid": "TTDS, user ID in next-item prompts",
-    "ttds-ih": "TTDS + item head (ranked by it)",
-    "ttds-ihe": "TTDS + item head + item input vectors",
-    "m3": "TTDS M=3",
-    "m5": "TTDS M=5",
-}
+INDEX_KINDS = allowed(IndexKind)
 
 
 @dataclass(frozen=True)
 class System:
     name: str
-    kind: str  # "popularity" | "seq" (SASRec/GRU4Rec) | "ttds" (TTDS job + ablation) | "retrieval"
-    ablation: str = ""  # ABLATIONS key (kind "ttds")
+    kind: str  # "popularity" | "seq" (SASRec/GRU4Rec) | "ttds" (TTDS job + recipe) | "retrieval"
+    ablation: str = ""  # kind "ttds": its recipe's name (configs/recipes/<ablation>.yaml)
     base: str = ""  # kind "retrieval": the TTDS-family system whose model it ranks with
     implied: bool = False  # added because a retrieval system needs it, not asked for
-    index_kind: str = ""  # kind "ttds": an `index.kind` other than the ablation's own ("" = its own)
+    index_kind: str = ""  # kind "ttds": an `index.kind` other than the recipe's own ("" = its own)
+    model: str = ""  # kind "seq": the baseline model (sasrec | gru4rec) its recipe trains
+    recipe_label: str = ""  # the recipe's label (results tables)
+
+    @property
+    def recipe(self) -> Recipe:
+        """The recipe this system runs (kind ttds: its ablation's; seq/popularity: its own)."""
+        return load_recipe(self.ablation or self.name)
 
     @property
     def label(self) -> str:
-        if self.kind == "retrieval":
-            return f"{_family_label(self.base)} retrieval fast path"
-        return _family_label(self.name)
+        return self.recipe_label or self.name
 
     @property
     def trains(self) -> bool:
@@ -65,36 +55,35 @@ class System:
 
 
 def known_systems() -> list[str]:
-    return [*BASELINES, *ABLATIONS, *(f"{a}{RETRIEVAL_SUFFIX}" for a in ABLATIONS),
-            *(f"ttds{KIND_SEP}{k}" for k in INDEX_KINDS)]
+    """Every recipe, then the retrieval variant of each TTDS-family recipe and `ttds@<kind>`."""
+    recipes = list_recipes()
+    family = [n for n, r in recipes.items() if r.kind == "ttds"]
+    return [*recipes, *(f"{a}{RETRIEVAL_SUFFIX}" for a in family), *(f"ttds{KIND_SEP}{k}" for k in INDEX_KINDS)]
 
 
-def _ttds_family(name: str) -> tuple[str, str] | None:
-    """(ablation, index kind) of a TTDS-family name (`ttds`, `tiger@moc`), else None."""
-    ablation, sep, index_kind = name.partition(KIND_SEP)
-    if ablation not in ABLATIONS or (sep and index_kind not in INDEX_KINDS):
-        return None
-    return ablation, index_kind
-
-
-def _family_label(name: str) -> str:
-    ablation, sep, index_kind = name.partition(KIND_SEP)
-    base = LABELS.get(ablation, ablation)
+def _family_label(name: str, recipes: dict[str, Recipe]) -> str:
+    recipe, sep, index_kind = name.partition(KIND_SEP)
+    base = recipes[recipe].label if recipe in recipes else recipe
     return f"{base}, index.kind={index_kind}" if sep else base
 
 
-def _one(name: str) -> System:
-    if name == "popularity":
-        return System(name, "popularity")
-    if name in ("sasrec", "gru4rec"):
-        return System(name, "seq")
-    family = _ttds_family(name)
-    if family is not None:
-        return System(name, "ttds", ablation=family[0], index_kind=family[1])
-    if name.endswith(RETRIEVAL_SUFFIX) and _ttds_family(name[: -len(RETRIEVAL_SUFFIX)]) is not None:
-        return System(name, "retrieval", base=name[: -len(RETRIEVAL_SUFFIX)])
+def _one(name: str, recipes: dict[str, Recipe]) -> System:
+    recipe, sep, index_kind = name.partition(KIND_SEP)
+    if recipe in recipes and not sep:
+        r = recipes[recipe]
+        if r.kind == "popularity":
+            return System(name, "popularity", recipe_label=r.label)
+        if r.kind == "seq":
+            return System(name, "seq", model=r.model, recipe_label=r.label)
+    if recipe in recipes and recipes[recipe].kind == "ttds" and (not sep or index_kind in INDEX_KINDS):
+        return System(name, "ttds", ablation=recipe, index_kind=index_kind, recipe_label=_family_label(name, recipes))
+    if name.endswith(RETRIEVAL_SUFFIX):
+        base = _one(name[: -len(RETRIEVAL_SUFFIX)], recipes) if name[: -len(RETRIEVAL_SUFFIX)].partition(KIND_SEP)[0] in recipes else None
+        if base is not None and base.kind == "ttds":
+            return System(name, "retrieval", base=base.name, recipe_label=f"{base.recipe_label} retrieval fast path")
     hint = f" (index kinds after '{KIND_SEP}': {', '.join(INDEX_KINDS)})" if KIND_SEP in name else ""
-    raise ValueError(f"unknown system {name!r}; known: {', '.join(known_systems())}{hint}")
+    raise ValueError(f"unknown system {name!r}; known: {', '.join(known_systems())}{hint} "
+                     "(a system is a recipe file in configs/recipes/)")
 
 
 def resolve_systems(names: list[str]) -> list[System]:
@@ -105,7 +94,8 @@ def resolve_systems(names: list[str]) -> list[System]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"systems named twice: {dupes}")
-    asked = [_one(n) for n in names]
+    recipes = list_recipes()
+    asked = [_one(n, recipes) for n in names]
     out: list[System] = []
     have = {s.name for s in asked}
     for s in asked:
@@ -116,7 +106,7 @@ def resolve_systems(names: list[str]) -> list[System]:
         if s.kind != "retrieval":
             continue
         if s.base not in have:
-            out.append(dataclasses.replace(_one(s.base), implied=True))
+            out.append(dataclasses.replace(_one(s.base, recipes), implied=True))
             have.add(s.base)
         pos = max(i for i, o in enumerate(out) if o.name == s.base or o.base == s.base)
         out.insert(pos + 1, s)

@@ -12,28 +12,18 @@ Users without text are the mean of their training items' X (never valid/test ite
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from ttds.config import FeatureConfig, FeatureSource, allowed
 from ttds.data.corpus import Corpus
-from ttds.features.collaborative import CollaborativeConfig, collaborative_vectors
-from ttds.features.lightgcn import LightGCNConfig, lightgcn_vectors
+from ttds.features.collaborative import collaborative_vectors
+from ttds.features.lightgcn import lightgcn_vectors
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("auto", "text", "collaborative", "text+collaborative", "lightgcn", "text+lightgcn")
-
-
-@dataclass
-class FeatureConfig:
-    source: str = "auto"  # auto = text when items have text, else collaborative
-    text_backbone: str = "tiny-llama"  # tiny-llama | smollm2-135m | a local HF model folder
-    text_max_length: int = 96
-    text_batch_size: int = 16
-    text_actors: int = 1  # Ray Data actors encoding text in parallel
-    collaborative: CollaborativeConfig = field(default_factory=CollaborativeConfig)
-    lightgcn: LightGCNConfig = field(default_factory=LightGCNConfig)
+SOURCES = allowed(FeatureSource)
 
 
 @dataclass

@@ -11,23 +11,14 @@ follow each other end up close, which is what a hierarchical ID should group.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from ttds.config import CollaborativeConfig
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CollaborativeConfig:
-    dim: int = 64
-    epochs: int = 20
-    batch_size: int = 1024
-    lr: float = 5e-3
-    weight_decay: float = 1e-6
-    seed: int = 0
 
 
 class SequentialMF(nn.Module):

@@ -29,26 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttds.train.launch import RunPlace, TrainConfig, run_trainer
+from ttds.config import LightGCNConfig, TrainConfig
+from ttds.train.launch import RunPlace, run_trainer
 from ttds.train.loop import LoopConfig, Trainer, fit, rank_and_world
 
 log = logging.getLogger(__name__)
 
 __all__ = ["LightGCNConfig", "interaction_pairs", "normalized_adjacency", "LightGCN", "LightGCNTrainer", "train_lightgcn", "lightgcn_vectors", "lightgcn_worker"]
-
-
-@dataclass
-class LightGCNConfig:
-    dim: int = 64
-    layers: int = 3  # propagation layers K
-    epochs: int = 40
-    batch_size: int = 2048  # BPR triples per step (per worker)
-    lr: float = 5e-3
-    reg: float = 1e-4  # L2 on the layer-0 embeddings of each triple (LightGCN's lambda)
-    seed: int = 0
-    ray_train: bool = True  # False: train in the calling process
-    num_workers: int = 1  # Ray Train workers (ray_train=True)
-    cpus_per_worker: float = 0.5
 
 
 def interaction_pairs(train_sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:

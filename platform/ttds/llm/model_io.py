@@ -9,7 +9,9 @@ A model is always saved with the ID tables it was trained on:
   item_embedding.json/.safetensors  per-item input vectors (backbone.item_embedding; tied: the item head's, no weights file)
   item_ids.parquet/.json user_ids.parquet/.json   the semantic-ID tables in force
   features.safetensors   X of items and users (retrieval fast path, cold start)
-  ttds.json              what the prompts need: vocab layout, max history, templates, metrics
+  ttds.json              what the prompts need: vocab layout, max history, templates, metrics;
+                         stamped with `config_version` and brought to the current one on load
+                         (`ttds.config.migrate`), so a folder saved by an older ttds still loads
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ttds.config import migrate_model_meta
 from ttds.index.table import SemanticIDTable
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.llm.model import TTDSModel
@@ -40,12 +43,12 @@ class LoadedModel:
 def prompt_builder(lm: LoadedModel):
     """The next-item PromptBuilder a saved model was trained with (its ID tables and prompt layout).
 
-    Models saved before `next_item_user_id` was recorded always carried the user ID."""
+    `next_item_user_id` is in every loaded meta (`load_model` migrates older folders)."""
     from ttds.llm.prompts import PromptBuilder, TokenTable
 
     vocab = lm.tokenizer.get_vocab()
     users = TokenTable.from_table(lm.users, vocab) if lm.users is not None else None
-    return PromptBuilder(lm.tokenizer, TokenTable.from_table(lm.items, vocab), users, next_item_user_id=bool(lm.meta.get("next_item_user_id", True)))
+    return PromptBuilder(lm.tokenizer, TokenTable.from_table(lm.items, vocab), users, next_item_user_id=bool(lm.meta["next_item_user_id"]))
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -82,7 +85,9 @@ def save_model(out_dir: str | Path, model: TTDSModel, tokenizer, items: Semantic
         import shutil
 
         shutil.copy(features_path, out / "features.safetensors")
-    (out / "ttds.json").write_text(json.dumps(meta, indent=2, default=str))
+    # stamped with the current version; a key the writer left out gets the behaviour a folder
+    # without it always had (what loading the unstamped meta would give: ttds.config.migrate)
+    (out / "ttds.json").write_text(json.dumps(migrate_model_meta(meta), indent=2, default=str))
     return out
 
 
@@ -93,7 +98,7 @@ def load_model(path: str | Path, trainable: bool = False, device: str | torch.de
     if not (path / "ttds.json").exists():
         raise FileNotFoundError(f"{path} is not a TTDS model folder (no ttds.json); train one with jobs/train_ttds.py")
     check_safe(path)
-    meta = json.loads((path / "ttds.json").read_text())
+    meta = migrate_model_meta(json.loads((path / "ttds.json").read_text()))
     # trainable: fp32 master weights (a GPU run computes in bf16 under autocast, see ttds_worker);
     # inference: the device's dtype (bf16 on CUDA)
     backbone, tokenizer = load_trained(path / "backbone", dtype="float32" if trainable else "auto", is_trainable=trainable)

@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ttds.config import RecommenderConfig
 from ttds.data.corpus import Corpus
 from ttds.data.rejects import DataError
 from ttds.index.kway import tokenize_unseen_users
@@ -71,38 +72,6 @@ class Failure:
     @classmethod
     def of(cls, err: RequestError) -> "Failure":
         return cls(err.status, err.message)
-
-
-@dataclass(frozen=True)
-class RecommenderConfig:
-    """Serving knobs (not model facts: those come from the model folder).
-
-    `max_request_history` bounds what a client may send; the prompt itself keeps the last
-    `max_history` items the model was trained with (its ttds.json). `max_beam_width` caps the
-    search a request can ask for (its k), so one request cannot ask for an unbounded search.
-    Seen items are kept out by `ttds.rank.seen`, as the evaluation does (masked inside the beam
-    search).
-    """
-
-    beam_width: int = 20
-    max_beam_width: int = 128
-    template: int = 0
-    max_k: int = 100
-    max_request_history: int = 200
-    max_text_chars: int = 2000
-    batch_size: int = 16
-    device: str = "auto"
-    num_threads: int = 0  # >0: torch.set_num_threads (a replica with a fractional CPU wants 1)
-    corpus_dir: str = ""  # "" = the corpus named in the model's ttds.json
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "RecommenderConfig":
-        d = dict(d or {})
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown recommender option(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
 
 
 @dataclass

@@ -12,20 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ttds.config import TrainConfig
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    num_workers: int = 1
-    cpus_per_worker: float = 0.5  # fractional so Ray Data tasks can run beside the workers
-    use_gpu: bool = False  # True on GPU clusters: one GPU per worker
-    zero_stage: int = 2  # DeepSpeed ZeRO stage 0-3
-    offload: bool = False  # ZeRO-2/3 CPU offload of optimizer state (+ params at ZeRO-3): big backbones (TTDS job)
-    max_failures: int = 2  # worker failures retried from the last checkpoint
-    resume: bool = True  # a re-run in the same run folder continues from its newest checkpoint
-    keep_checkpoints: int = 2
-    log_every: int = 100  # a progress line every this many steps inside an epoch (TTDS job, rank 0; 0 = none)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file as load_np, save_file as save_np
 
-from ttds.config import save_config, to_dict
-from ttds.configs import IndexConfig, TokenizerJobConfig
+from ttds.config import IndexConfig, TokenizerJobConfig, save_config, to_dict
 from ttds.data.corpus import Corpus
 from ttds.data.resolve import open_or_prepare
 from ttds.features.build import Features, build_features

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttds.configs import IndexConfig
+from ttds.config import IndexConfig
 from ttds.index.collisions import collision_rate
 from ttds.index.rq import codebook_report, reconstruction_error
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ttds.config import save_config, to_dict
-from ttds.configs import TokenizerJobConfig, TTDSJobConfig
+from ttds.config import TokenizerJobConfig, TTDSJobConfig, check_config, save_config, to_dict
 from ttds.data.corpus import Corpus
 from ttds.data.resolve import open_or_prepare
 from ttds.data.task_examples import write_task_rows
@@ -58,64 +57,6 @@ def ensure_tokenizer(cfg: TTDSJobConfig, corpus: Corpus, out: Path) -> Path:
         model = TwinTowerTokenizer(TwinTowerConfig.from_dict(towers))
         ckpt_io.save_state(tok_dir, model.state_dict(), {"towers": towers, "epoch": -1}, "tokenizer")
     return tok_dir
-
-
-def check_config(cfg: TTDSJobConfig) -> None:
-    """Fail before any work starts on values that would only break hours later."""
-    problems = []
-    if cfg.eval.beam_width < cfg.eval.top_k:
-        problems.append(f"eval.beam_width={cfg.eval.beam_width} must be >= eval.top_k={cfg.eval.top_k}")
-    if cfg.eval.top_k < 10:
-        problems.append("eval.top_k must be >= 10 (HR@10 / NDCG@10 are reported)")
-    from ttds.index.kinds import INDEX_KINDS
-
-    if cfg.index.kind not in INDEX_KINDS:
-        problems.append(f"index.kind={cfg.index.kind!r}: expected one of {', '.join(INDEX_KINDS)}")
-    if cfg.backbone.finetune not in ("auto", "lora", "full"):
-        problems.append(f"backbone.finetune={cfg.backbone.finetune!r}: expected auto, lora or full")
-    if cfg.index.reencode_text not in ("auto", "true", "false"):
-        problems.append(f"index.reencode_text={cfg.index.reencode_text!r}: expected auto, true or false")
-    from ttds.index.table import REINDEX_RULES
-
-    if cfg.index.reindex_rule not in REINDEX_RULES:
-        problems.append(f"index.reindex_rule={cfg.index.reindex_rule!r}: expected one of {', '.join(REINDEX_RULES)}")
-    from ttds.train.lr_schedule import schedule_problem
-
-    problems += [p for p in [schedule_problem(cfg.optim.lr_schedule)] if p]
-    if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
-        problems.append(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio}: expected a value in [0, 1]")
-    from ttds.train.weight_average import span_problem
-
-    ema_problem = span_problem(cfg.optim.ema_decay, cfg.optim.ema_epochs, "optim")
-    if ema_problem:
-        problems.append(ema_problem)
-    elif (cfg.optim.ema_decay > 0 or cfg.optim.ema_epochs > 0) and cfg.train.zero_stage >= 3:
-        problems.append("optim.ema_decay / ema_epochs > 0 needs train.zero_stage <= 2 (ZeRO-3 partitions the weights it averages)")
-    if not 0.0 <= cfg.backbone.dropout < 1.0:
-        problems.append(f"backbone.dropout={cfg.backbone.dropout}: expected a value in [0, 1)")
-    if not 0.0 <= cfg.loss.label_smoothing < 1.0:
-        problems.append(f"loss.label_smoothing={cfg.loss.label_smoothing}: expected a value in [0, 1)")
-    from ttds.llm.item_embedding import ITEM_EMBEDDING_MODES
-
-    if cfg.backbone.item_embedding not in ITEM_EMBEDDING_MODES:
-        problems.append(f"backbone.item_embedding={cfg.backbone.item_embedding!r}: expected one of {', '.join(ITEM_EMBEDDING_MODES)}")
-    elif cfg.backbone.item_embedding == "tied" and cfg.loss.item_head_weight <= 0:
-        problems.append("backbone.item_embedding=tied shares the item head's vectors: it needs loss.item_head_weight > 0")
-    if cfg.loss.item_head_weight < 0:
-        problems.append(f"loss.item_head_weight={cfg.loss.item_head_weight}: expected a value >= 0")
-    from ttds.eval.distributed import RANK_BY
-
-    if cfg.eval.rank_by not in RANK_BY:
-        problems.append(f"eval.rank_by={cfg.eval.rank_by!r}: expected one of {', '.join(RANK_BY)}")
-    elif cfg.eval.rank_by == "item_head" and cfg.loss.item_head_weight <= 0:
-        problems.append("eval.rank_by=item_head needs loss.item_head_weight > 0 (the item head is trained only then)")
-    if cfg.train.zero_stage not in (0, 1, 2, 3):
-        problems.append(f"train.zero_stage={cfg.train.zero_stage}: expected 0-3")
-    for name in ("epochs", "batch_size"):
-        if getattr(cfg.optim, name) < 1:
-            problems.append(f"optim.{name} must be >= 1")
-    if problems:
-        raise ValueError("invalid config: " + "; ".join(problems))
 
 
 def run_facts(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) -> TTDSRunFacts:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttds.configs import BackboneSection, TTDSJobConfig
+from ttds.config import BackboneSection, TTDSJobConfig
 from ttds.data.corpus import Corpus
 from ttds.eval.evaluate import evaluate_next_item
 from ttds.features.build import standardise_like

@@ -23,29 +23,13 @@ from typing import Any
 
 import yaml
 
-from ttds.config import ConfigError, apply_overrides, from_dict, to_dict
-from ttds.configs import TTDSJobConfig
+from ttds.config import ConfigError, TTDSJobConfig, TuneSettings, allowed, apply_overrides, from_dict, to_dict
+from ttds.config.schema import TuneScheduler, TuneSearch
 
 KINDS = ("choice", "grid", "uniform", "loguniform", "randint", "lograndint")
-SEARCHERS = ("random", "optuna", "hyperopt")
-SCHEDULERS = ("asha", "fifo")
+SEARCHERS = allowed(TuneSearch)
+SCHEDULERS = allowed(TuneScheduler)
 METRIC = "valid_NDCG@10"  # what the worker reports per epoch (ttds_worker.validate)
-
-
-@dataclass
-class TuneSettings:
-    search: str = "random"  # random | optuna | hyperopt (the last two need the package installed)
-    num_samples: int = 8  # samples of the space; grid parameters multiply this
-    max_concurrent: int = 0  # 0 = as many as fit the cluster's CPUs (see sweep.auto_concurrency)
-    scheduler: str = "asha"  # asha (stop weak trials early) | fifo (run every trial to the end)
-    grace_period: int = 1  # epochs every trial gets before ASHA may stop it
-    reduction_factor: float = 2.0  # ASHA keeps the top 1/reduction_factor at each rung
-    trial_cpus: float = 0.25  # the trial driver's share; its Ray Train workers ask for their own
-    ray_cpus: int = 0  # logical CPUs of the sweep's local Ray (0 = the machine's cores); more than the cores
-    # lets trials whose workers use one torch thread each run side by side (Ray Data's whole-CPU read
-    # tasks otherwise leave room for one trial on a 2-core box). Ignored when joining a cluster.
-    seed: int = 0  # searcher seed, so a sweep's sampled configs can be repeated
-    output_dir: str = ""  # default: runs/tune_ttds/<timestamp>
 
 
 @dataclass
@@ -235,18 +219,7 @@ def load_sweep(
 
 
 def validate_settings(t: TuneSettings, space: dict[str, ParamSpec]) -> None:
-    if t.search not in SEARCHERS:
-        raise ConfigError(f"tune.search={t.search!r}: expected one of {SEARCHERS}")
-    if t.scheduler not in SCHEDULERS:
-        raise ConfigError(f"tune.scheduler={t.scheduler!r}: expected one of {SCHEDULERS}")
-    if t.num_samples < 1:
-        raise ConfigError("tune.num_samples must be >= 1")
-    if t.max_concurrent < 0:
-        raise ConfigError("tune.max_concurrent must be >= 0 (0 = automatic)")
-    if t.grace_period < 1 or t.reduction_factor <= 1:
-        raise ConfigError("tune.grace_period must be >= 1 and tune.reduction_factor > 1")
-    if t.trial_cpus <= 0:
-        raise ConfigError("tune.trial_cpus must be > 0")
+    """The settings against the space (TuneSettings checks its own values as it is built)."""
     grids = [k for k, s in space.items() if s.kind == "grid"]
     if grids and t.search != "random":
         raise ConfigError(f"grid parameters {grids} only work with --search random; use 'choice' for {t.search}")
