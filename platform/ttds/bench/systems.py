@@ -1,6 +1,7 @@
 """The systems the benchmark can train and test, by name.
 
-- `popularity`, `sasrec`, `gru4rec`: the baselines of `ttds.baselines`;
+- `popularity`, `sasrec`, `gru4rec`, `content-knn`: the baselines of `ttds.baselines` (content kNN:
+  text cosine to the history, no training; the cold-item baseline);
 - every key of `ttds.configs.ABLATIONS` (`ttds`, `tiger`, `ttss`, `stds`, `ttds-dm`, `ttds-ho`,
   `m3`, `m5`): the TTDS job with that ablation's overrides (`tiger` = static index, no user
   tower, no DM-VAE, no high-order tasks: the TIGER-style static semantic-ID recommender);
@@ -22,7 +23,7 @@ from ttds.index.kinds import INDEX_KINDS
 
 __all__ = ["BASELINES", "System", "known_systems", "resolve_systems"]
 
-BASELINES = ("popularity", "sasrec", "gru4rec")
+BASELINES = ("popularity", "sasrec", "gru4rec", "content-knn")
 RETRIEVAL_SUFFIX = "-retrieval"
 KIND_SEP = "@"
 
@@ -30,6 +31,7 @@ LABELS = {
     "popularity": "Popularity",
     "sasrec": "SASRec",
     "gru4rec": "GRU4Rec",
+    "content-knn": "Content kNN (text cosine)",
     "ttds": "TTDS",
     "tiger": "TIGER-style (static IDs)",
     "ttss": "TTSS (static index)",
@@ -47,7 +49,7 @@ LABELS = {
 @dataclass(frozen=True)
 class System:
     name: str
-    kind: str  # "popularity" | "seq" (SASRec/GRU4Rec) | "ttds" (TTDS job + ablation) | "retrieval"
+    kind: str  # "popularity" | "seq" (SASRec/GRU4Rec) | "content" (content kNN) | "ttds" (TTDS job + ablation) | "retrieval"
     ablation: str = ""  # ABLATIONS key (kind "ttds")
     base: str = ""  # kind "retrieval": the TTDS-family system whose model it ranks with
     implied: bool = False  # added because a retrieval system needs it, not asked for
@@ -88,6 +90,8 @@ def _one(name: str) -> System:
         return System(name, "popularity")
     if name in ("sasrec", "gru4rec"):
         return System(name, "seq")
+    if name == "content-knn":
+        return System(name, "content")
     family = _ttds_family(name)
     if family is not None:
         return System(name, "ttds", ablation=family[0], index_kind=family[1])
