@@ -34,6 +34,12 @@ Examples:
   python jobs/benchmark.py --data synthetic --systems popularity,sasrec,ttds,ttds-retrieval --budget-epochs 2 --out /tmp/b
   python jobs/benchmark.py ... --ttds-config my_ttds.yaml --set ttds-family:optim.lr=5e-4 --set sasrec:hidden=128
 
+--cold-items F (e.g. 0.1) holds a fraction of the items out of every training input (sequences, task rows,
+tokenizer features) and puts them back as candidates at test time: cold_items.md / results.json "cold_items" give
+each system's HR/NDCG@10 on test users whose target is cold and on the rest (ttds.bench.cold says how each
+system ranks cold items). Example:
+  python jobs/benchmark.py --data runs/data/Scientific --systems popularity,content-knn,sasrec,ttds --cold-items 0.1 --exclude-seen --out /tmp/cold
+
 --exclude-seen keeps each user's history items out of every system's rankings (validation and test;
 RecBole's full-sort protocol). The default ranks every item, as the paper.
 
@@ -78,7 +84,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-seen", action="store_true",
                    help="every system keeps each user's history items out of its rankings, in validation and test (RecBole's "
                         "full-sort protocol; default: the paper's, every item ranked)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic corpus (--data synthetic)")
+    p.add_argument("--cold-items", type=float, default=0.0, metavar="F",
+                   help="hold a fraction F of the items out of every training input and test them as candidates; reports HR/NDCG@10 "
+                        "on cold-target vs warm-target test users in cold_items.md (ttds.data.cold_items; add content-knn to --systems)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic corpus (--data synthetic) and of the --cold-items draw")
     p.add_argument("--train-seed", type=int, default=None,
                    help="training seed of every trained system (TTDS optim.seed, a baseline's seed; a --set still wins). "
                         "Default: each system's own (0). Give each seed its own --out, then compare the seeds of two "
@@ -121,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         perf=args.perf, ttds_config=args.ttds_config, sets=args.sets, retrieval_weight=args.retrieval_weight,
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, fresh=args.fresh, seed=args.seed, train_seed=args.train_seed, exclude_seen=args.exclude_seen,
         perf_users=args.perf_users, perf_rows=args.perf_rows, perf_repeats=args.perf_repeats, perf_train_repeats=args.perf_train_repeats,
-        perf_reference_items=args.perf_reference_items, use_gpu=use_gpu,
+        perf_reference_items=args.perf_reference_items, use_gpu=use_gpu, cold_items=args.cold_items,
     )
     try:
         res = run_benchmark(cfg)
@@ -131,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = ["HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10"]
     print(json.dumps({n: {k: round(s[k], 4) for k in keys} for n, s in res["results"]["systems"].items()}, indent=2))
     print(f"results written to {res['paths']['md']} (+ results.json, results.png, details.json)")
+    if "cold_md" in res["paths"]:
+        print(open(res["paths"]["cold_md"]).read())
     for name, why in res["failures"].items():
         print(f"error: system {name} failed: {why}", file=sys.stderr)
     return 1 if res["failures"] else 0

@@ -26,7 +26,8 @@ from ttds.data.prepare import prepare_corpus
 from ttds.data.raw import RawCorpus
 from ttds.data.synthetic import SyntheticConfig, generate
 from ttds.data.task_examples import buyers_table, write_task_rows
-from ttds.features.build import FeatureConfig, build_features, users_from_items
+from ttds.config import FeatureConfig
+from ttds.features.build import build_features, users_from_items
 from ttds.features.collaborative import CollaborativeConfig
 from ttds.features.lightgcn import LightGCNConfig
 

@@ -92,6 +92,13 @@ class Harness:
         self.out.mkdir(parents=True, exist_ok=True)
         init_ray()  # before sampling: a local Ray's processes are then this process's descendants
         self.corpus = open_or_prepare(cfg.data, cfg.seed)
+        self.cold = None  # --cold-items: systems train and run their main test on the warm corpus (ttds.data.cold_items)
+        self.cold_rows: dict[str, dict] = {}
+        if cfg.cold_items:
+            from ttds.data.cold_items import make_cold_split
+
+            self.cold = make_cold_split(self.corpus, cfg.cold_items, cfg.seed, self.out / "cold_split")
+            self.corpus = self.cold.train
         self.systems = resolve_systems(cfg.systems)
         self.sets = parse_sets(cfg.sets, self.systems)
         self.with_retrieval = retrieval_bases(self.systems)
@@ -201,14 +208,43 @@ class Harness:
     def run_system(self, s: System) -> None:
         t0 = time.time()
         self.rss.sample()  # a system shorter than the sampling interval still gets a figure
-        if s.kind == "popularity":
-            self._baseline(s, t0)
-        elif s.kind == "seq":
+        if s.kind in ("popularity", "seq", "content"):
             self._baseline(s, t0)
         elif s.kind == "ttds":
             self._ttds(s, t0)
         else:
             self._retrieval(s, t0)
+        if self.cold is not None and s.name in self.records:
+            self._cold(s)
+
+    def _cold(self, s: System) -> None:
+        from ttds.bench.cold import cold_figures
+
+        detail = self.records[s.name]["detail"]
+        try:
+            self.cold_rows[s.name] = cold_figures(s.kind, Path(detail["out_dir"]), self.cold, self.cfg.exclude_seen, self.ttds_cfgs.get(s.name),
+                                                  self.content_vectors() if s.kind == "content" else None, self.cfg.use_gpu)
+        except Exception as e:  # noqa: BLE001 - the main row stands; say why the cold figures are missing
+            log.exception("%s: cold-item figures failed", s.name)
+            self.cold_rows[s.name] = {"error": f"{type(e).__name__}: {e}"[:500]}
+
+    def content_config(self):
+        """Content kNN uses the TTDS recipe's text encoder (its backbone, as the features job does)."""
+        from ttds.baselines.content_knn import ContentKNNConfig
+        from ttds.config import load_config
+
+        t = load_config(TTDSJobConfig, self.cfg.ttds_config or None, [])
+        return ContentKNNConfig(text_backbone=t.backbone.name, text_max_length=t.index.features.text_max_length)
+
+    def content_vectors(self):
+        """Cold runs: text vectors of the full catalogue (vocabulary and centre from the warm items), once."""
+        if self.cold is None:
+            return None
+        if getattr(self, "_content_vecs", None) is None:
+            from ttds.baselines.content_knn import text_item_vectors
+
+            self._content_vecs = text_item_vectors(self.cold.full, self.content_config(), self.cold.n_warm, self.corpus.item_titles)
+        return self._content_vecs
 
     def _memory(self, t0: float, t1: float | None = None) -> dict:
         self.rss.sample()
@@ -227,7 +263,12 @@ class Harness:
             self.records[s.name] = done
             log.info("%s: reusing the result in %s", s.name, sysdir)
             return
-        res = train_and_evaluate(s.model or s.name, self.corpus.root, sysdir, ov, train, exclude_seen=self.cfg.exclude_seen)
+        if s.kind == "content":
+            from ttds.baselines.content_knn import run_content_knn
+
+            res = run_content_knn(self.corpus, sysdir, self.content_config(), self.cfg.exclude_seen, self.content_vectors())
+        else:
+            res = train_and_evaluate(s.model or s.name, self.corpus.root, sysdir, ov, train, exclude_seen=self.cfg.exclude_seen)
         mem = self._memory(t0)
         config = {**res["config"], **({"train": to_dict(train)} if s.kind == "seq" else {})}
         detail = {
@@ -374,6 +415,10 @@ class Harness:
         diagnostics = self.diagnostics(details)
         if diagnostics:
             out["diagnostics"] = diagnostics
+        if self.cold is not None:
+            from ttds.bench.cold import cold_summary
+
+            out["cold_items"] = cold_summary(self.cold, self.cold_rows, details)
         return out, details
 
     def diagnostics(self, details: dict) -> dict:
@@ -434,6 +479,11 @@ class Harness:
             perf = self.run_perf() if self.cfg.perf else {}
         results, details = self.results(perf)
         paths = write_results(self.out, results, details, self.meta())
+        if "cold_items" in results:
+            from ttds.bench.cold import cold_table
+
+            paths["cold_md"] = self.out / "cold_items.md"
+            paths["cold_md"].write_text(cold_table(results["cold_items"]))
         return {"results": results, "details": details, "failures": dict(self.failures), "paths": {k: str(v) for k, v in paths.items()}}
 
 

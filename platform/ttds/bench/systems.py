@@ -32,7 +32,7 @@ INDEX_KINDS = allowed(IndexKind)
 @dataclass(frozen=True)
 class System:
     name: str
-    kind: str  # "popularity" | "seq" (SASRec/GRU4Rec) | "ttds" (TTDS job + recipe) | "retrieval"
+    kind: str  # "popularity" | "seq" (SASRec/GRU4Rec) | "content" (content kNN) | "ttds" (TTDS job + recipe) | "retrieval"
     ablation: str = ""  # kind "ttds": its recipe's name (configs/recipes/<ablation>.yaml)
     base: str = ""  # kind "retrieval": the TTDS-family system whose model it ranks with
     implied: bool = False  # added because a retrieval system needs it, not asked for
@@ -75,6 +75,8 @@ def _one(name: str, recipes: dict[str, Recipe]) -> System:
             return System(name, "popularity", recipe_label=r.label)
         if r.kind == "seq":
             return System(name, "seq", model=r.model, recipe_label=r.label)
+        if r.kind == "content":
+            return System(name, "content", recipe_label=r.label)
     if recipe in recipes and recipes[recipe].kind == "ttds" and (not sep or index_kind in INDEX_KINDS):
         return System(name, "ttds", ablation=recipe, index_kind=index_kind, recipe_label=_family_label(name, recipes))
     if name.endswith(RETRIEVAL_SUFFIX):

@@ -4,7 +4,7 @@
 `configs/recipes/NAME.yaml`; adding a file there adds a recipe, with no code to touch. A file:
 
     label: TTDS + item head            # the name results tables use
-    kind: ttds                         # ttds (the TTDS job) | seq (a sequential baseline) | popularity
+    kind: ttds                         # ttds (the TTDS job) | seq (a sequential baseline) | popularity | content (content kNN)
     model: sasrec                      # kind seq only: sasrec | gru4rec
     description: why this recipe exists (one paragraph)
     config:                            # kind ttds: TTDSJobConfig keys; kind seq: the model's config keys
@@ -30,7 +30,7 @@ from ttds.config.schema import GRU4RecConfig, SASRecConfig, TTDSJobConfig, allow
 __all__ = ["RECIPES_ENV", "Recipe", "SEQ_MODELS", "list_recipes", "load_recipe", "recipe_names", "recipes_dir", "recipes_help"]
 
 RECIPES_ENV = "TTDS_RECIPES"
-RecipeKind = Literal["ttds", "seq", "popularity"]
+RecipeKind = Literal["ttds", "seq", "popularity", "content"]
 # a sequential baseline's name -> its config section
 SEQ_MODELS: dict[str, type] = {"sasrec": SASRecConfig, "gru4rec": GRU4RecConfig}
 _KEYS = {"label", "kind", "model", "description", "config"}
@@ -94,7 +94,7 @@ def _parse(name: str, path: Path) -> Recipe:
                 raise ConfigError(f"model={model!r}: expected one of {', '.join(SEQ_MODELS)}")
             from_dict(SEQ_MODELS[model], config)
         elif config:
-            raise ConfigError("a popularity recipe takes no config")
+            raise ConfigError(f"a {kind} recipe takes no config")
     except ConfigError as e:
         raise ConfigError([f"recipe {path}: {p}" for p in e.problems]) from None
     return recipe

@@ -506,9 +506,12 @@ class BenchConfig(Section):
     perf_train_repeats: int = 2  # alternating 1-/2-worker throughput runs per count (best kept)
     perf_reference_items: int = 10_000  # items of the reference decoding setting (0 = skip it)
     rss_interval_s: float = 0.5
+    cold_items: float = 0.0  # > 0: hold this fraction of items out of training, test them as candidates (ttds.bench.cold)
 
     def problems(self) -> list[str]:
         out = _at_least(self, ("budget_epochs", "budget_minutes", "workers", "perf_reference_items"), 0)
+        if not 0.0 <= self.cold_items < 1.0:
+            out.append(f"cold_items={self.cold_items}: expected a fraction in [0, 1)")
         out += _at_least(self, ("perf_users", "perf_batch", "perf_rows", "perf_repeats", "perf_train_repeats"), 1)
         if self.cpus_per_worker <= 0:
             out.append(f"cpus_per_worker={self.cpus_per_worker}: expected a value > 0")

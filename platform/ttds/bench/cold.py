@@ -1,0 +1,135 @@
+"""The benchmark's cold-item figures (`--cold-items F`, protocol in `ttds.data.cold_items`).
+
+Every system trains on the warm corpus as usual (its main table row is that run's test, over
+warm items). Then each is tested once more on the full corpus, every item a candidate, and
+its HR/NDCG@10 are reported apart for the test users whose target is a cold item and for the
+rest (warm):
+
+- popularity, SASRec, GRU4Rec have no count or embedding for an item they never saw: they
+  cannot rank a cold item, so their cold figures are 0 by construction, and their warm figures
+  are their main run's (they rank exactly as there: a cold item can never enter their top 10,
+  and a cold item in a history is one they cannot read);
+- content kNN ranks the full catalogue by text (`ttds.baselines.content_knn`);
+- a TTDS-family model is extended with the cold items' text (`ttds.index.extend`: IDs from the
+  item tower, added to the trie) and evaluated by its own ranker over the extended catalogue:
+  beam search over the extended trie; a model ranked by its item head scores a cold item by
+  the row it got from its semantic neighbours (the mean of the rows of trained items sharing its
+  longest code prefix), since no row was ever trained for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ttds.data.cold_items import ColdSplit
+
+log = logging.getLogger(__name__)
+
+__all__ = ["COLD_FILE", "cold_figures", "cold_summary", "cold_table"]
+
+COLD_FILE = "cold.json"
+COLD_PER_USER = "cold_per_user.parquet"
+CANNOT = "cannot rank items unseen in training (no embedding or count for them): cold figures are 0 by construction"
+KEYS = ("HR@10", "NDCG@10")
+
+
+def _part(df: pd.DataFrame) -> dict:
+    return {"users": int(len(df)), **{k: float(df[k].mean()) if len(df) else 0.0 for k in KEYS}}
+
+
+def split_per_user(per_user: pd.DataFrame, split: ColdSplit) -> dict:
+    """{"cold": {users, HR@10, NDCG@10}, "warm": {...}} of a full-corpus per-user table."""
+    cold = split.is_cold(per_user["target"].to_numpy())
+    return {"cold": _part(per_user[cold]), "warm": _part(per_user[~cold])}
+
+
+def cold_targets(split: ColdSplit) -> int:
+    _, _, targets = split.full.eval_arrays("test")
+    return int(split.is_cold(targets).sum())
+
+
+def cold_figures(kind: str, sysdir: Path, split: ColdSplit, exclude_seen: bool, tcfg=None, content_vectors: np.ndarray | None = None,
+                 use_gpu: bool = False) -> dict:
+    """One system's cold/warm figures (cached in `sysdir/cold.json`: a reused system is not re-run)."""
+    cache = sysdir / COLD_FILE
+    if cache.exists():
+        return json.loads(cache.read_text())
+    from ttds.eval.per_user import read_per_user
+
+    if kind in ("popularity", "seq"):
+        warm = read_per_user(sysdir)  # the main run: its test users are exactly the warm-target users
+        out = {"cold": {"users": cold_targets(split), "HR@10": 0.0, "NDCG@10": 0.0}, "warm": _part(warm), "note": CANNOT}
+    elif kind == "content":
+        from ttds.baselines.content_knn import evaluate_content_knn
+
+        evaluate_content_knn(split.full, content_vectors, "test", exclude_seen, per_user_path=sysdir / COLD_PER_USER)
+        out = {**split_per_user(read_per_user(sysdir / COLD_PER_USER), split), "note": "text vectors of every item, the cold ones included"}
+    elif kind == "ttds":
+        from ttds.eval.distributed import evaluate_model_dir
+        from ttds.index.extend import ExtendConfig, extend_model
+
+        ext = sysdir / "model-cold"
+        if not (ext / "ttds.json").exists():
+            extend_model(ExtendConfig(model_dir=str(sysdir / "model"), out_dir=str(ext)), items=split.cold_items())
+        templates = list(range(3)) if tcfg.eval.templates == 0 else list(range(tcfg.eval.templates))
+        evaluate_model_dir(str(ext), split.full, "test", templates, tcfg.eval.beam_width, tcfg.eval.top_k, tcfg.eval.test_users,
+                           tcfg.eval.workers, tcfg.eval.batch_size, use_gpu=use_gpu, per_user_path=sysdir / COLD_PER_USER,
+                           exclude_seen=exclude_seen, rank_by=tcfg.eval.rank_by)
+        meta = json.loads((ext / "ttds.json").read_text())["catalogue"]
+        how = ("beam search over the trie extended with the cold items' IDs" if tcfg.eval.rank_by == "beam" else
+               "the item head; a cold item's row: " + str(meta.get("item_rows")))
+        out = {**split_per_user(read_per_user(sysdir / COLD_PER_USER), split),
+               "note": f"model extended with the cold items' text ({meta['encoder']}; {len(meta['old_ids_changed'])} trained IDs gained a "
+                       f"suffix), ranked by {how}"}
+    else:
+        return {"note": "not measured for this kind of system"}
+    cache.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def cold_summary(split: ColdSplit, figures: dict[str, dict], details: dict[str, dict]) -> dict:
+    """results.json's "cold_items": the protocol, every system's figures, and each TTDS-family
+    system vs content kNN on the cold-target users (paired over users, HR@10)."""
+    from ttds.bench.paired import paired_comparison
+    from ttds.eval.per_user import read_per_user
+
+    out = {"fraction": split.full.manifest.get("cold_items", {}).get("fraction"), "rule": split.rule, "cold_items": split.n_cold,
+           "warm_items": split.n_warm, "test_users_cold_target": cold_targets(split), "systems": figures}
+    knn = details.get("content-knn")
+    if knn and (Path(knn["out_dir"]) / COLD_PER_USER).exists():
+        base = read_per_user(Path(knn["out_dir"]) / COLD_PER_USER)
+        base = base[split.is_cold(base["target"].to_numpy())]
+        paired = {}
+        for name, d in details.items():
+            p = Path(d["out_dir"]) / COLD_PER_USER
+            if d.get("kind") == "ttds" and p.exists():
+                mine = read_per_user(p)
+                paired[name] = paired_comparison(mine[split.is_cold(mine["target"].to_numpy())], base, metric="HR@10")
+        if paired:
+            out["paired_vs_content_knn_cold"] = paired
+    return out
+
+
+def cold_table(summary: dict) -> str:
+    """Markdown of the cold/warm figures (written to cold_items.md from results.json)."""
+    lines = [f"## Cold items ({summary['cold_items']} of {summary['cold_items'] + summary['warm_items']} items held out of training, "
+             f"{summary['rule']}; {summary['test_users_cold_target']} test users have a cold target)", "",
+             "| system | cold HR@10 | cold NDCG@10 | cold users | warm HR@10 | warm NDCG@10 | warm users | note |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, f in summary["systems"].items():
+        if "cold" not in f:
+            lines.append(f"| {name} | | | | | | | {f.get('note', f.get('error', ''))} |")
+            continue
+        c, w = f["cold"], f["warm"]
+        lines.append(f"| {name} | {c['HR@10']:.4f} | {c['NDCG@10']:.4f} | {c['users']} | {w['HR@10']:.4f} | {w['NDCG@10']:.4f} | "
+                     f"{w['users']} | {f.get('note', '')} |")
+    from ttds.bench.paired import paired_sentence
+
+    for name, p in summary.get("paired_vs_content_knn_cold", {}).items():
+        lines += ["", f"- cold-target users, {paired_sentence(name, 'content-knn', p)}"]
+    return "\n".join(lines) + "\n"
