@@ -132,6 +132,7 @@ class LossConfig:
     # LLM state where each next-item ID starts, trained at every item of the next-item rows; rank by it
     # with eval.rank_by=item_head (ttds.decode.item_head). 0 = none (the paper's model)
     item_head_weight: float = 0.0
+    item_head_negatives: int = 0  # 0 = full softmax; >0 = sampled softmax with this many uniform negatives (large catalogues)
 
 
 @dataclass

@@ -182,6 +182,7 @@ def worker_config(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) 
         "retrieval_batch": cfg.loss.retrieval_batch,
         "label_smoothing": cfg.loss.label_smoothing,
         "item_head_weight": cfg.loss.item_head_weight,
+        "item_head_negatives": cfg.loss.item_head_negatives,
         "time_budget_s": cfg.optim.time_budget_s,
         "epochs": cfg.optim.epochs,
         "batch_size": cfg.optim.batch_size,

@@ -312,6 +312,7 @@ def ttds_worker(c: dict) -> None:
             ret_kw = {"ret_weight": ret_w, "ret_temperature": c.get("retrieval_temperature", 0.1)} if ret_w > 0 else {}
             if item_w > 0:
                 ret_kw["item_weight"] = item_w
+                ret_kw["item_negatives"] = int(c.get("item_head_negatives", 0))  # 0 = full softmax
             out = engine(ids.to(engine.device), mask.to(engine.device), lab.to(engine.device), alpha=alpha, beta=beta, label_smoothing=smoothing, **ret_kw, **{k: v.to(engine.device) for k, v in kw.items()})
             engine.backward(out["loss"])
             engine.step()
