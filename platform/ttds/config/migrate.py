@@ -44,6 +44,7 @@ STEPS: dict[int, dict[str, Any]] = {
         "eval.exclude_seen": False,  # every item was ranked
         "optim.ema_decay": 0.0,  # the live weights were validated and kept
         "optim.ema_epochs": 0.0,  # the average's span was given by ema_decay only
+        "loss.item_head_negatives": 0,  # the item head took the full softmax
         "train.log_every": 100,  # the TTDS worker's progress line every 100 steps
     },
 }

@@ -322,9 +322,10 @@ class LossConfig(Section):
     # LLM state where each next-item ID starts, trained at every item of the next-item rows; rank by it
     # with eval.rank_by=item_head (ttds.rank.item_head). 0 = none (the paper's model)
     item_head_weight: float = 0.0
+    item_head_negatives: int = 0  # 0 = full softmax; >0 = sampled softmax with this many uniform negatives (large catalogues)
 
     def problems(self) -> list[str]:
-        out = _at_least(self, ("alpha", "beta", "retrieval_weight", "item_head_weight"), 0)
+        out = _at_least(self, ("alpha", "beta", "retrieval_weight", "item_head_weight", "item_head_negatives"), 0)
         out += _at_least(self, ("id_batch", "retrieval_batch"), 1) + _in_unit("label_smoothing", self.label_smoothing)
         if self.retrieval_temperature <= 0:
             out.append(f"retrieval_temperature={self.retrieval_temperature}: expected a value > 0")

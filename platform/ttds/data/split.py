@@ -1,7 +1,9 @@
 """k-core filtering, time ordering, id remapping and the leave-one-out split.
 
-These are plain pandas/numpy functions over an interactions frame so they are easy to test
-on hand-checked cases; `prepare.py` chains them and writes the corpus.
+Each step is a numpy function over integer code arrays (a few bytes per interaction, so a
+10M-event corpus fits in a few hundred MB); `prepare.py` chains them and writes the corpus
+chunk by chunk. The pandas wrappers below keep the hand-checked cases readable in tests and
+call the same array code, so there is one implementation of each rule.
 """
 
 from __future__ import annotations
@@ -11,74 +13,119 @@ import pandas as pd
 
 from ttds.data.rejects import RejectLog
 
-
-def sort_by_time(df: pd.DataFrame) -> pd.DataFrame:
-    """Stable sort by (user, timestamp, file order): ties keep the order the source gave."""
-    df = df.assign(_order=np.arange(len(df)))
-    return df.sort_values(["user_key", "timestamp", "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
+SPLIT_NAMES = np.array(["train", "valid", "test"], dtype=object)  # split code -> name
 
 
-def drop_duplicates(df: pd.DataFrame, rejects: RejectLog) -> pd.DataFrame:
-    """Keep the earliest (user, item) event; later repeats are counted as rejects.
+def time_order(user_rank: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
+    """Row order sorted by (user, timestamp, file order): ties keep the order the source gave."""
+    return np.lexsort((np.arange(len(timestamp)), timestamp, user_rank))
+
+
+def first_occurrence(user: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """Mask of the rows that are the first (user, item) event in row order.
 
     Leave-one-out over sequences with repeats would let the test item appear in the
     training history, which inflates metrics; the LC-Rec pipeline removes them too.
     """
-    dup = df.duplicated(["user_key", "item_key"], keep="first")
-    for row in df[dup].itertuples(index=False):
+    key = user.astype(np.int64) * (int(item.max(initial=0)) + 1) + item
+    _, first = np.unique(key, return_index=True)  # stable: the earliest row of each key
+    keep = np.zeros(len(key), dtype=bool)
+    keep[first] = True
+    return keep
+
+
+def record_duplicates(rejects: RejectLog, user_keys, item_keys, timestamps) -> None:
+    """One `duplicate_interaction` reject per repeated (user, item) event dropped."""
+    for u, i, t in zip(user_keys, item_keys, timestamps):
         rejects.add(
             "duplicate_interaction", "<interactions>", 0,
-            f"user {row.user_key} already has item {row.item_key}; kept the earliest",
-            {"user": row.user_key, "item": row.item_key, "timestamp": int(row.timestamp)},
+            f"user {u} already has item {i}; kept the earliest",
+            {"user": u, "item": i, "timestamp": int(t)},
         )
-    return df[~dup].reset_index(drop=True)
+
+
+def k_core_mask(user: np.ndarray, item: np.ndarray, k: int) -> np.ndarray:
+    """Rows kept by k-core: users and items with at least k events, iterated to a fixed point.
+
+    Removing a sparse item can push a user below k and vice versa, so one pass is not
+    enough; the loop stops when a pass removes nothing. Codes are dense non-negative ints.
+    """
+    keep = np.ones(len(user), dtype=bool)
+    if k <= 1 or len(user) == 0:
+        return keep
+    nu, ni = int(user.max()) + 1, int(item.max()) + 1
+    while True:
+        uc = np.bincount(user[keep], minlength=nu)
+        ic = np.bincount(item[keep], minlength=ni)
+        new = keep & (uc[user] >= k) & (ic[item] >= k)
+        if new.sum() == keep.sum():
+            return keep
+        keep = new
+
+
+def dense_codes(codes: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber `codes` (indices into `keys`) to 0..n-1 over the codes present.
+
+    Numeric order when every key is an integer string keeps LC-Rec ids unchanged after
+    preparation (so a shipped `X.index.json` and the paper's splits line up); other keys
+    keep first-seen order in `codes`. Returns (new ids per row, key of each new id).
+    """
+    present, first = np.unique(codes, return_index=True)
+    present_keys = keys[present]
+    if all(isinstance(k, str) and k.lstrip("-").isdigit() for k in present_keys):
+        rank = np.argsort(np.array([int(k) for k in present_keys], dtype=object), kind="stable")
+    else:
+        rank = np.argsort(first, kind="stable")
+    new_of_code = np.full(int(codes.max(initial=-1)) + 1, -1, dtype=np.int64)
+    new_of_code[present[rank]] = np.arange(len(rank), dtype=np.int64)
+    return new_of_code[codes], np.asarray(present_keys[rank], dtype=object)
+
+
+def leave_one_out_codes(user_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position in the user's sequence, split code 0/1/2 = train/valid/test) per row.
+
+    `user_id` must be grouped (rows of one user adjacent, in time order). Users with fewer
+    than 3 events keep them all in train: too little history to evaluate.
+    """
+    n = len(user_id)
+    if n == 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.int8)
+    starts = np.flatnonzero(np.r_[True, user_id[1:] != user_id[:-1]])
+    lengths = np.diff(np.r_[starts, n])
+    length = np.repeat(lengths, lengths)
+    position = np.arange(n) - np.repeat(starts, lengths)
+    code = np.zeros(n, dtype=np.int8)
+    eligible = length >= 3
+    code[eligible & (position == length - 1)] = 2
+    code[eligible & (position == length - 2)] = 1
+    return position.astype(np.int32), code
+
+
+# ---- pandas wrappers over the array functions (tests and small callers) ----
+
+
+def sort_by_time(df: pd.DataFrame) -> pd.DataFrame:
+    """Stable sort by (user, timestamp, file order)."""
+    rank = pd.factorize(df["user_key"], sort=True)[0]
+    return df.iloc[time_order(rank, df["timestamp"].to_numpy())].reset_index(drop=True)
 
 
 def k_core(df: pd.DataFrame, k: int, user_col: str = "user_key", item_col: str = "item_key") -> pd.DataFrame:
-    """Keep users and items with at least k interactions, iterated to a fixed point.
-
-    Removing a sparse item can push a user below k and vice versa, so one pass is not
-    enough; the loop stops when a pass removes nothing.
-    """
-    if k <= 1:
-        return df
-    while True:
-        user_counts = df[user_col].map(df[user_col].value_counts())
-        item_counts = df[item_col].map(df[item_col].value_counts())
-        keep = (user_counts >= k) & (item_counts >= k)
-        if keep.all():
-            return df.reset_index(drop=True)
-        df = df[keep]
-        if df.empty:
-            return df.reset_index(drop=True)
+    """`k_core_mask` over a frame keyed by any hashable user/item columns."""
+    keep = k_core_mask(pd.factorize(df[user_col])[0], pd.factorize(df[item_col])[0], k)
+    return df[keep].reset_index(drop=True)
 
 
 def dense_ids(keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Map string keys to 0..n-1, keeping numeric order when every key is an integer.
-
-    Numeric order keeps LC-Rec ids unchanged after preparation (so a shipped
-    `X.index.json` and the paper's splits line up); other keys keep first-seen order.
-    """
-    uniq = pd.unique(keys)
-    if all(isinstance(u, str) and u.lstrip("-").isdigit() for u in uniq):
-        uniq = np.array(sorted(uniq, key=int), dtype=object)
-    mapping = pd.Series(np.arange(len(uniq), dtype=np.int64), index=uniq)
-    return mapping.loc[keys].to_numpy(), np.asarray(uniq, dtype=object)
+    """`dense_codes` over a column of string keys."""
+    codes, uniq = pd.factorize(keys)
+    return dense_codes(codes, np.asarray(uniq, dtype=object))
 
 
 def leave_one_out(df: pd.DataFrame) -> pd.DataFrame:
-    """Mark each user's last event `test`, the one before `valid`, the rest `train`.
-
-    `df` must be sorted by user then time. Users with fewer than 3 events keep them all in
-    train: they have too little history to evaluate without leaving them empty.
-    """
-    position = df.groupby("user_id", sort=False).cumcount().to_numpy()
-    length = df["user_id"].map(df["user_id"].value_counts()).to_numpy()
-    split = np.full(len(df), "train", dtype=object)
-    eligible = length >= 3
-    split[eligible & (position == length - 1)] = "test"
-    split[eligible & (position == length - 2)] = "valid"
-    return df.assign(position=position.astype(np.int32), split=split)
+    """Adds `position` and `split` to a frame sorted by user then time."""
+    position, code = leave_one_out_codes(df["user_id"].to_numpy())
+    return df.assign(position=position, split=SPLIT_NAMES[code])
 
 
 def sequences(df: pd.DataFrame) -> pd.DataFrame:

@@ -95,8 +95,8 @@ class SemanticIDTable:
             raise ValueError(f"codes must lie in [0, {self.codebook_size})")
         if len(np.unique(self.ids)) != len(self.ids):
             raise ValueError("entity ids must be unique")
-        self._row_of: dict[int, int] | None = None
-        self._entity_of: dict[tuple[str, ...], int] | None = None
+        self._by_id: tuple[np.ndarray, np.ndarray] | None = None  # (sorted ids, their rows)
+        self._by_key: tuple[np.ndarray, np.ndarray] | None = None  # (sorted packed IDs, their rows)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -182,6 +182,26 @@ class SemanticIDTable:
             out.append(toks)
         return out
 
+    def _token_column(self) -> pa.Array:
+        """`token_strings()` as an Arrow list column, built with vectorised string ops (no per-row lists)."""
+        import pyarrow.compute as pc
+
+        n, m = len(self), self.levels
+        has = self.suffix >= 0
+        per_row = np.where(has, m + 1, m)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(per_row, out=offsets[1:])
+        parts = [pc.binary_join_element_wise(f"<{p}_", pc.cast(pa.array(self.codes[:, level]), pa.string()), ">", "")
+                 for level, p in enumerate(self.prefixes)]
+        parts.append(pc.binary_join_element_wise(f"<{SUFFIX_PREFIX}_", pc.cast(pa.array(self.suffix[has]), pa.string()), ">", ""))
+        # position of every token in the flat values: level l of row r at offsets[r] + l, suffix at offsets[r] + m
+        where = [offsets[:-1] + level for level in range(m)] + [offsets[:-1][has] + m]
+        values = pa.concat_arrays([a.cast(pa.string()) for a in parts])
+        flat_pos = np.concatenate(where)
+        take = np.empty(len(flat_pos), dtype=np.int64)
+        take[flat_pos] = np.arange(len(flat_pos))
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values.take(pa.array(take)))
+
     def id_string(self, row: int | None = None, *, entity_id: int | None = None) -> str:
         """The ID as one string, e.g. "<a_12><b_7><c_201><d_3>"."""
         return "".join(self.tokens(row, entity_id=entity_id))
@@ -197,17 +217,69 @@ class SemanticIDTable:
         return vocab
 
     # -- lookups -----------------------------------------------------------------------------
+    # Sorted arrays and a binary search, not dicts: at 1M items a dict of token tuples held
+    # ~1 GB of Python objects, the arrays hold 16 bytes a row (docs/scaling.md).
     def row_of(self, entity_id: int) -> int:
         """Row index of an entity id; KeyError when the table lacks it."""
-        if self._row_of is None:
-            self._row_of = {int(e): i for i, e in enumerate(self.ids.tolist())}
-        return self._row_of[int(entity_id)]
+        if self._by_id is None:
+            order = np.argsort(self.ids, kind="stable")
+            self._by_id = (self.ids[order], order)
+        sorted_ids, rows = self._by_id
+        i = int(np.searchsorted(sorted_ids, int(entity_id)))
+        if i >= len(sorted_ids) or sorted_ids[i] != int(entity_id):
+            raise KeyError(int(entity_id))
+        return int(rows[i])
+
+    def _packed(self, codes: np.ndarray, suffix: np.ndarray) -> np.ndarray | None:
+        """One int64 per ID (codes in base N, then suffix + 1 above them); None if that overflows."""
+        n, m = self.codebook_size, self.levels
+        if float(n) ** m * (self.max_suffix + 2) >= 2.0**62:
+            return None
+        base = n ** np.arange(m, dtype=np.int64)
+        return (codes.astype(np.int64) * base).sum(1) + (suffix.astype(np.int64) + 1) * n**m
+
+    def _parse(self, tokens: Sequence[str]) -> tuple[list[int], int] | None:
+        """(codes, suffix or -1) of a token sequence of this table's shape, None when it is not one."""
+        if len(tokens) not in (self.levels, self.levels + 1):
+            return None
+        codes = []
+        try:
+            for level, (prefix, tok) in enumerate(zip(self.prefixes, tokens)):
+                head = f"<{prefix}_"
+                if not (tok.startswith(head) and tok.endswith(">")):
+                    return None
+                codes.append(int(tok[len(head) : -1]))
+            suffix = -1
+            if len(tokens) > self.levels:
+                tok, head = tokens[-1], f"<{SUFFIX_PREFIX}_"
+                if not (tok.startswith(head) and tok.endswith(">")):
+                    return None
+                suffix = int(tok[len(head) : -1])
+        except ValueError:
+            return None
+        return codes, suffix
 
     def entity_of(self, tokens: Sequence[str]) -> int | None:
         """The entity a generated token sequence names, or None: decoding's inverse lookup."""
-        if self._entity_of is None:
-            self._entity_of = {tuple(t): int(e) for t, e in zip(self.token_strings(), self.ids.tolist())}
-        return self._entity_of.get(tuple(tokens))
+        parsed = self._parse(list(tokens))
+        if parsed is None:
+            return None
+        codes, suffix = parsed
+        if self._by_key is None:
+            keys = self._packed(self.codes, self.suffix)
+            if keys is None:  # too many combinations to pack: compare rows directly
+                hit = np.flatnonzero((self.codes == np.asarray(codes)).all(1) & (self.suffix == suffix))
+                return int(self.ids[hit[0]]) if len(hit) else None
+            order = np.argsort(keys, kind="stable")
+            self._by_key = (keys[order], order)
+        sorted_keys, rows = self._by_key
+        key = self._packed(np.asarray([codes]), np.asarray([suffix]))
+        if key is None or (np.asarray(codes) >= self.codebook_size).any() or min(codes) < 0:
+            return None
+        i = int(np.searchsorted(sorted_keys, key[0]))
+        if i >= len(sorted_keys) or sorted_keys[i] != key[0]:
+            return None
+        return int(self.ids[rows[i]])
 
     def keys(self) -> list[tuple[int, ...]]:
         """Each row's final ID as integers (codes, then suffix when present)."""
@@ -215,15 +287,15 @@ class SemanticIDTable:
 
     def assert_unique(self) -> None:
         """Raise ValueError if two rows share a final ID (a broken or hand-edited table)."""
-        keys = self.keys()
-        if len(set(keys)) != len(keys):
-            seen: dict[tuple[int, ...], int] = {}
-            for i, k in enumerate(keys):
-                if k in seen:
-                    raise ValueError(
-                        f"{self.kind} ids {self.ids[seen[k]]} and {self.ids[i]} share the ID {self.id_string(i)}"
-                    )
-                seen[k] = i
+        rows = np.concatenate([self.codes, self.suffix[:, None]], 1)
+        if len(rows) == 0:
+            return
+        _, first, inverse, counts = np.unique(rows, axis=0, return_index=True, return_inverse=True, return_counts=True)
+        dup = np.flatnonzero(counts[inverse.reshape(-1)] > 1)
+        if len(dup):
+            i = int(dup[dup != first[inverse.reshape(-1)[dup]]][0])
+            j = int(first[inverse.reshape(-1)[i]])
+            raise ValueError(f"{self.kind} ids {self.ids[j]} and {self.ids[i]} share the ID {self.id_string(i)}")
 
     def churn(self, other: "SemanticIDTable") -> float:
         """Fraction of entity ids present in both tables whose final ID differs.
@@ -257,12 +329,14 @@ class SemanticIDTable:
         """Write `<kind>_ids.parquet` and `<kind>_ids.json` into `directory`; returns the Parquet path."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        n, m = len(self), self.levels
+        code_offsets = pa.array(np.arange(n + 1, dtype=np.int32) * m)
         table = pa.table(
             {
-                "kind": pa.array([self.kind] * len(self), pa.string()),
+                "kind": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), [self.kind]).cast(pa.string()),
                 "id": pa.array(self.ids, pa.int64()),
-                "tokens": pa.array(self.token_strings(), pa.list_(pa.string())),
-                "codes": pa.array(self.codes.tolist(), pa.list_(pa.int64())),
+                "tokens": self._token_column(),
+                "codes": pa.ListArray.from_arrays(code_offsets, pa.array(self.codes.reshape(-1))),
                 "suffix": pa.array(self.suffix, pa.int64()),
             },
             schema=TABLE_SCHEMA,

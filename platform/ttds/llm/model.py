@@ -25,11 +25,30 @@ def smoothed_lm_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: floa
     return nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=-100, label_smoothing=smoothing)
 
 
-def item_head_loss(hidden: torch.Tensor, head: nn.Linear, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Full-catalogue cross-entropy of each item from the state just before its ID (SASRec's
-    loss, on the LLM's own states): hidden [B, T, H], positions [K, 2] (row, token), targets [K]."""
-    states = hidden[positions[:, 0], positions[:, 1]]
-    return nn.functional.cross_entropy(head(states.to(head.weight.dtype)).float(), targets.long())
+def item_head_loss(hidden: torch.Tensor, head: nn.Linear, positions: torch.Tensor, targets: torch.Tensor,
+                   negatives: int = 0) -> torch.Tensor:
+    """Cross-entropy of each item from the state just before its ID (SASRec's loss, on the LLM's
+    own states): hidden [B, T, H], positions [K, 2] (row, token), targets [K].
+
+    `negatives=0`: full-catalogue softmax (K x n_items logits). `negatives>0`: sampled softmax
+    for large catalogues: each row scores its target against `negatives` items drawn uniformly
+    (shared by the K rows; a draw equal to the row's target is masked), so a step costs
+    K x (1 + negatives) logits instead of K x n_items (at 1M items and K=256, 1 GB of logits
+    and as much gradient). Uniform proposals give every item the same log-Q, which cancels in
+    the softmax, so no correction term is needed; the loss is a biased but consistent
+    estimate of the full one (docs/scaling.md measures both).
+    """
+    states = hidden[positions[:, 0], positions[:, 1]].to(head.weight.dtype)
+    targets = targets.long()
+    n_items = head.weight.shape[0]
+    if negatives <= 0 or negatives >= n_items:
+        return nn.functional.cross_entropy(head(states).float(), targets)
+    drawn = torch.randint(n_items, (negatives,), device=states.device)
+    pos = (states * head.weight[targets]).sum(-1, keepdim=True)  # [K, 1]
+    neg = states @ head.weight[drawn].T  # [K, negatives]
+    neg = neg.masked_fill(drawn.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
+    logits = torch.cat([pos, neg], 1).float()
+    return nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
 
 
 class TTDSModel(nn.Module):
@@ -79,7 +98,10 @@ class TTDSModel(nn.Module):
         item_positions: torch.Tensor | None = None,
         item_targets: torch.Tensor | None = None,
         item_weight: float = 0.0,
+        item_negatives: int = 0,
     ) -> dict[str, torch.Tensor]:
+        """All losses of one batch; `item_negatives` (loss.item_head_negatives): 0 = full-catalogue
+        softmax in the item head loss, >0 = sampled softmax with that many uniform negatives."""
         use_item_head = item_weight > 0 and self.item_head is not None
         out = self.backbone(
             input_ids=input_ids,
@@ -110,7 +132,7 @@ class TTDSModel(nn.Module):
                 # data-parallel rank has a gradient for it and the ranks reduce the same tensors
                 l_item = self.item_head.weight.sum() * 0.0
             else:
-                l_item = item_head_loss(out.hidden_states[-1], self.item_head, item_positions, item_targets)
+                l_item = item_head_loss(out.hidden_states[-1], self.item_head, item_positions, item_targets, item_negatives)
             loss = loss + item_weight * l_item
         zero = llm.detach() * 0
         return {

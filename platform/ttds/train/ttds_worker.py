@@ -342,6 +342,7 @@ class TTDSTrainer(Trainer):
             ret_kw = {"ret_weight": self.ret_w, "ret_temperature": job.loss.retrieval_temperature} if self.ret_w > 0 else {}
             if self.item_w > 0:
                 ret_kw["item_weight"] = self.item_w
+                ret_kw["item_negatives"] = job.loss.item_head_negatives  # 0 = full softmax
             out = engine(ids.to(engine.device), mask.to(engine.device), lab.to(engine.device), alpha=self.alpha, beta=self.beta,
                          label_smoothing=job.loss.label_smoothing, **ret_kw, **{k: v.to(engine.device) for k, v in kw.items()})
             engine.backward(out["loss"])
