@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ttds.configs import LossConfig
+from ttds.config import LossConfig
 from ttds.llm.model import TTDSModel, item_head_loss
 
 
