@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from ttds.baselines import GRU4Rec, SASRec, left_pad, score_users, train_and_evaluate
+from ttds.baselines import GRU4Rec, SASRec, score_users, train_and_evaluate
+from ttds.rank import left_pad
 from ttds.config import GRU4RecConfig, SASRecConfig
 from ttds.baselines.popularity import evaluate_popularity, popularity_ranking
 from ttds.data import schema
@@ -69,7 +70,7 @@ MODELS = [
 def test_forward_shapes_loss_and_causality(make):
     torch.manual_seed(0)
     model = make()
-    seq = left_pad([[1, 2, 3, 4, 5], [6, 7], [8]], 8, model.pad_id)
+    seq = left_pad([[1, 2, 3, 4, 5], [6, 7], [8]], model.pad_id, keep_last=8).ids
     assert seq.shape == (3, 5) and seq[1].tolist() == [30, 30, 30, 6, 7]
     loss = model.train()(seq, torch.randint(0, 30, seq.shape))
     assert loss.dim() == 0 and torch.isfinite(loss)
@@ -87,7 +88,7 @@ def test_forward_shapes_loss_and_causality(make):
         assert not torch.allclose(h[0, 3:], h2[0, 3:], atol=1e-5)
         assert torch.allclose(h[1:], h2[1:], atol=1e-5)
         # padding: the same sequence padded to max_len gives the same outputs
-        full = left_pad([[1, 2, 3, 4, 5], [6, 7], [8]], 8, model.pad_id, trim=False)
+        full = left_pad([[1, 2, 3, 4, 5], [6, 7], [8]], model.pad_id, keep_last=8, width=8).ids
         assert torch.allclose(model(full)[:, -5:], h, atol=1e-5)
     top = score_users(model, [np.array([1, 2, 3]), np.array([4])], k=10, exclude_seen=True)
     assert top.shape == (2, 10) and not set(top[0]) & {1, 2, 3}
@@ -108,7 +109,7 @@ def test_models_learn_planted_transitions_in_process(name, synthetic_corpus):
         model.train()
         order = rng.permutation(len(seqs))
         for i in range(0, len(seqs), 32):
-            seq = left_pad([seqs[j] for j in order[i : i + 32]], 21, model.pad_id)
+            seq = left_pad([seqs[j] for j in order[i : i + 32]], model.pad_id, keep_last=21).ids
             loss = model(seq[:, :-1], seq[:, 1:])
             opt.zero_grad()
             loss.backward()

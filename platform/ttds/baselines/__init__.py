@@ -7,7 +7,7 @@ the neural models train with Ray Train + Ray Data (`seqmodel_worker.seq_worker`)
 from ttds.baselines.gru4rec import GRU4Rec
 from ttds.baselines.popularity import evaluate_popularity, popularity_ranking
 from ttds.baselines.runner import BASELINES, score_users, train_and_evaluate
-from ttds.baselines.sasrec import SASRec, left_pad
+from ttds.baselines.sasrec import SASRec
 from ttds.config import GRU4RecConfig, SASRecConfig
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "SASRec",
     "SASRecConfig",
     "evaluate_popularity",
-    "left_pad",
     "popularity_ranking",
     "score_users",
     "train_and_evaluate",

@@ -20,7 +20,7 @@ import numpy as np
 
 from ttds.baselines.popularity import evaluate_popularity, popularity_ranking, report
 from ttds.baselines.sasrec import SequentialRecommender
-from ttds.baselines.seqmodel_worker import CKPT_NAME, MODELS, SeqWork, load_best, seq_worker, top_k
+from ttds.baselines.seqmodel_worker import CKPT_NAME, MODELS, SeqWork, load_best, rank_users, seq_worker
 from ttds.config import TrainConfig, from_dict, to_dict
 from ttds.data.corpus import Corpus
 from ttds.data.examples import next_item_dataset
@@ -40,7 +40,7 @@ RUN_NAME = "ray_train"
 
 def score_users(model: SequentialRecommender, histories: Sequence[np.ndarray], k: int = 10, exclude_seen: bool = False, batch_size: int = 1024) -> np.ndarray:
     """Top-k item ids [n, k] for each history, batched, scoring every item."""
-    return top_k(model, list(histories), k, exclude_seen, batch_size)
+    return rank_users(model, list(histories), k, exclude_seen, batch_size)
 
 
 def _run_name(out: Path, resume: bool) -> str:

@@ -18,27 +18,14 @@ padding sits to its left (tested), and short Amazon histories (median 4) stay ch
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttds.rank.pad import left_pad as rank_left_pad
 from ttds.config import SASRecConfig
 
-__all__ = ["SASRec", "SASRecConfig", "SequentialRecommender", "left_pad"]
-
-
-def left_pad(seqs: Sequence[Sequence[int]] | np.ndarray, length: int, pad_id: int, trim: bool = True) -> torch.Tensor:
-    """Item sequences as a LongTensor [n, width], left-padded with `pad_id` (the one
-    `ttds.rank.pad.left_pad`, keeping each row's last `length` items; `trim`: width = the longest
-    kept row instead of `length`, same outputs, see the module docstring, less compute).
-
-    Kept in this signature for `ttds.baselines.seqmodel_worker`; new code calls
-    `ttds.rank.pad.left_pad(seqs, pad_id, keep_last=length, allow_empty=True).ids` directly."""
-    return rank_left_pad(seqs, pad_id, keep_last=max(length, 0), width=None if trim else max(length, 1), allow_empty=True).ids
+__all__ = ["SASRec", "SASRecConfig", "SequentialRecommender"]
 
 
 class SequentialRecommender(nn.Module):

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from ttds.baselines.gru4rec import GRU4Rec
-from ttds.baselines.sasrec import SASRec, SequentialRecommender, left_pad
-from ttds.config import GRU4RecConfig, SASRecConfig
+from ttds.baselines.sasrec import SASRec, SequentialRecommender
+from ttds.config import GRU4RecConfig, SASRecConfig, to_dict
 from ttds.eval.metrics import MetricAccumulator
-from ttds.config import to_dict
+from ttds.rank import left_pad, mask_seen, query_keys, top_k
 from ttds.train import checkpoint as ckpt_io
 from ttds.train.collectives import all_reduce_metrics, all_reduce_values
 from ttds.train.launch import RunPlace
@@ -49,7 +49,7 @@ def build_model(name: str, model_config: dict, n_items: int) -> SequentialRecomm
     return model_cls(n_items, from_dict(cfg_cls, model_config))
 
 
-def top_k(model: SequentialRecommender, histories, k: int = 10, exclude_seen: bool = False, batch_size: int = 1024) -> np.ndarray:
+def rank_users(model: SequentialRecommender, histories, k: int = 10, exclude_seen: bool = False, batch_size: int = 1024) -> np.ndarray:
     """Top-k item ids [n, k] after each history, scoring every item (full ranking).
 
     Slots past the number of items are -1 (a miss for the metrics), so @10 stays defined on
@@ -62,11 +62,10 @@ def top_k(model: SequentialRecommender, histories, k: int = 10, exclude_seen: bo
     with torch.no_grad():
         for start in range(0, len(histories), batch_size):
             chunk = histories[start : start + batch_size]
-            scores = model.score_last(left_pad(chunk, model.max_len, model.pad_id).to(device))
+            scores = model.score_last(left_pad(chunk, model.pad_id, keep_last=model.max_len, allow_empty=True).ids.to(device))
             if exclude_seen:
-                for row, h in enumerate(chunk):
-                    scores[row, torch.as_tensor(np.asarray(h, dtype=np.int64))] = -torch.inf
-            vals, idx = torch.topk(scores, kk, dim=1)
+                scores = mask_seen(scores, chunk)
+            vals, idx = top_k(scores, kk, query_keys(chunk))  # the tie rule every ranker shares (ttds.rank.ties)
             idx[vals == -torch.inf] = -1  # only seen items were left
             out[start : start + len(chunk), :kk] = idx.cpu().numpy()
     return out
@@ -76,7 +75,7 @@ def evaluate_ranks(model: SequentialRecommender, histories, targets: np.ndarray,
     """Metric sums over these users (merge across ranks by addition)."""
     acc = MetricAccumulator(ks=VALID_KS)
     if len(histories):
-        acc.update(top_k(model, histories, max(VALID_KS), exclude_seen), targets)
+        acc.update(rank_users(model, histories, max(VALID_KS), exclude_seen), targets)
     return acc
 
 
@@ -183,7 +182,7 @@ class SeqTrainer(Trainer):
             local_shuffle_buffer_size=4 * mc.batch_size, local_shuffle_seed=mc.seed * 1000 + epoch,
         )
         for batch in batches:
-            seq = left_pad(batch["items"], model.max_len + 1, pad).to(self.device)
+            seq = left_pad(batch["items"], pad, keep_last=model.max_len + 1, allow_empty=True).ids.to(self.device)
             inp, tgt = seq[:, :-1], seq[:, 1:]
             n = int(((inp != pad) & (tgt != pad)).sum())
             loss = self.ddp(inp, tgt)
