@@ -1,0 +1,1 @@
+"""Serving: the in-process recommender and the Ray Serve application."""
