@@ -23,7 +23,9 @@ MAX_K = 100
 MAX_HISTORY = 200
 MAX_TEXT_CHARS = 2000
 MAX_BODY_BYTES = 64 * 1024
-MAX_ID = 2**63 - 1  # ids are int64 (the data contract); larger numbers are a 422, as the schema says
+# ids are dense row numbers (0..n-1); the bound is JSON's safe-integer range, where every integer is
+# exact as a double, so a client or validator that reads numbers as doubles agrees on the boundary
+MAX_ID = 2**53 - 1
 
 
 def _json_integer(value: Any) -> Any:
