@@ -134,7 +134,9 @@ def in_process(rec, mode: str, clients: int, users: list[int], n: int, k: int) -
         t = time.perf_counter()
         rec.recommend_batch(qs)
         lat.append(time.perf_counter() - t)
-    return summarise(f"{mode} (in-process)", clients, lat, 0, time.perf_counter() - t0)
+    cell = summarise(f"{mode} (in-process)", clients, lat, 0, time.perf_counter() - t0)
+    cell.requests, cell.rps = n * clients, round(n * clients / max(cell.wall_s, 1e-9), 1)  # requests, not batches
+    return cell
 
 
 async def http_cell(url: str, mode: str, clients: int, users: list[int], duration: float, max_requests: int, k: int) -> Cell:
