@@ -1,1 +1,1 @@
-"""Ray Serve applications of ttds (`serve run serve_apps/config.yaml`); see serve_apps/app.py."""
+"""Ray Serve config of ttds (`serve run serve_apps/config.yaml`); the app itself is ttds.serve.app."""

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -33,7 +34,7 @@ if str(ROOT) not in sys.path:
 
 httpx = pytest.importorskip("httpx")
 
-DEPLOYMENTS = ("Ingress", "UserEncoder", "SemanticIDGenerator", "Retriever")
+DEPLOYMENTS = ("Ingress", "Ranker")
 SMALL = {"ray_actor_options": {"num_cpus": 0.05}, "autoscaling_config": None, "num_replicas": 1}
 TEXT_DIMS = 32
 
@@ -126,19 +127,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def app_config(name: str, prefix: str, model_dir: Path, ingress: dict | None = None) -> dict:
+def app_config(name: str, prefix: str, model_dir: Path, ingress: dict | None = None, admission: dict | None = None) -> dict:
     """serve_apps/config.yaml's application, pointed at `model_dir` and shrunk to one replica of
-    each deployment (autoscaling off, tiny CPU shares): the shipped config is what is deployed."""
+    each deployment (autoscaling off, tiny CPU shares): the shipped config is what is deployed.
+    `admission` overrides the Ingress's admission knobs; /readyz shows details (health_details)."""
     import yaml
 
     app = yaml.safe_load((ROOT / "serve_apps" / "config.yaml").read_text())["applications"][0]
     app.update(name=name, route_prefix=prefix)
     for dep in app["deployments"]:
-        dep.pop("autoscaling_config", None)
-        dep.update(num_replicas=1, ray_actor_options=SMALL["ray_actor_options"])
+        # one replica each: pinned through autoscaling_config, since the code's (Ranker: min 2) applies otherwise
+        dep.update(autoscaling_config={"min_replicas": 1, "max_replicas": 1, "initial_replicas": 1},
+                   ray_actor_options=SMALL["ray_actor_options"])
         dep["user_config"]["model_dir"] = str(model_dir)
         if dep["name"] == "Ingress":
             dep.update(ingress or {})
+            dep["user_config"]["health_details"] = True
+            dep["user_config"]["admission"] = {**dep["user_config"].get("admission", {}), **(admission or {})}
     return app
 
 
@@ -168,7 +173,7 @@ def wait_ready(url: str, version: str | None = None, timeout: float = 150) -> di
     deadline, last = time.time() + timeout, None
     while time.time() < deadline:
         try:
-            r = httpx.get(f"{url}/healthz", timeout=10)
+            r = httpx.get(f"{url}/readyz", timeout=10)
             last = r.text
             body = r.json()
             if r.status_code == 200 and (version is None or body["model_version"] == version):
@@ -384,7 +389,9 @@ def test_raw_history_cold_start_and_text(server, corpus):
     assert item["item_id"] == 4 and item["semantic_id"].startswith("<a_") and item["title"] == corpus.item_titles[4]
     sim = httpx.get(f"{url}/items/4/similar", params={"k": 5}, timeout=30).json()
     assert len(sim["items"]) == 5 and 4 not in [i["item_id"] for i in sim["items"]]
-    assert httpx.get(f"{url}/docs", timeout=30).status_code == 200
+    docs = httpx.get(f"{url}/docs", timeout=30)
+    assert docs.status_code == 200 and "https://" not in docs.text and "http://" not in docs.text, docs.text  # no CDN
+    assert httpx.get(f"{url}/docs/assets/swagger-ui-bundle.js", timeout=30).status_code == 200
     assert "/recommend" in httpx.get(f"{url}/openapi.json", timeout=30).json()["paths"]
 
 
@@ -411,6 +418,64 @@ def test_bad_input_is_a_helpful_4xx(server, corpus):
     assert_clean_4xx(httpx.get(f"{url}/items/{n}", timeout=30), 404, "unknown")
     assert_clean_4xx(httpx.get(f"{url}/items/abc", timeout=30), 422, "item_id")
     assert_clean_4xx(httpx.get(f"{url}/items/1/similar", params={"k": 0}, timeout=30), 422, "k")
+
+
+def assert_error_contract(r: httpx.Response, status: int) -> dict:
+    """The one error body: JSON ErrorResponse whose request_id is the X-Request-ID header."""
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    body = r.json()
+    assert isinstance(body["error"], str) and body["error"] and body["request_id"] == r.headers["x-request-id"], (body, r.headers)
+    return body
+
+
+def test_one_error_contract(server, corpus):
+    """Every 4xx the app can shape is the JSON ErrorResponse with a request id: body limit
+    (declared and streamed), unknown routes and methods, unknown query parameters, integers
+    that are not digits, explicit nulls; a client's X-Request-ID is echoed."""
+    url, _, _ = server
+    big = json.dumps({"history": list(range(30000))}).encode()
+    assert_error_contract(post(url, content=big, headers={"content-type": "application/json"}), 413)
+
+    def chunks():
+        for i in range(0, len(big), 8192):
+            yield big[i : i + 8192]
+
+    assert_error_contract(post(url, content=chunks(), headers={"content-type": "application/json"}), 413)
+    assert_error_contract(httpx.get(f"{url}/nowhere", timeout=30), 404)
+    assert_error_contract(httpx.get(f"{url}/recommend", timeout=30), 405)
+    assert_error_contract(httpx.get(f"{url}/items/+0.0", timeout=30), 422)
+    assert_error_contract(httpx.get(f"{url}/items/1", params={"foo": "1"}, timeout=30), 422)
+    assert_error_contract(httpx.get(f"{url}/items/1/similar", params={"k": "5.0"}, timeout=30), 422)
+    assert_error_contract(post(url, {"user_id": 1}, params={"debug": "1"}), 422)
+    assert_error_contract(post(url, {"user_id": None, "history": [1, 2]}), 422)
+    assert_error_contract(post(url, {"text": "   "}), 422)
+    body = assert_error_contract(post(url, {"user_id": 10**6}, headers={"x-request-id": "client-42"}), 404)
+    assert body["request_id"] == "client-42"
+    body = assert_error_contract(post(url, content=b'{"user_id": 1,', headers={"content-type": "application/json"}), 400)
+    assert "json" in body["error"].lower()
+    assert httpx.get(f"{url}/healthz", timeout=30).json() == {"status": "ok"}
+    ready = httpx.get(f"{url}/readyz", timeout=30).json()
+    assert ready["status"] == "ready" and "model_dir" in ready["components"]["ranker"]  # health_details: true here
+
+
+def test_schemathesis_finds_nothing(server, tmp_path):
+    """Property-based tests from the app's own OpenAPI (schemathesis, every check): the schema
+    and the API agree on what is valid, and no input gives a 5xx or an undocumented answer.
+
+    One documented allowance: a 400 for schema-valid input is this API's answer to a request
+    the loaded model cannot serve (an item id beyond its catalogue, text on a model without
+    text features); the catalogue size is a fact of the model, not of the schema."""
+    url, _, _ = server
+    config = tmp_path / "schemathesis.toml"
+    config.write_text('[checks.positive_data_acceptance]\nexpected-statuses = ["2xx", "400", "404"]\n')
+    cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run", f"{url}/openapi.json",
+           "--checks", "all", "--max-examples", "12", "--seed", "7", "--workers", "2", "--phases", "examples,coverage,fuzzing",
+           "--generation-database", "none", "--no-color", "--request-timeout", "30"]
+    t0 = time.time()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    print(f"schemathesis: {time.time() - t0:.0f} s\n{res.stdout[-3000:]}")
+    assert res.returncode == 0, res.stdout[-8000:] + res.stderr[-2000:]
 
 
 def test_rollout_drops_no_request(server, corpus):
@@ -444,8 +509,8 @@ def test_rollout_drops_no_request(server, corpus):
             t.join(60)
     assert not failures, failures[:5]
     assert versions[-1] == new and old in versions, (versions[:3], versions[-3:])
-    health = httpx.get(f"{url}/healthz", timeout=30).json()
-    assert health["status"] == "ok" and not health["rolling_out"]
+    health = httpx.get(f"{url}/readyz", timeout=30).json()
+    assert health["status"] == "ready" and not health["rolling_out"]
     if not os.environ.get("TTDS_SERVE_TEST_MODEL"):  # B is collaborative: text cold start now says why not
         assert_clean_4xx(post(url, {"text": "a red guitar"}), 400, "text-sourced")
 
@@ -453,29 +518,53 @@ def test_rollout_drops_no_request(server, corpus):
     deploy([app_config("ttds", "/", b.parent / "not-a-model")])
     deadline = time.time() + 90
     while time.time() < deadline:
-        health = httpx.get(f"{url}/healthz", timeout=30).json()
+        health = httpx.get(f"{url}/readyz", timeout=30).json()
         if health["rolling_out"] and all(c.get("last_error") for c in health["components"].values()):
             break
         time.sleep(1)
-    assert health["rolling_out"] and "not a TTDS model folder" in health["components"]["generator"]["last_error"], health
+    assert health["rolling_out"] and "not a TTDS model folder" in health["components"]["ranker"]["last_error"], health
     r = post(url, {"user_id": 1, "k": 5})
     assert r.status_code == 200 and r.json()["model_version"] == new
 
 
 def test_overload_answers_503(server):
-    """Ingress limited to 1 request at a time with a queue of 1 (a lightweight config update,
-    no restart): a burst gets 503s from Serve's backpressure and nothing else but 200s."""
+    """Admission squeezed to 1 request in flight, 2 waiting and a 0.5 s deadline (a lightweight
+    user_config update, no restart): a burst gets fast JSON 503s with Retry-After and a request
+    id, and nothing else but 200s; /healthz and /readyz answer at once throughout."""
     url, _, b = server
-    tight = {"max_ongoing_requests": 1, "max_queued_requests": 1}
-    deploy([app_config("ttds", "/", b, ingress=tight)])
+    deploy([app_config("ttds", "/", b, admission={"max_in_flight": 1, "max_queue": 2, "deadline_s": 0.5})])
     time.sleep(2)
     wait_deployed("ttds")
     wait_ready(url)
+    probes: list[tuple[int, float]] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            for path in ("/healthz", "/readyz"):
+                t = time.perf_counter()
+                r = httpx.get(f"{url}{path}", timeout=10)
+                probes.append((r.status_code, time.perf_counter() - t))
+            time.sleep(0.1)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
     try:
         with ThreadPoolExecutor(24) as pool:
-            codes = list(pool.map(lambda i: post(url, {"user_id": i, "k": 50}).status_code, range(48)))
-        assert 503 in codes and 200 in codes, codes
-        assert set(codes) <= {200, 503}, codes
+            rs = list(pool.map(lambda i: post(url, {"user_id": i, "k": 50}), range(72)))
     finally:
+        stop.set()
+        prober.join(30)
         deploy([app_config("ttds", "/", b)])
-
+    codes = [r.status_code for r in rs]
+    assert 503 in codes and 200 in codes, codes
+    assert set(codes) <= {200, 503}, codes
+    for r in rs:
+        if r.status_code == 503:
+            body = r.json()
+            assert r.headers["content-type"].startswith("application/json") and r.headers["retry-after"] == "1", r.headers
+            assert "overloaded" in body["error"] and body["request_id"] == r.headers["x-request-id"], body
+    # never a 503 or a timeout. Latency: the 1 s target is measured by benchmarks/serve_load.py; here the
+    # probe shares a 2-core machine (and this process's GIL) with 24 client threads: only a bound
+    print(f"\nhealth probes during the burst (status, s): {probes}")
+    assert probes and all(code == 200 and dt < 10 for code, dt in probes), probes

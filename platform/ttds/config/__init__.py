@@ -45,6 +45,7 @@ from ttds.config.schema import (
     LrSchedule,
     OptimConfig,
     RankBy,
+    AdmissionConfig,
     RecommenderConfig,
     ReindexRule,
     SASRecConfig,
@@ -58,6 +59,7 @@ from ttds.config.schema import (
 )
 
 __all__ = [
+    "AdmissionConfig",
     "CONFIG_VERSION", "SEQ_MODELS", "VERSION_KEY", "BackboneSection", "BenchConfig", "CollaborativeConfig", "ConfigError",
     "DataConfig", "EvalConfig", "FeatureConfig", "FeatureSource", "GRU4RecConfig", "IndexConfig", "IndexKind",
     "ItemEmbeddingMode", "LightGCNConfig", "LossConfig", "LrSchedule", "OptimConfig", "RankBy", "Recipe",

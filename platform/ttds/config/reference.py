@@ -37,6 +37,7 @@ JOBS: list[tuple[type, str, str]] = [
     (schema.GRU4RecConfig, "jobs/benchmark.py --systems gru4rec", "`--set gru4rec:key=value` (a recipe's `config`)"),
     (schema.TuneSettings, "jobs/tune_ttds.py", "the sweep file's `tune:` section (configs/tune_default.yaml) or its flags"),
     (schema.RecommenderConfig, "serve_apps/config.yaml", "the Serve app's `user_config` (beside `model_dir`)"),
+    (schema.AdmissionConfig, "serve_apps/config.yaml", "the Serve app's `user_config.admission` (the ingress's time-bounded admission)"),
 ]
 
 

@@ -581,3 +581,29 @@ class RecommenderConfig(Section):
     def from_dict(cls, d: dict | None) -> "RecommenderConfig":
         """From a Serve `user_config` mapping (unknown options refused by name)."""
         return from_dict(cls, dict(d or {}))
+
+
+@dataclass(frozen=True)
+class AdmissionConfig(Section):
+    """Time-bounded admission at the HTTP ingress (`ttds.serve.admission`; the Serve app's
+    `user_config.admission`). `max_in_flight`: requests running downstream at once (per ingress
+    replica); keep it at or below the ranking deployment's total `max_ongoing_requests` so status
+    calls and batches are never queued behind it. `max_queue`: hard cap of waiting requests.
+    `deadline_s`: the longest a request may wait to start. `retry_after_s`: the Retry-After a
+    refusal carries."""
+
+    max_in_flight: int = 24
+    max_queue: int = 256
+    deadline_s: float = 2.0
+    retry_after_s: int = 1
+
+    def problems(self) -> list[str]:
+        out = _at_least(self, ("max_in_flight",), 1) + _at_least(self, ("max_queue", "retry_after_s"), 0)
+        if self.deadline_s <= 0:
+            out.append(f"deadline_s={self.deadline_s}: expected a value > 0")
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "AdmissionConfig":
+        """From the Serve `user_config`'s `admission` mapping (unknown options refused by name)."""
+        return from_dict(cls, dict(d or {}))

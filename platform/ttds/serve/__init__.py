@@ -1,6 +1,7 @@
-"""Serving: the trained model as one in-process object (`recommender.Recommender`: load a model
-folder, resolve users, delegate ranking to `ttds.rank`), and the Ray Serve app over it.
+"""Serving: the in-process recommender and the Ray Serve application.
 
-The Serve app (`serve_apps/`) only adds transport, batching and rollout; routing a request to
-a ranking part is `recommender.route`, the one rule both use.
+`recommender.Recommender` loads a model folder, resolves users and delegates ranking to
+`ttds.rank` (routing a request to a ranking part is `recommender.route`, the one rule);
+`app` adds transport, batching, admission, health and rollout; `serve_apps/` keeps the Serve
+config and a thin entry point.
 """

@@ -1,0 +1,128 @@
+"""Time-bounded admission for the HTTP ingress: a request starts within a deadline or gets a fast 503.
+
+Why not Serve's `max_queued_requests` alone: that bound is a count, checked by each router
+against a slightly stale view (measured: 187 queued for a cap of 128), and a request under it
+may still wait 14-38 s; the 503 it gives is the proxy's text/plain, outside the error contract.
+Here one event loop owns the count, so the cap is exact, and a request is refused on arrival
+when the queue ahead of it would not drain within the deadline at the rate requests are
+finishing now (so a refusal costs microseconds, not a wait). A request that was admitted to the
+queue but still has not started at its deadline is refused then. Work in flight is capped below
+what the ranking replicas take at once, so batches stay full and nothing piles up behind them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+from ttds.config import AdmissionConfig
+
+
+class Overloaded(Exception):
+    """Refused by admission; `reason` goes into the 503 body."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Admission:
+    """FIFO gate with an exact queue cap and a start deadline; use `async with admission.slot():`.
+
+    Single event loop only (an asyncio object): the ingress replica's. `service_s` is an
+    exponentially weighted mean of how long admitted requests ran; the drain rate it implies
+    (max_in_flight / service_s) predicts each arrival's wait.
+    """
+
+    def __init__(self, cfg: AdmissionConfig | None = None):
+        self.cfg = cfg or AdmissionConfig()
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future] = deque()
+        self.service_s = 0.0  # EWMA of admitted requests' run time; 0 until the first one finishes
+        self.refused = 0
+        self.admitted = 0
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for f in self._waiters if not f.done())
+
+    def configure(self, cfg: AdmissionConfig) -> None:
+        self.cfg = cfg
+        self._wake()
+
+    def expected_wait_s(self, position: int) -> float:
+        """Wait of the `position`-th waiter (0 = next) at the current drain rate."""
+        if self.service_s <= 0:
+            return 0.0
+        return (position + 1) * self.service_s / self.cfg.max_in_flight
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.cfg.max_in_flight:
+            f = self._waiters.popleft()
+            if not f.done():
+                self.in_flight += 1
+                f.set_result(None)
+
+    async def acquire(self) -> None:
+        cfg = self.cfg
+        if self.in_flight < cfg.max_in_flight and not self._waiters:
+            self.in_flight += 1
+            self.admitted += 1
+            return
+        queued = self.queued
+        if queued >= cfg.max_queue:
+            self.refused += 1
+            raise Overloaded(f"overloaded: {queued} requests already waiting (cap {cfg.max_queue})")
+        wait = self.expected_wait_s(queued)
+        if wait > cfg.deadline_s:
+            self.refused += 1
+            raise Overloaded(f"overloaded: a new request would wait about {wait:.1f} s to start (deadline {cfg.deadline_s:g} s)")
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), cfg.deadline_s)
+        except asyncio.TimeoutError:
+            if fut.done() and not fut.cancelled():  # granted at the last moment: give the slot back
+                self.release()
+            fut.cancel()
+            self.refused += 1
+            raise Overloaded(f"overloaded: the request could not start within {cfg.deadline_s:g} s") from None
+        except asyncio.CancelledError:  # the client went away while waiting
+            if fut.done() and not fut.cancelled():
+                self.release()
+            fut.cancel()
+            raise
+        finally:
+            if fut.cancelled():
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:
+                    pass
+        self.admitted += 1
+
+    def release(self, ran_s: float | None = None) -> None:
+        self.in_flight -= 1
+        if ran_s is not None:
+            self.service_s = ran_s if self.service_s <= 0 else 0.8 * self.service_s + 0.2 * ran_s
+        self._wake()
+
+    def slot(self) -> "_Slot":
+        return _Slot(self)
+
+    def stats(self) -> dict:
+        return {"in_flight": self.in_flight, "queued": self.queued, "service_ms": round(self.service_s * 1000, 1),
+                "admitted": self.admitted, "refused": self.refused}
+
+
+class _Slot:
+    def __init__(self, admission: Admission):
+        self.admission = admission
+        self.t0 = 0.0
+
+    async def __aenter__(self) -> None:
+        await self.admission.acquire()
+        self.t0 = time.perf_counter()
+
+    async def __aexit__(self, *exc) -> None:
+        self.admission.release(time.perf_counter() - self.t0)
