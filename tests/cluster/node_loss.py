@@ -149,6 +149,8 @@ def scenario_serve(work: Path, corpus: Path) -> dict:
     """The shipped app with its generator replicas on the two worker raylets; one raylet is removed under load."""
     import httpx
     from ray import serve
+
+    sys.path[:0] = [str(HERE.parent / "serve"), str(HERE.parent)]  # the serve tests' model builder and deploy helpers
     from test_serve_app import app_config, build_tiny_model, deploy, free_port, wait_deployed, wait_ready
 
     cluster, workers = start_cluster()
@@ -159,8 +161,9 @@ def scenario_serve(work: Path, corpus: Path) -> dict:
     for dep in app["deployments"]:
         opts = dict(dep.get("ray_actor_options") or {})
         if dep["name"] == "SemanticIDGenerator":  # one replica on each worker raylet
-            dep.update(num_replicas=2, max_replicas_per_node=1,
-                       ray_actor_options={**opts, "resources": {"worker_node": 0.5}})
+            # the code's autoscaling_config applies when the config names none: pin it to 2
+            dep.update(num_replicas=None, autoscaling_config={"min_replicas": 2, "max_replicas": 2, "initial_replicas": 2},
+                       max_replicas_per_node=1, ray_actor_options={**opts, "resources": {"worker_node": 0.5}})
         else:  # everything else on the head, which stays
             dep.update(ray_actor_options={**opts, "resources": {"head": 0.1}})
     deploy([app])
@@ -199,6 +202,7 @@ def scenario_serve(work: Path, corpus: Path) -> dict:
     after = [s for t, s in log if t >= t_remove]
     late = [s for t, s in log if t >= t_remove + 10]  # once Serve has noticed the dead replica
     return {"replica_nodes": sorted(set(replicas.values())), "removed": victim.node_id,
+            "failed_before": sorted({s for s in before if s != 200}),
             "before": len(before), "before_ok": sum(s == 200 for s in before),
             "after": len(after), "after_ok": sum(s == 200 for s in after),
             "late": len(late), "late_ok": sum(s == 200 for s in late),
