@@ -54,9 +54,7 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
 
 def parser() -> argparse.ArgumentParser:

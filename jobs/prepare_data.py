@@ -19,7 +19,6 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
 from ttds.data.prepare import PrepareOptions, prepare_corpus  # noqa: E402
 from ttds.data.rejects import DataError  # noqa: E402

@@ -17,7 +17,6 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
 from ttds.bench.scale import MEASURES, ScaleConfig, render, run  # noqa: E402
 

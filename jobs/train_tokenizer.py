@@ -20,9 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
 from ttds.config import TokenizerJobConfig, describe_fields, job_argparser, parse_job_args  # noqa: E402
 from ttds.data.rejects import DataError  # noqa: E402

@@ -20,9 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
 from ttds.config import (  # noqa: E402
     ConfigError,

@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "platform"))
 
 from ttds.config import ConfigError  # noqa: E402
 from ttds.data.rejects import DataError  # noqa: E402

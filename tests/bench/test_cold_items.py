@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +101,6 @@ def test_content_knn_and_ttds_rank_cold_items_and_the_split_is_reported(ray_sess
     assert knn["cold"]["HR@10"] > 0.0
 
     # TTDS: a tiny text-sourced model trained on the warm corpus only, extended, ranked by beam search
-    sys.path.insert(0, str(ROOT / "tests" / "serve"))
     from test_serve_app import build_tiny_model
 
     sysdir = tmp_path / "ttds"

@@ -29,8 +29,6 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # serve_apps lives at the repository root, beside platform/
 
 httpx = pytest.importorskip("httpx")
 
