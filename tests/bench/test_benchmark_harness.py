@@ -238,30 +238,30 @@ def test_train_seed_reaches_every_trained_system_and_a_set_still_wins(ray_sessio
 
 
 def test_cli_help_and_bad_system():
-    script = str(ROOT / "jobs" / "benchmark.py")
-    h = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=60)
+    script = [str(ROOT / "jobs" / "benchmark.py")]
+    h = subprocess.run([sys.executable, *script, "--help"], capture_output=True, text=True, timeout=60)
     assert h.returncode == 0 and "--budget-epochs" in h.stdout and "--perf" in h.stdout and "tiger" in h.stdout
-    bad = subprocess.run([sys.executable, script, "--data", "synthetic", "--out", "/nonexistent/x", "--systems", "ttds,nope"],
+    bad = subprocess.run([sys.executable, *script, "--data", "synthetic", "--out", "/nonexistent/x", "--systems", "ttds,nope"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown system 'nope'" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_paired_cli_compares_two_system_folders(bench, tmp_path):
     cfg, res = bench
-    script = str(ROOT / "benchmarks" / "paired.py")
+    script = [str(ROOT / "jobs" / "analyze.py"), "paired"]
     a, b = res["details"]["ttds"]["out_dir"], res["details"]["popularity"]["out_dir"]
-    run = subprocess.run([sys.executable, script, "--a", a, "--b", b, "--names", "ttds", "popularity", "--out", str(tmp_path / "p.json")],
+    run = subprocess.run([sys.executable, *script, "--a", a, "--b", b, "--names", "ttds", "popularity", "--out", str(tmp_path / "p.json")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     got = json.loads((tmp_path / "p.json").read_text())
     data = res["results"]["systems"]
     assert got["diff"] == pytest.approx(data["ttds"]["NDCG@10"] - data["popularity"]["NDCG@10"], abs=1e-9)
     assert run.stdout.startswith("paired over") and "ttds" in run.stdout
-    bad = subprocess.run([sys.executable, script, "--a", str(tmp_path), "--b", b], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run([sys.executable, *script, "--a", str(tmp_path), "--b", b], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no per-user results" in bad.stderr and "Traceback" not in bad.stderr
     # several folders on a side = the runs of a recipe: the recipe figures are run means
     sas = res["details"]["sasrec"]["out_dir"]
-    runs = subprocess.run([sys.executable, script, "--a", a, a, "--b", b, sas, "--out", str(tmp_path / "r.json")],
+    runs = subprocess.run([sys.executable, *script, "--a", a, a, "--b", b, sas, "--out", str(tmp_path / "r.json")],
                           capture_output=True, text=True, timeout=120)
     assert runs.returncode == 0, runs.stderr
     got = json.loads((tmp_path / "r.json").read_text())
@@ -273,15 +273,15 @@ def test_paired_cli_compares_two_system_folders(bench, tmp_path):
 
 def test_diagnostics_cli_reads_the_ranked_lists(bench, tmp_path):
     cfg, res = bench
-    script = str(ROOT / "benchmarks" / "diagnostics.py")
+    script = [str(ROOT / "jobs" / "analyze.py"), "diagnostics"]
     dirs = [res["details"][n]["out_dir"] for n in ("ttds", "popularity")]
-    run = subprocess.run([sys.executable, script, "--data", cfg.data, *dirs, "--out", str(tmp_path / "d.json")],
+    run = subprocess.run([sys.executable, *script, "--data", cfg.data, *dirs, "--out", str(tmp_path / "d.json")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     got = json.loads((tmp_path / "d.json").read_text())
     assert got == {d: res["results"]["diagnostics"][n] for d, n in zip(dirs, ("ttds", "popularity"))}
     assert "| `" + dirs[0] + "` |" in run.stdout
-    bad = subprocess.run([sys.executable, script, "--data", cfg.data, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run([sys.executable, *script, "--data", cfg.data, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no per-user results" in bad.stderr and "Traceback" not in bad.stderr
 
 
