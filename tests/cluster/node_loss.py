@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1] / "platform"))
 
-from ttds.runtime import set_loopback_env  # noqa: E402
+from ttds.runtime import set_loopback_env
 
 set_loopback_env()
 
@@ -146,11 +145,10 @@ def scenario_train(work: Path, corpus: Path) -> dict:
 
 
 def scenario_serve(work: Path, corpus: Path) -> dict:
-    """The shipped app with its generator replicas on the two worker raylets; one raylet is removed under load."""
+    """The shipped app with its Ranker replicas on the two worker raylets; one raylet is removed under load."""
     import httpx
     from ray import serve
 
-    sys.path[:0] = [str(HERE.parent / "serve"), str(HERE.parent)]  # the serve tests' model builder and deploy helpers
     from test_serve_app import app_config, build_tiny_model, deploy, free_port, wait_deployed, wait_ready
 
     cluster, workers = start_cluster()
@@ -160,7 +158,7 @@ def scenario_serve(work: Path, corpus: Path) -> dict:
     app = app_config("ttds_nodes", "/", model)
     for dep in app["deployments"]:
         opts = dict(dep.get("ray_actor_options") or {})
-        if dep["name"] == "SemanticIDGenerator":  # one replica on each worker raylet
+        if dep["name"] == "Ranker":  # one replica on each worker raylet
             # the code's autoscaling_config applies when the config names none: pin it to 2
             dep.update(num_replicas=None, autoscaling_config={"min_replicas": 2, "max_replicas": 2, "initial_replicas": 2},
                        max_replicas_per_node=1, ray_actor_options={**opts, "resources": {"worker_node": 0.5}})
@@ -170,7 +168,7 @@ def scenario_serve(work: Path, corpus: Path) -> dict:
     url = f"http://127.0.0.1:{port}"
     wait_deployed("ttds_nodes", timeout=400)
     wait_ready(url, timeout=200)
-    replicas = actor_nodes(":SemanticIDGenerator")
+    replicas = actor_nodes(":Ranker")
     log: list[tuple[float, int]] = []  # (send time, status; 0 = connection error)
     stop = threading.Event()
 

@@ -8,6 +8,7 @@ untouched. The corpus folder is read by Ray Data from a path every node sees (on
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,12 @@ EPOCHS = 8  # node_loss.EPOCHS
 
 
 def run_scenario(name: str, work: Path, corpus: Path, timeout: int = 900) -> dict:
+    # the scenario reuses the serve tests' model builder and deploy helpers: the child finds them
+    # (and serve_apps at the repository root) on PYTHONPATH, as pytest's own `pythonpath` does
+    root = HERE.parents[1]
+    path = os.pathsep.join([str(root), str(root / "tests"), str(root / "tests" / "serve"), os.environ.get("PYTHONPATH", "")])
     r = subprocess.run([sys.executable, str(HERE / "node_loss.py"), name, str(work), str(corpus)],
-                       capture_output=True, text=True, timeout=timeout)
+                       capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": path})
     lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
     assert r.returncode == 0 and lines, f"scenario {name} failed (rc {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
     return json.loads(lines[-1][len("RESULT "):])
@@ -42,7 +47,7 @@ def test_training_resumes_after_losing_a_node(synthetic_corpus, tmp_path):
 @pytest.mark.slow
 def test_serving_keeps_answering_after_losing_a_node(synthetic_corpus, tmp_path):
     got = run_scenario("serve", tmp_path, synthetic_corpus)
-    assert len(got["replica_nodes"]) == 2, got  # one generator replica per worker raylet
+    assert len(got["replica_nodes"]) == 2, got  # one Ranker replica per worker raylet
     assert got["before"] > 0 and got["before_ok"] == got["before"], got
     # requests in flight on the removed node may fail: counted, and bounded
     assert got["after"] > 0 and got["after"] - got["after_ok"] <= max(4, 0.2 * got["after"]), got
