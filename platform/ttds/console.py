@@ -122,18 +122,16 @@ class Console:
             self._follow = [f for f in self._follow if f[0] != Path(path)]
 
     def _poll(self) -> None:
-        with self.lock:
-            follows = list(self._follow)
-        for i, (path, run, pos) in enumerate(follows):
-            try:
-                with open(path) as fh:
-                    fh.seek(pos)
-                    chunk = fh.read()
-            except FileNotFoundError:
-                continue
-            complete = chunk[: chunk.rfind("\n") + 1]
-            with self.lock:
-                self._follow = [(p, r, pos + len(complete)) if p == path else (p, r, q) for p, r, q in self._follow]
+        with self.lock:  # the ticker and `unfollow` both poll: one at a time, or a report shows twice
+            for i, (path, run, pos) in enumerate(self._follow):
+                try:
+                    with open(path) as fh:
+                        fh.seek(pos)
+                        chunk = fh.read()
+                except FileNotFoundError:
+                    continue
+                complete = chunk[: chunk.rfind("\n") + 1]  # a line the controller is still writing waits
+                self._follow[i] = (path, run, pos + len(complete))
                 for line in complete.splitlines():
                     if line.strip() and self.bar is not None:
                         self.bar.report(run, json.loads(line))
