@@ -46,7 +46,8 @@ class Bar:
         if console is not None and console.bars:
             from tqdm import tqdm
 
-            self._tqdm = tqdm(total=total, desc=name, unit=unit, file=console.stream, leave=True, dynamic_ncols=True, mininterval=0.5)
+            self._tqdm = tqdm(total=total, desc=name, unit=unit, file=console.stream, leave=True, ncols=console.columns(), mininterval=0.5,
+                             bar_format=None if total else "{desc}: {elapsed}{postfix}")  # no total: the time it has taken
 
     def set(self, n: int, note: str | None = None) -> None:
         """Progress is `n` (absolute: a resumed run starts past 0)."""
@@ -104,6 +105,13 @@ class Console:
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="ttds-console", daemon=True)
         self._ticker.start()
+
+    def columns(self) -> int:
+        """The terminal's width (100 where it reports none, e.g. a fresh pty)."""
+        try:
+            return min(os.get_terminal_size(self.stream.fileno()).columns, 120) or 100
+        except (OSError, ValueError):
+            return 100
 
     def write(self, line: str) -> None:
         with self.lock:
