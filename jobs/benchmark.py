@@ -46,12 +46,14 @@ RecBole's full-sort protocol). The default ranks every item, as the paper.
 Re-running with the same --out reuses finished systems whose config is unchanged and resumes an
 interrupted one (--fresh starts over). A system that fails is reported and the others still run.
 Exit 0 on success, 1 when a system failed (the table holds the others), 2 on bad input.
+
+The console shows one progress bar per stage of each system, one line per system and the final
+table; Ray's own output goes to run.log in --out (--verbose: to the console, as Ray prints it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 
@@ -78,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", choices=("auto", "on", "off"), default="auto",
                    help="train and evaluate on the GPU: one GPU per Ray Train worker, test-set ranking actors sharing "
                         "it (auto = when torch sees CUDA)")
+    p.add_argument("--verbose", action="store_true", help="Ray's own output on the console too (default: in run.log in --out)")
     p.add_argument("--fresh", action="store_true", help="retrain every system even if --out holds its result")
     p.add_argument("--exclude-seen", action="store_true",
                    help="every system keeps each user's history items out of its rankings, in validation and test (RecBole's "
@@ -107,7 +110,6 @@ def _use_gpu(choice: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from ttds.bench import resolve_systems, run_benchmark
     from ttds.config import BenchConfig, ConfigError
     from ttds.data.rejects import DataError
@@ -130,19 +132,34 @@ def main(argv: list[str] | None = None) -> int:
         perf_users=args.perf_users, perf_rows=args.perf_rows, perf_repeats=args.perf_repeats, perf_train_repeats=args.perf_train_repeats,
         perf_reference_items=args.perf_reference_items, use_gpu=use_gpu, cold_items=args.cold_items,
     )
+    from ttds.console import LOG_FILE, job_console, table
+
     try:
-        res = run_benchmark(cfg)
+        with job_console(args.out, verbose=args.verbose, epoch_lines=False) as console:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+            try:
+                res = run_benchmark(cfg)
+            finally:
+                _shutdown_ray()  # inside: Ray's goodbye messages go to the log too
+            keys = ["HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10"]
+            console.write(f"{res['results']['dataset']}: full-ranking test\n" + table(res["results"]["systems"], keys))
+            console.write(f"results written to {res['paths']['md']} (+ results.json, results.png, details.json); "
+                          f"Ray's log: {Path(args.out) / LOG_FILE}")
+            if "cold_md" in res["paths"]:
+                console.write(open(res["paths"]["cold_md"]).read())
     except (DataError, ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    keys = ["HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10"]
-    print(json.dumps({n: {k: round(s[k], 4) for k in keys} for n, s in res["results"]["systems"].items()}, indent=2))
-    print(f"results written to {res['paths']['md']} (+ results.json, results.png, details.json)")
-    if "cold_md" in res["paths"]:
-        print(open(res["paths"]["cold_md"]).read())
     for name, why in res["failures"].items():
         print(f"error: system {name} failed: {why}", file=sys.stderr)
     return 1 if res["failures"] else 0
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -13,11 +13,15 @@ With no arguments it trains on the embedded synthetic corpus. Examples:
   python jobs/train_ttds.py --backbone.name=smollm2-135m --backbone.finetune=lora
   ray job submit --working-dir . -- python jobs/train_ttds.py --optim.epochs=5
 Re-running with the same --output_dir resumes from its newest checkpoint.
+
+The console shows one progress bar per stage (data, tokenizer, epochs, ranking), one line per
+epoch and the final table; Ray's own output goes to run.log in the run folder (--verbose: to
+the console, as Ray prints it).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import sys
 
@@ -25,6 +29,7 @@ import sys
 from ttds.config import (  # noqa: E402
     ConfigError,
     TTDSJobConfig,
+    check_config,
     describe_fields,
     job_argparser,
     load_recipe,
@@ -43,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablation", metavar="RECIPE",
                         help=f"a TTDS recipe: {', '.join(recipe_names('ttds'))} (configs/recipes/NAME.yaml), or a recipe "
                              "YAML file; its config sits between --config and the --key=value overrides")
+    parser.add_argument("--verbose", action="store_true", help="Ray's own output on the console too (default: in run.log in the run folder)")
     args, _ = parser.parse_known_args(argv)
     layers = []
     if args.ablation:
@@ -54,19 +60,36 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--ablation {args.ablation}: a {recipe.kind} recipe is not a TTDS job (jobs/benchmark.py runs it)")
         layers = [recipe.config]
     _, cfg = parse_job_args(parser, TTDSJobConfig, argv, layers)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from ttds.train.ttds_job import train_ttds
-
     try:
-        m = train_ttds(cfg)
-    except (DataError, ValueError, FileNotFoundError) as e:
+        check_config(cfg)  # before any work (the run folder included)
+    except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    keys = ["HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10"]
-    print(json.dumps({"TTDS test": {k: round(m["test"][k], 4) for k in keys}, "Popularity test": {k: round(m["popularity_test"][k], 4) for k in keys},
-                      "best_epoch": m["best_epoch"], "wall_s": m["wall_s"], "peak_rss_mb": m["peak_rss_mb"]}, indent=2))
-    print(f"model, ID tables and metrics written to {m['out_dir']}")
+    from ttds.console import job_console
+    from ttds.train.tokenizer_job import default_out
+    from ttds.train.ttds_job import console_summary, train_ttds
+
+    out = Path(cfg.output_dir) if cfg.output_dir else default_out("train_ttds")
+    cfg = dataclasses.replace(cfg, output_dir=str(out))
+    try:
+        with job_console(out, verbose=args.verbose) as console:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+            try:
+                m = train_ttds(cfg)
+            finally:
+                _shutdown_ray()  # inside: Ray's goodbye messages go to the log too
+            console.write(console_summary(m))
+    except (DataError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e} (Ray's log: {out / 'run.log'})", file=sys.stderr)
+        return 2
     return 0
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 if __name__ == "__main__":

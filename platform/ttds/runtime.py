@@ -68,7 +68,8 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int = 512, **kwargs) 
     # only a local run forwards the loopback/CPU settings: on a cluster the GPU workers pick
     # their own accelerator and gloo must use the real network interface
     local_keys = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "GLOO_SOCKET_IFNAME", "MASTER_ADDR", "DS_ACCELERATOR")
-    for key in ("TOKENIZERS_PARALLELISM",) + (() if os.environ.get("RAY_ADDRESS") else local_keys):
+    # RAY_DATA_DISABLE_PROGRESS_BARS: a quiet job console (ttds.console) turns Ray Data's bars off in every process
+    for key in ("TOKENIZERS_PARALLELISM", "RAY_DATA_DISABLE_PROGRESS_BARS") + (() if os.environ.get("RAY_ADDRESS") else local_keys):
         if key in os.environ:
             env_vars.setdefault(key, os.environ[key])
     runtime_env["env_vars"] = env_vars

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from ttds import console
 from ttds.bench.memory import RssSampler
 from ttds.bench.report import METRICS, write_results
 from ttds.bench.run_keys import KEY_FILE, config_key, differs_only_by_added, keyed_of_folder, plain, write_key_file
@@ -90,8 +91,9 @@ class Harness:
         self.cfg = cfg
         self.out = Path(cfg.out).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
-        init_ray()  # before sampling: a local Ray's processes are then this process's descendants
-        self.corpus = open_or_prepare(cfg.data, cfg.seed)
+        with console.stage("data", unit="corpus"):
+            init_ray()  # before sampling: a local Ray's processes are then this process's descendants
+            self.corpus = open_or_prepare(cfg.data, cfg.seed)
         self.cold = None  # --cold-items: systems train and run their main test on the warm corpus (ttds.data.cold_items)
         self.cold_rows: dict[str, dict] = {}
         if cfg.cold_items:
@@ -203,6 +205,7 @@ class Harness:
         (sysdir / "result.json").write_text(json.dumps(rec, indent=2, default=float))
         self.records[name] = rec
         log.info("%s: test NDCG@10 %.4f HR@10 %.4f (%.0f s)", name, entry["NDCG@10"], entry["HR@10"], entry["wall_s"])
+        console.say(f"{name}: test NDCG@10 {entry['NDCG@10']:.4f}  HR@10 {entry['HR@10']:.4f}  ({entry['wall_s']:.0f} s)")
 
     # -- systems
     def run_system(self, s: System) -> None:
@@ -262,13 +265,16 @@ class Harness:
         if done:
             self.records[s.name] = done
             log.info("%s: reusing the result in %s", s.name, sysdir)
+            console.say(f"{s.name}: reusing the result in {sysdir}")
             return
-        if s.kind == "content":
-            from ttds.baselines.content_knn import run_content_knn
+        epochs = from_dict(SEQ_MODELS[s.model], ov).epochs if s.kind == "seq" else None
+        with console.stage("train + test", total=epochs, unit="epoch" if epochs else ""):
+            if s.kind == "content":
+                from ttds.baselines.content_knn import run_content_knn
 
-            res = run_content_knn(self.corpus, sysdir, self.content_config(), self.cfg.exclude_seen, self.content_vectors())
-        else:
-            res = train_and_evaluate(s.model or s.name, self.corpus.root, sysdir, ov, train, exclude_seen=self.cfg.exclude_seen)
+                res = run_content_knn(self.corpus, sysdir, self.content_config(), self.cfg.exclude_seen, self.content_vectors())
+            else:
+                res = train_and_evaluate(s.model or s.name, self.corpus.root, sysdir, ov, train, exclude_seen=self.cfg.exclude_seen)
         mem = self._memory(t0)
         config = {**res["config"], **({"train": to_dict(train)} if s.kind == "seq" else {})}
         detail = {
@@ -297,6 +303,7 @@ class Harness:
             self.records[s.name] = done
             self.tokenizers.setdefault(tok_key, Path(done["detail"]["tokenizer_dir"]))
             log.info("%s: reusing the result in %s", s.name, sysdir)
+            console.say(f"{s.name}: reusing the result in {sysdir}")
             return
         m = train_ttds(tcfg)
         t_end = time.time()
@@ -471,12 +478,18 @@ class Harness:
                     self.failures[s.name] = f"not run: its base {s.base} failed"
                     continue
                 try:
-                    self.run_system(s)
+                    with console.scope(s.name):
+                        self.run_system(s)
                 except Exception as e:  # noqa: BLE001 - one failed system must not cost the others (hours)
                     log.exception("%s failed", s.name)
+                    console.say(f"{s.name}: failed ({type(e).__name__}: {str(e)[:200]}); traceback in the log")
                     self.failures[s.name] = f"{type(e).__name__}: {e}"[:500]
                 write_results(self.out, *self.results({}), self.meta())  # a crash later keeps what is done
-            perf = self.run_perf() if self.cfg.perf else {}
+            if self.cfg.perf:
+                with console.stage("perf"):
+                    perf = self.run_perf()
+            else:
+                perf = {}
         results, details = self.results(perf)
         paths = write_results(self.out, results, details, self.meta())
         if "cold_items" in results:

@@ -96,9 +96,6 @@ def run_trainer(
     `callbacks` are Ray Train `UserCallback`s run on the controller after each report, e.g.
     `ray.tune.integration.ray_train.TuneReportCallback()` so a Tune trial sees every epoch.
     """
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     remote = "://" in str(storage_path)  # s3://, gs://: shared storage for multi-node runs
     storage = str(storage_path) if remote else str(Path(storage_path).resolve())
     resume = latest_checkpoint(Path(storage) / name) if (train.resume and not remote) else None
@@ -108,6 +105,18 @@ def run_trainer(
     if train.use_gpu:
         resources["GPU"] = 1
     place = RunPlace(run_dir="" if remote else str(Path(storage) / name), resume_from=resume.path if resume is not None else "")
+    from ttds.train.progress import console_reports
+
+    with console_reports(name) as to_console:  # a job console's open stage follows the epochs
+        return _fit(worker_fn, config, train, storage, name, datasets, split_datasets, score_attribute, list(callbacks) + to_console, place, resources)
+
+
+def _fit(worker_fn, config, train: TrainConfig, storage: str, name: str, datasets, split_datasets, score_attribute, callbacks: list, place: RunPlace,
+         resources: dict):
+    """Build and fit the TorchTrainer (`run_trainer` decided where it lives and what it resumes)."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
     trainer = TorchTrainer(
         _call_worker,
         train_loop_config={"worker_fn": worker_fn, "config": config, "place": place},
@@ -121,7 +130,7 @@ def run_trainer(
                 checkpoint_score_attribute=score_attribute,
                 checkpoint_score_order="max",
             ),
-            callbacks=list(callbacks),
+            callbacks=callbacks,
         ),
         datasets=datasets or {},
         dataset_config=DataConfig(datasets_to_split=split_datasets if split_datasets is not None else "all"),

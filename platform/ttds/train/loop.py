@@ -135,6 +135,13 @@ def summary_line(epoch: int, loop: LoopConfig, metrics: dict[str, Any]) -> str:
     return "  ".join(parts + [f"{metrics['epoch_s']:.1f} s"])
 
 
+def report_line(metrics: dict[str, Any], epochs: int) -> str:
+    """`summary_line` from a Ray Train report (the driver's console: ttds.train.progress); the
+    selection metric is the key whose `best_` twin `_select` added."""
+    metric = next((k for k in metrics if k != "epoch" and f"best_{k}" in metrics), "")  # best_epoch is bookkeeping
+    return summary_line(int(metrics["epoch"]), LoopConfig(epochs=epochs, seed=None, metric=metric), metrics)
+
+
 def fit(trainer: Trainer, loop: LoopConfig, place: RunPlace | None) -> LoopState:
     """Run `trainer` for `loop.epochs` (or until patience / the time budget stops it)."""
     rank, world = rank_and_world(place)

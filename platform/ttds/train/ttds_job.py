@@ -121,17 +121,22 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = ()) -> dict:
     """The whole job; `callbacks` go to Ray Train (a Tune trial passes TuneReportCallback)."""
     import ray.data
 
+    from ttds.console import stage
     from ttds.eval.distributed import evaluate_model_dir
     from ttds.eval.per_user import PER_USER_FILE
     from ttds.runtime import init_ray
+    from ttds.train.loop import report_line
+
     check_config(cfg)
     t0 = time.time()
-    init_ray()
-    corpus = open_or_prepare(cfg.data.corpus, cfg.data.seed)
+    with stage("data", unit="corpus"):
+        init_ray()
+        corpus = open_or_prepare(cfg.data.corpus, cfg.data.seed)
     out = Path(cfg.output_dir) if cfg.output_dir else default_out("train_ttds")
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    tok_dir = ensure_tokenizer(cfg, corpus, out)
+    with stage("tokenizer", total=cfg.index.epochs, unit="epoch", run="ray_train"):
+        tok_dir = ensure_tokenizer(cfg, corpus, out)
     t_tok = time.time() - t0
     facts = run_facts(cfg, corpus, tok_dir, out)
     tasks = [t for t, r in task_rates(cfg, facts.has_users).items() if r > 0]
@@ -139,15 +144,20 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = ()) -> dict:
     if cfg.optim.ema_epochs > 0:
         facts.ema_decay = ema_decay_from_epochs(cfg, rows)
     ds = ray.data.read_parquet(str(rows))
-    result = run_trainer(ttds_worker, TTDSWork(cfg, facts), cfg.train, out, "ray_train", datasets={"train": ds}, callbacks=callbacks)
+    with stage("epochs", total=cfg.optim.epochs, unit="epoch", run="ray_train", describe=lambda m: report_line(m, cfg.optim.epochs)):
+        result = run_trainer(ttds_worker, TTDSWork(cfg, facts), cfg.train, out, "ray_train", datasets={"train": ds}, callbacks=callbacks)
     if result.error:
         raise result.error
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()] if (out / "history.jsonl").exists() else []
     t_train = time.time() - t0 - t_tok
     templates = list(range(3)) if cfg.eval.templates == 0 else list(range(cfg.eval.templates))
     t1 = time.time()
-    test = evaluate_model_dir(str(out / "model"), corpus, "test", templates, cfg.eval.beam_width, cfg.eval.top_k, cfg.eval.test_users, cfg.eval.workers, cfg.eval.batch_size,
-                              use_gpu=cfg.train.use_gpu, per_user_path=out / PER_USER_FILE, exclude_seen=cfg.eval.exclude_seen, rank_by=cfg.eval.rank_by)
+    n_test = len(corpus.eval_arrays("test")[2])
+    with stage("ranking", total=min(cfg.eval.test_users or n_test, n_test), unit="user") as bar:
+        test = evaluate_model_dir(str(out / "model"), corpus, "test", templates, cfg.eval.beam_width, cfg.eval.top_k, cfg.eval.test_users, cfg.eval.workers,
+                                  cfg.eval.batch_size, use_gpu=cfg.train.use_gpu, per_user_path=out / PER_USER_FILE, exclude_seen=cfg.eval.exclude_seen,
+                                  rank_by=cfg.eval.rank_by)
+        bar.set(int(test.get("users") or bar.total or 0))
     pop = test.pop("popularity")  # same users as the TTDS row
     metrics = {
         "corpus": corpus.name,
@@ -165,6 +175,21 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = ()) -> dict:
     (out / "results.md").write_text(results_table(corpus.name, {"TTDS": test, "Popularity": pop}))
     metrics["out_dir"] = str(out)
     return metrics
+
+
+def console_summary(m: dict) -> str:
+    """The job's final console table: test figures of TTDS and popularity (same users), then
+    where the run folder and Ray's log are."""
+    from ttds.console import LOG_FILE, table
+
+    keys = ["HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10"]
+    w = m["wall_s"]
+    return "\n".join([
+        f"{m['corpus']}: full-ranking test, {m['test'].get('users', '?')} users (best epoch {m['best_epoch'] + 1} on validation)",
+        table({"TTDS": m["test"], "Popularity": m["popularity_test"]}, keys),
+        f"wall {w['total']:.0f} s (tokenizer {w['tokenizer']:.0f}, train {w['train']:.0f}, test {w['test_eval']:.0f}), peak RSS {m['peak_rss_mb']:.0f} MB",
+        f"run folder: {m['out_dir']} (model/, metrics.json, results.md); Ray's log: {Path(m['out_dir']) / LOG_FILE}",
+    ])
 
 
 def results_table(dataset: str, systems: dict[str, dict]) -> str:
