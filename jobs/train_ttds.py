@@ -24,9 +24,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 
 
-from ttds.config import (  # noqa: E402
+from ttds.config import (
     ConfigError,
     TTDSJobConfig,
     check_config,
@@ -37,7 +38,7 @@ from ttds.config import (  # noqa: E402
     recipe_names,
     recipes_help,
 )
-from ttds.data.rejects import DataError  # noqa: E402
+from ttds.data.rejects import DataError
 
 
 def main(argv: list[str] | None = None) -> int:
