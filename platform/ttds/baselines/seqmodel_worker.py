@@ -20,12 +20,11 @@ from typing import Union
 import numpy as np
 import torch
 
+from ttds import checkpoint as ckpt_io
 from ttds.baselines.gru4rec import GRU4Rec
 from ttds.baselines.sasrec import SASRec, SequentialRecommender, left_pad
-from ttds.config import GRU4RecConfig, SASRecConfig
+from ttds.config import GRU4RecConfig, SASRecConfig, to_dict
 from ttds.eval.metrics import MetricAccumulator
-from ttds.config import to_dict
-from ttds.train import checkpoint as ckpt_io
 from ttds.train.collectives import all_reduce_metrics, all_reduce_values
 from ttds.train.launch import RunPlace
 from ttds.train.loop import LoopConfig, LoopState, Trainer, fit, rank_and_world

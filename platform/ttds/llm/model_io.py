@@ -27,7 +27,7 @@ from ttds.config import migrate_model_meta
 from ttds.index.table import SemanticIDTable
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.llm.model import TTDSModel
-from ttds.train.checkpoint import check_safe
+from ttds.checkpoint import check_safe
 
 
 @dataclass

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file as load_np, save_file as save_np
 
+from ttds import checkpoint as ckpt_io
 from ttds.config import IndexConfig, TokenizerJobConfig, save_config, to_dict
 from ttds.data.corpus import Corpus
 from ttds.data.resolve import open_or_prepare
@@ -31,7 +32,6 @@ from ttds.index.kinds import INDEX_KINDS, LEARNED_KINDS
 from ttds.index.rq import codebook_report
 from ttds.index.table import SemanticIDTable
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
-from ttds.train import checkpoint as ckpt_io
 from ttds.train.launch import run_trainer
 from ttds.train.tokenizer_worker import TokenizerWork, tokenizer_worker
 

@@ -50,7 +50,7 @@ def ensure_tokenizer(cfg: TTDSJobConfig, corpus: Corpus, out: Path) -> Path:
     if not (tok_dir / "tokenizer.safetensors").exists():
         # static indexers (lsh/random/precomputed) have no trained towers: start fresh ones
         from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
-        from ttds.train import checkpoint as ckpt_io
+        from ttds import checkpoint as ckpt_io
 
         f = load_features(tok_dir / "features.safetensors")
         towers = cfg.index.towers(f.item_x.shape[1], f.user_x.shape[1] if cfg.index.user_tower else None)
