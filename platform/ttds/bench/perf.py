@@ -151,8 +151,8 @@ def decode_speed_trained(
     same users in the same batches; retrieval includes the backbone forward, the id_head and
     the faiss search.
     """
-    from ttds.rank import ItemIndex, build_trie, pool_of, prompt_queries
-    from ttds.rank.retrieval import prompt_states
+    from ttds.llm.queries import prompt_queries, prompt_states
+    from ttds.rank import ItemIndex, build_trie, pool_of
     from ttds.llm.model_io import load_model, prompt_builder
     from safetensors.numpy import load_file
 
