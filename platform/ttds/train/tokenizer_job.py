@@ -24,7 +24,7 @@ import torch
 from safetensors.numpy import load_file as load_np, save_file as save_np
 
 from ttds import checkpoint as ckpt_io
-from ttds.config import IndexConfig, TokenizerJobConfig, save_config, to_dict
+from ttds.config import FeatureConfig, IndexConfig, TokenizerJobConfig, save_config, to_dict
 from ttds.data.corpus import Corpus
 from ttds.data.resolve import open_or_prepare
 from ttds.features.build import Features, build_features
@@ -33,6 +33,7 @@ from ttds.index.rq import codebook_report
 from ttds.index.table import SemanticIDTable
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.train.launch import run_trainer
+from ttds.train.lightgcn import lightgcn_vectors
 from ttds.train.tokenizer_worker import TokenizerWork, tokenizer_worker
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ class TokenizerArtifacts:
 
 def default_out(job: str) -> Path:
     return Path("runs") / job / time.strftime("%Y%m%d-%H%M%S")
+
+
+def make_features(corpus: Corpus, cfg: FeatureConfig) -> Features:
+    """The tokenizer inputs X by `cfg.source`, with the train layer's LightGCN trainer at hand."""
+    return build_features(corpus, cfg, lightgcn=lightgcn_vectors)
 
 
 def save_features(f: Features, path: Path) -> None:
@@ -163,7 +169,7 @@ def train_tokenizer(cfg: TokenizerJobConfig, corpus: Corpus | None = None) -> To
             f = load_features(feats_path)
         else:
             log.info("building tokenizer inputs X (source=%s)", index.features.source)
-            f = build_features(corpus, index.features)
+            f = make_features(corpus, index.features)
             save_features(f, feats_path)
         if index.kind in LEARNED_KINDS:  # rq | kway_masked | moc: the same Ray Train job, another tower class
             model, history = train_rq(f, index, cfg, out)

@@ -24,7 +24,7 @@ from ttds.data.corpus import Corpus
 from ttds.data.resolve import open_or_prepare
 from ttds.data.task_examples import write_task_rows
 from ttds.train.launch import run_trainer
-from ttds.train.tokenizer_job import default_out, load_features, save_features, train_tokenizer
+from ttds.train.tokenizer_job import default_out, load_features, make_features, save_features, train_tokenizer
 from ttds.train.ttds_worker import TTDSRunFacts, TTDSWork, task_rates, ttds_worker
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,7 @@ def ensure_tokenizer(cfg: TTDSJobConfig, corpus: Corpus, out: Path) -> Path:
         tcfg = TokenizerJobConfig(data=cfg.data, index=index, train=cfg.train, output_dir=str(out / "tokenizer"))
         tok_dir = train_tokenizer(tcfg, corpus).out_dir
     if not (tok_dir / "features.safetensors").exists():
-        from ttds.features.build import build_features
-
-        save_features(build_features(corpus, cfg.index.features), tok_dir / "features.safetensors")
+        save_features(make_features(corpus, cfg.index.features), tok_dir / "features.safetensors")
     if not (tok_dir / "tokenizer.safetensors").exists():
         # static indexers (lsh/random/precomputed) have no trained towers: start fresh ones
         from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
