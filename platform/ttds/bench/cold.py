@@ -10,7 +10,7 @@ rest (warm):
   are their main run's (they rank exactly as there: a cold item can never enter their top 10,
   and a cold item in a history is one they cannot read);
 - content kNN ranks the full catalogue by text (`ttds.baselines.content_knn`);
-- a TTDS-family model is extended with the cold items' text (`ttds.index.extend`: IDs from the
+- a TTDS-family model is extended with the cold items' text (`ttds.serve.catalogue`: IDs from the
   item tower, added to the trie) and evaluated by its own ranker over the extended catalogue:
   beam search over the extended trie; a model ranked by its item head scores a cold item by
   the row it got from its semantic neighbours (the mean of the rows of trained items sharing its
@@ -71,7 +71,7 @@ def cold_figures(kind: str, sysdir: Path, split: ColdSplit, exclude_seen: bool, 
         out = {**split_per_user(read_per_user(sysdir / COLD_PER_USER), split), "note": "text vectors of every item, the cold ones included"}
     elif kind == "ttds":
         from ttds.eval.distributed import evaluate_model_dir
-        from ttds.index.extend import ExtendConfig, extend_model
+        from ttds.serve.catalogue import ExtendConfig, extend_model
 
         ext = sysdir / "model-cold"
         if not (ext / "ttds.json").exists():
