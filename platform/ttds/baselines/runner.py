@@ -27,6 +27,7 @@ from ttds.data.corpus import Corpus
 from ttds.data.examples import next_item_dataset
 from ttds.eval.metrics import ranking_metrics
 from ttds.eval.per_user import PER_USER_FILE, per_user_table, write_per_user
+from ttds.runtime import init_ray, select_device
 from ttds.train.launch import latest_checkpoint, run_trainer
 from ttds.train.loop import LoopState
 from ttds.train.lr_schedule import schedule_problem
@@ -130,8 +131,6 @@ def train_and_evaluate(
     `materialize=False` streams the training rows from parquet every epoch instead of holding
     them in the object store (for corpora too big for it).
     """
-    from ttds.runtime import init_ray, select_device
-
     if name not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, not {name!r}")
     t0 = time.time()
