@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     from ttds.data.rejects import DataError
-    from ttds.index.extend import CatalogueError, ExtendConfig, extend_model
+    from ttds.serve.catalogue import CatalogueError, ExtendConfig, extend_model
 
     try:
         res = extend_model(ExtendConfig(model_dir=args.model, items_path=args.items, out_dir=args.out, max_reject_rate=args.max_reject_rate))

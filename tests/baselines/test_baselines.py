@@ -167,7 +167,7 @@ def _check_weight_average(out, corpus_dir, reported_valid_ndcg: float) -> int:
     from safetensors.torch import load_file
 
     from ttds.baselines.seqmodel_worker import CKPT_NAME, build_model, evaluate_ranks
-    from ttds.train import checkpoint as ckpt_io
+    from ttds import checkpoint as ckpt_io
     from ttds.train.launch import latest_checkpoint
     from ttds.train.weight_average import WEIGHT_AVERAGE_FILE
 

@@ -17,8 +17,9 @@ from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.llm.backbone import BackboneConfig, add_semantic_tokens, apply_lora, load_backbone
 from ttds.llm.model import TTDSModel
 from ttds.llm.prompts import PromptBuilder, TokenTable, semantic_vocabulary
+from ttds.llm.queries import TRAINED_POOL, retrieval_loss
 from ttds.rank import ItemIndex, left_pad, next_item_prompts, rank_retrieval
-from ttds.rank.retrieval import TRAINED_POOL, retrieval_examples, retrieval_loss
+from ttds.rank.retrieval import retrieval_examples
 from ttds.train.ttds_worker import code_vector_map
 
 M, N = 2, 16

@@ -26,10 +26,10 @@ from ttds.data.prepare import prepare_corpus
 from ttds.data.raw import RawCorpus
 from ttds.data.synthetic import SyntheticConfig, generate
 from ttds.data.task_examples import buyers_table, write_task_rows
-from ttds.config import FeatureConfig
+from ttds.config import FeatureConfig, LightGCNConfig
 from ttds.features.build import build_features, users_from_items
 from ttds.features.collaborative import CollaborativeConfig
-from ttds.features.lightgcn import LightGCNConfig
+from ttds.train.lightgcn import lightgcn_vectors
 
 MAX_HISTORY = 5
 N_USERS = 60
@@ -128,7 +128,7 @@ def test_tokenizer_features_do_not_depend_on_held_out_targets(canary):
     np.testing.assert_array_equal(users_from_items(a, x), users_from_items(b, x))  # a user without text: its training items
     for source in ("collaborative", "lightgcn"):
         cfg.source = source
-        fa, fb = build_features(a, cfg), build_features(b, cfg)
+        fa, fb = build_features(a, cfg, lightgcn_vectors), build_features(b, cfg, lightgcn_vectors)
         np.testing.assert_allclose(fa.item_x, fb.item_x, rtol=0, atol=1e-6, err_msg=f"{source} item X depends on valid/test")
         np.testing.assert_allclose(fa.user_x, fb.user_x, rtol=0, atol=1e-6, err_msg=f"{source} user X depends on valid/test")
 

@@ -27,7 +27,7 @@ NEW = 20  # new items: enough that a top-100 list over ~140 items must hold some
 def versions(synthetic_corpus, tmp_path_factory) -> tuple[Path, Path, int]:
     """(the trained model, its next catalogue version, the first new item id)."""
     from ttds.data.corpus import Corpus
-    from ttds.index.extend import ExtendConfig, extend_model
+    from ttds.serve.catalogue import ExtendConfig, extend_model
 
     root = tmp_path_factory.mktemp("catalogue")
     model = build_tiny_model(synthetic_corpus, root / "model", seed=0, text_features=True)

@@ -57,7 +57,7 @@ def tokenizer_dir(synthetic_corpus, tmp_path_factory) -> Path:
     from ttds.data.corpus import Corpus
     from ttds.features.build import build_features
     from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
-    from ttds.train import checkpoint as ckpt_io
+    from ttds import checkpoint as ckpt_io
     from ttds.train.tokenizer_job import save_features, tables_from_model
 
     out = tmp_path_factory.mktemp("tokenizer")

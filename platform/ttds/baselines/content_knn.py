@@ -21,6 +21,9 @@ from typing import Sequence
 import numpy as np
 
 from ttds.data.corpus import Corpus
+from ttds.eval.metrics import ranking_metrics
+from ttds.eval.per_user import PER_USER_FILE, per_user_table, write_per_user
+from ttds.features.build import FeatureConfig, encode_with_backbone
 
 __all__ = ["ContentKNNConfig", "text_item_vectors", "content_knn_ranking", "evaluate_content_knn"]
 
@@ -43,8 +46,6 @@ def text_item_vectors(corpus: Corpus, cfg: ContentKNNConfig, train_items: int | 
     (the ones a model was trained with; default all). `vocab_titles`: the titles the tiny text
     backbone's vocabulary is built from (default the corpus's; pass the training items' titles so
     that no cold item's text shapes the encoder)."""
-    from ttds.features.build import FeatureConfig, encode_with_backbone
-
     fcfg = FeatureConfig(source="text", text_backbone=cfg.text_backbone, text_max_length=cfg.text_max_length,
                          text_batch_size=cfg.text_batch_size, text_actors=cfg.text_actors)
     raw = encode_with_backbone(corpus.item_texts, fcfg, vocab_titles if vocab_titles is not None else corpus.item_titles)
@@ -76,9 +77,6 @@ def content_knn_ranking(vecs: np.ndarray, histories: Sequence[np.ndarray], k: in
 def evaluate_content_knn(corpus: Corpus, vecs: np.ndarray, split: str = "test", exclude_seen: bool = False,
                          per_user_path: str | Path | None = None, batch_users: int = 1024) -> dict:
     """HR@1/5/10, NDCG@1/5/10 on `split` of `corpus` (full ranking), and the per-user file."""
-    from ttds.eval.metrics import ranking_metrics
-    from ttds.eval.per_user import per_user_table, write_per_user
-
     if len(vecs) != corpus.n_items:
         raise ValueError(f"{len(vecs)} item vectors for {corpus.n_items} items")
     t0 = time.time()
@@ -98,8 +96,6 @@ def run_content_knn(corpus: Corpus, out_dir: str | Path, cfg: ContentKNNConfig, 
     import dataclasses
     import json
     import resource
-
-    from ttds.eval.per_user import PER_USER_FILE
 
     t0 = time.time()
     out = Path(out_dir)

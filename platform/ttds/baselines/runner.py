@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ttds import checkpoint as ckpt_io
 from ttds.baselines.popularity import evaluate_popularity, popularity_ranking, report
 from ttds.baselines.sasrec import SequentialRecommender
 from ttds.baselines.seqmodel_worker import CKPT_NAME, MODELS, SeqWork, load_best, rank_users, seq_worker
@@ -26,7 +27,7 @@ from ttds.data.corpus import Corpus
 from ttds.data.examples import next_item_dataset
 from ttds.eval.metrics import ranking_metrics
 from ttds.eval.per_user import PER_USER_FILE, per_user_table, write_per_user
-from ttds.train import checkpoint as ckpt_io
+from ttds.runtime import init_ray, select_device
 from ttds.train.launch import latest_checkpoint, run_trainer
 from ttds.train.loop import LoopState
 from ttds.train.lr_schedule import schedule_problem
@@ -130,8 +131,6 @@ def train_and_evaluate(
     `materialize=False` streams the training rows from parquet every epoch instead of holding
     them in the object store (for corpora too big for it).
     """
-    from ttds.runtime import init_ray, select_device
-
     if name not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, not {name!r}")
     t0 = time.time()

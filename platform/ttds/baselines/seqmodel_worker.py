@@ -20,12 +20,13 @@ from typing import Union
 import numpy as np
 import torch
 
+from ttds import checkpoint as ckpt_io
 from ttds.baselines.gru4rec import GRU4Rec
 from ttds.baselines.sasrec import SASRec, SequentialRecommender
-from ttds.config import GRU4RecConfig, SASRecConfig, to_dict
+from ttds.config import GRU4RecConfig, SASRecConfig, from_dict, to_dict
+from ttds.data.corpus import Corpus
 from ttds.eval.metrics import MetricAccumulator
 from ttds.rank import left_pad, mask_seen, query_keys, top_k
-from ttds.train import checkpoint as ckpt_io
 from ttds.train.collectives import all_reduce_metrics, all_reduce_values
 from ttds.train.launch import RunPlace
 from ttds.train.loop import LoopConfig, LoopState, Trainer, fit, rank_and_world
@@ -41,8 +42,6 @@ SeqModelConfig = Union[SASRecConfig, GRU4RecConfig]
 
 def build_model(name: str, model_config: dict, n_items: int) -> SequentialRecommender:
     """The model `name` ("sasrec" | "gru4rec") from its config dict."""
-    from ttds.config import from_dict
-
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, not {name!r}")
     model_cls, cfg_cls = MODELS[name]
@@ -121,8 +120,6 @@ def _valid_slice(corpus_dir: str, rank: int, world: int) -> tuple[list[np.ndarra
     shared 2-core box (measured), for 24k rows that every epoch reuses. Histories stay whole
     (the model cuts to max_len itself) so `exclude_seen` sees them all.
     """
-    from ttds.data.corpus import Corpus
-
     _, hist, targets = Corpus.open(corpus_dir).eval_arrays("valid")
     return hist[rank::world], targets[rank::world]
 

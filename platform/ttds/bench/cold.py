@@ -10,7 +10,7 @@ rest (warm):
   are their main run's (they rank exactly as there: a cold item can never enter their top 10,
   and a cold item in a history is one they cannot read);
 - content kNN ranks the full catalogue by text (`ttds.baselines.content_knn`);
-- a TTDS-family model is extended with the cold items' text (`ttds.index.extend`: IDs from the
+- a TTDS-family model is extended with the cold items' text (`ttds.serve.catalogue`: IDs from the
   item tower, added to the trie) and evaluated by its own ranker over the extended catalogue:
   beam search over the extended trie; a model ranked by its item head scores a cold item by
   the row it got from its semantic neighbours (the mean of the rows of trained items sharing its
@@ -26,7 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ttds.baselines.content_knn import evaluate_content_knn
+from ttds.bench.paired import paired_comparison, paired_sentence
 from ttds.data.cold_items import ColdSplit
+from ttds.eval.distributed import evaluate_model_dir
+from ttds.eval.per_user import read_per_user
+from ttds.serve.catalogue import ExtendConfig, extend_model
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +64,14 @@ def cold_figures(kind: str, sysdir: Path, split: ColdSplit, exclude_seen: bool, 
     cache = sysdir / COLD_FILE
     if cache.exists():
         return json.loads(cache.read_text())
-    from ttds.eval.per_user import read_per_user
 
     if kind in ("popularity", "seq"):
         warm = read_per_user(sysdir)  # the main run: its test users are exactly the warm-target users
         out = {"cold": {"users": cold_targets(split), "HR@10": 0.0, "NDCG@10": 0.0}, "warm": _part(warm), "note": CANNOT}
     elif kind == "content":
-        from ttds.baselines.content_knn import evaluate_content_knn
-
         evaluate_content_knn(split.full, content_vectors, "test", exclude_seen, per_user_path=sysdir / COLD_PER_USER)
         out = {**split_per_user(read_per_user(sysdir / COLD_PER_USER), split), "note": "text vectors of every item, the cold ones included"}
     elif kind == "ttds":
-        from ttds.eval.distributed import evaluate_model_dir
-        from ttds.index.extend import ExtendConfig, extend_model
-
         ext = sysdir / "model-cold"
         if not (ext / "ttds.json").exists():
             extend_model(ExtendConfig(model_dir=str(sysdir / "model"), out_dir=str(ext)), items=split.cold_items())
@@ -95,9 +94,6 @@ def cold_figures(kind: str, sysdir: Path, split: ColdSplit, exclude_seen: bool, 
 def cold_summary(split: ColdSplit, figures: dict[str, dict], details: dict[str, dict]) -> dict:
     """results.json's "cold_items": the protocol, every system's figures, and each TTDS-family
     system vs content kNN on the cold-target users (paired over users, HR@10)."""
-    from ttds.bench.paired import paired_comparison
-    from ttds.eval.per_user import read_per_user
-
     out = {"fraction": split.full.manifest.get("cold_items", {}).get("fraction"), "rule": split.rule, "cold_items": split.n_cold,
            "warm_items": split.n_warm, "test_users_cold_target": cold_targets(split), "systems": figures}
     knn = details.get("content-knn")
@@ -128,7 +124,6 @@ def cold_table(summary: dict) -> str:
         c, w = f["cold"], f["warm"]
         lines.append(f"| {name} | {c['HR@10']:.4f} | {c['NDCG@10']:.4f} | {c['users']} | {w['HR@10']:.4f} | {w['NDCG@10']:.4f} | "
                      f"{w['users']} | {f.get('note', '')} |")
-    from ttds.bench.paired import paired_sentence
 
     for name, p in summary.get("paired_vs_content_knn_cold", {}).items():
         lines += ["", f"- cold-target users, {paired_sentence(name, 'content-knn', p)}"]

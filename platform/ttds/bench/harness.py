@@ -36,12 +36,23 @@ from typing import Any
 import yaml
 
 from ttds import console
+from ttds.baselines import train_and_evaluate
+from ttds.baselines.content_knn import ContentKNNConfig, run_content_knn, text_item_vectors
+from ttds.bench import perf
+from ttds.bench.cold import cold_figures, cold_summary, cold_table
+from ttds.bench.diagnostics import ranking_diagnostics
 from ttds.bench.memory import RssSampler
-from ttds.bench.report import METRICS, write_results
+from ttds.bench.paired import paired_comparison
+from ttds.bench.report import METRICS, is_baseline, write_results
+from ttds.bench.retrieval_eval import evaluate_retrieval
 from ttds.bench.run_keys import KEY_FILE, config_key, differs_only_by_added, keyed_of_folder, plain, write_key_file
 from ttds.bench.systems import System, resolve_systems, retrieval_bases
-from ttds.config import SEQ_MODELS, BenchConfig, TrainConfig, TTDSJobConfig, from_dict, to_dict
-from ttds.eval.per_user import PER_USER_FILE
+from ttds.config import SEQ_MODELS, BenchConfig, TrainConfig, TTDSJobConfig, from_dict, load_config, to_dict
+from ttds.data.cold_items import make_cold_split
+from ttds.data.resolve import open_or_prepare
+from ttds.eval.per_user import PER_USER_FILE, read_per_user
+from ttds.runtime import init_ray
+from ttds.train.ttds_job import train_ttds
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +96,6 @@ def _entry(metrics: dict, wall_s: float, peak_rss_mb: float, config: dict) -> di
 # ----------------------------------------------------------------------------- the harness
 class Harness:
     def __init__(self, cfg: BenchConfig):
-        from ttds.data.resolve import open_or_prepare
-        from ttds.runtime import init_ray
-
         self.cfg = cfg
         self.out = Path(cfg.out).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -97,8 +105,6 @@ class Harness:
         self.cold = None  # --cold-items: systems train and run their main test on the warm corpus (ttds.data.cold_items)
         self.cold_rows: dict[str, dict] = {}
         if cfg.cold_items:
-            from ttds.data.cold_items import make_cold_split
-
             self.cold = make_cold_split(self.corpus, cfg.cold_items, cfg.seed, self.out / "cold_split")
             self.corpus = self.cold.train
         self.systems = resolve_systems(cfg.systems)
@@ -221,8 +227,6 @@ class Harness:
             self._cold(s)
 
     def _cold(self, s: System) -> None:
-        from ttds.bench.cold import cold_figures
-
         detail = self.records[s.name]["detail"]
         try:
             self.cold_rows[s.name] = cold_figures(s.kind, Path(detail["out_dir"]), self.cold, self.cfg.exclude_seen, self.ttds_cfgs.get(s.name),
@@ -233,9 +237,6 @@ class Harness:
 
     def content_config(self):
         """Content kNN uses the TTDS recipe's text encoder (its backbone, as the features job does)."""
-        from ttds.baselines.content_knn import ContentKNNConfig
-        from ttds.config import load_config
-
         t = load_config(TTDSJobConfig, self.cfg.ttds_config or None, [])
         return ContentKNNConfig(text_backbone=t.backbone.name, text_max_length=t.index.features.text_max_length)
 
@@ -244,8 +245,6 @@ class Harness:
         if self.cold is None:
             return None
         if getattr(self, "_content_vecs", None) is None:
-            from ttds.baselines.content_knn import text_item_vectors
-
             self._content_vecs = text_item_vectors(self.cold.full, self.content_config(), self.cold.n_warm, self.corpus.item_titles)
         return self._content_vecs
 
@@ -254,8 +253,6 @@ class Harness:
         return self.rss.window(t0, t1).to_dict()
 
     def _baseline(self, s: System, t0: float) -> None:
-        from ttds.baselines import train_and_evaluate
-
         ov = self.seq_overrides(s) if s.kind == "seq" else {}
         train = self.train_config()
         keyed = {"system": s.name, "corpus": str(self.corpus.root), "overrides": ov, "train": to_dict(train),
@@ -270,8 +267,6 @@ class Harness:
         epochs = from_dict(SEQ_MODELS[s.model], ov).epochs if s.kind == "seq" else None
         with console.stage("train + test", total=epochs, unit="epoch" if epochs else ""):
             if s.kind == "content":
-                from ttds.baselines.content_knn import run_content_knn
-
                 res = run_content_knn(self.corpus, sysdir, self.content_config(), self.cfg.exclude_seen, self.content_vectors())
             else:
                 res = train_and_evaluate(s.model or s.name, self.corpus.root, sysdir, ov, train, exclude_seen=self.cfg.exclude_seen)
@@ -286,8 +281,6 @@ class Harness:
         self._finish(s.name, sysdir, key, _entry(res, time.time() - t0, mem["max_process_mb"], config), detail)
 
     def _ttds(self, s: System, t0: float) -> None:
-        from ttds.train.ttds_job import train_ttds
-
         tcfg = self.ttds_config(s, self.out / "systems" / s.name)
         tok_key = self.tokenizer_key(tcfg)
         shared = None
@@ -339,8 +332,6 @@ class Harness:
         self._finish(s.name, sysdir, key, _entry(test, time.time() - t0, mem["max_process_mb"], config), detail)
 
     def _retrieval(self, s: System, t0: float) -> None:
-        from ttds.bench.retrieval_eval import evaluate_retrieval
-
         base = self.records[s.base]
         tcfg = self.ttds_cfgs[s.base]
         templates = list(range(3)) if tcfg.eval.templates == 0 else list(range(tcfg.eval.templates))
@@ -374,8 +365,6 @@ class Harness:
     # -- perf
     def run_perf(self) -> dict:
         import ray
-
-        from ttds.bench import perf
 
         pdir = self.out / "perf"
         pdir.mkdir(parents=True, exist_ok=True)
@@ -423,16 +412,11 @@ class Harness:
         if diagnostics:
             out["diagnostics"] = diagnostics
         if self.cold is not None:
-            from ttds.bench.cold import cold_summary
-
             out["cold_items"] = cold_summary(self.cold, self.cold_rows, details)
         return out, details
 
     def diagnostics(self, details: dict) -> dict:
         """Seen items, popularity bias and coverage of each system's test top 10 (`ttds.bench.diagnostics`)."""
-        from ttds.bench.diagnostics import ranking_diagnostics
-        from ttds.eval.per_user import read_per_user
-
         out: dict[str, Any] = {}
         for name, d in details.items():
             try:
@@ -444,10 +428,6 @@ class Harness:
     def paired(self, systems: dict, details: dict) -> dict:
         """Each TTDS-family system vs the strongest baseline on test NDCG@10, user by user
         (`ttds.bench.paired`): says whether a lead is beyond noise. Empty without a baseline."""
-        from ttds.bench.paired import paired_comparison
-        from ttds.bench.report import is_baseline
-        from ttds.eval.per_user import read_per_user
-
         baselines = [n for n in systems if is_baseline(n, details.get(n, {}))]
         if not baselines:
             return {}
@@ -493,8 +473,6 @@ class Harness:
         results, details = self.results(perf)
         paths = write_results(self.out, results, details, self.meta())
         if "cold_items" in results:
-            from ttds.bench.cold import cold_table
-
             paths["cold_md"] = self.out / "cold_items.md"
             paths["cold_md"].write_text(cold_table(results["cold_items"]))
         return {"results": results, "details": details, "failures": dict(self.failures), "paths": {k: str(v) for k, v in paths.items()}}

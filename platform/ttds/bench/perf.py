@@ -26,7 +26,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ttds.rank import BeamConfig, PrefixTrie, beam_search, left_pad
+from ttds.baselines import train_and_evaluate
+from ttds.config import TrainConfig
+from ttds.data.task_examples import write_task_rows
+from ttds.llm.model_io import load_model, prompt_builder
+from ttds.llm.queries import prompt_queries, prompt_states
+from ttds.rank import BeamConfig, ItemIndex, PrefixTrie, beam_search, build_trie, left_pad, pool_of
+from ttds.runtime import select_device
+from ttds.train.launch import run_trainer
+from ttds.train.ttds_job import run_facts
+from ttds.train.ttds_worker import TTDSWork, task_rates, ttds_worker
 
 log = logging.getLogger(__name__)
 
@@ -151,17 +160,12 @@ def decode_speed_trained(
     same users in the same batches; retrieval includes the backbone forward, the id_head and
     the faiss search.
     """
-    from ttds.rank import ItemIndex, build_trie, pool_of, prompt_queries
-    from ttds.rank.retrieval import prompt_states
-    from ttds.llm.model_io import load_model, prompt_builder
     from safetensors.numpy import load_file
 
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        from ttds.runtime import select_device
-
         dev = select_device(device).device
         m = load_model(model_dir, device=dev)
         builder = prompt_builder(m)
@@ -212,11 +216,6 @@ def ttds_throughput(cfg, corpus, tok_dir: Path, out: Path, workers: int, rows: i
     """
     import ray.data
 
-    from ttds.data.task_examples import write_task_rows
-    from ttds.train.launch import run_trainer
-    from ttds.train.ttds_job import run_facts
-    from ttds.train.ttds_worker import TTDSWork, task_rates, ttds_worker
-
     if out.exists():  # a scratch folder: Ray Train would resume an earlier run found in it
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -245,9 +244,6 @@ def ttds_throughput(cfg, corpus, tok_dir: Path, out: Path, workers: int, rows: i
 
 def seq_throughput(name: str, corpus, out: Path, workers: int, overrides: dict, cpus_per_worker: float = 0.5, use_gpu: bool = False) -> dict:
     """Examples/s (next-item predictions, all ranks) of one SASRec/GRU4Rec epoch on `workers` workers."""
-    from ttds.baselines import train_and_evaluate
-    from ttds.config import TrainConfig
-
     run_dir = out / f"{name}_{workers}w"
     if run_dir.exists():  # scratch: never resume an earlier measurement
         shutil.rmtree(run_dir)

@@ -12,7 +12,7 @@ the items is taken out of EVERY training input and put back as candidates at tes
 
 Both corpora number items the same way: warm items first (0..n_warm-1, in their old order),
 cold items after them (n_warm..n-1). A model trained on `train/` and extended with the cold
-items' text (`ttds.index.extend`) then names the items exactly as `full/` does.
+items' text (`ttds.serve.catalogue`) then names the items exactly as `full/` does.
 
 Which items are cold: with real timestamps (unix seconds), the latest-appearing ones (the
 items whose first interaction is latest, as a new catalogue entry would be); without (LC-Rec
@@ -58,7 +58,7 @@ class ColdSplit:
         return np.asarray(item_ids) >= self.n_warm
 
     def cold_items(self) -> dict[str, dict[str, str]]:
-        """{item key: text fields} of the cold items, in id order (what `ttds.index.extend` takes)."""
+        """{item key: text fields} of the cold items, in id order (what `ttds.serve.catalogue` takes)."""
         rows = self.full.items.slice(self.n_warm).to_pylist()
         return {r["item_key"]: {f: r[f] or "" for f in schema.TEXT_FIELDS} for r in rows}
 

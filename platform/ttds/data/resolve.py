@@ -10,6 +10,9 @@ import logging
 from pathlib import Path
 
 from ttds.data.corpus import Corpus
+from ttds.data.prepare import prepare_corpus
+from ttds.data.readers import read_corpus
+from ttds.data.synthetic import SyntheticConfig, generate
 
 log = logging.getLogger(__name__)
 
@@ -17,14 +20,10 @@ DATA_ROOT = Path("runs/data")
 
 
 def open_or_prepare(spec: str, seed: int = 0, data_root: Path | str = DATA_ROOT) -> Corpus:
-    from ttds.data.prepare import prepare_corpus
-
     data_root = Path(data_root)
     if spec == "synthetic":
         out = data_root / f"synthetic-{seed}"
         if not (out / "manifest.json").exists():
-            from ttds.data.synthetic import SyntheticConfig, generate
-
             log.info("generating the synthetic corpus into %s", out)
             prepare_corpus(generate(SyntheticConfig(seed=seed))[0], out)
         return Corpus.open(out)
@@ -32,8 +31,6 @@ def open_or_prepare(spec: str, seed: int = 0, data_root: Path | str = DATA_ROOT)
     if (path / "manifest.json").exists():
         return Corpus.open(path)
     if path.is_dir() and list(path.glob("*.inter.json")):
-        from ttds.data.readers import read_corpus
-
         raw = read_corpus("lcrec", path)
         out = data_root / raw.name
         if not (out / "manifest.json").exists():

@@ -12,18 +12,20 @@ import numpy as np
 import pandas as pd
 
 from ttds.data.corpus import Corpus
+from ttds.eval.evaluate import average
 from ttds.eval.metrics import MetricAccumulator, check_user_count
+from ttds.eval.per_user import per_user_table, write_per_user
+from ttds.llm.model_io import load_model, prompt_builder
+from ttds.rank.beam import BeamConfig
+from ttds.rank.next_item import rank_next_items
 from ttds.rank.popularity import rank_popularity
+from ttds.rank.trie import build_trie
 
 
 class _Ranker:
     def __init__(self, model_dir: str, templates: list[int], beam_width: int, top_k: int, batch_size: int, threads: int = 1, use_gpu: bool = False,
                  exclude_seen: bool = False, popularity_prior: float = 0.0, corpus_dir: str | None = None, rank_by: str = "beam"):
         import torch
-
-        from ttds.llm.model_io import load_model, prompt_builder
-        from ttds.rank.beam import BeamConfig
-        from ttds.rank.trie import build_trie
 
         torch.set_num_threads(threads)
         # on a GPU node each actor holds a fraction of the GPU (Ray sets CUDA_VISIBLE_DEVICES)
@@ -44,8 +46,6 @@ class _Ranker:
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         import torch
-
-        from ttds.rank.next_item import rank_next_items
 
         out = {"user_id": batch["user_id"].to_numpy(), "target": batch["target"].to_numpy()}
         with torch.no_grad():
@@ -102,8 +102,6 @@ def evaluate_model_dir(
     check_rank_by(rank_by, model_dir, popularity_prior)
     import ray.data
 
-    from ttds.eval.evaluate import average
-
     uids, hists, targets = corpus.eval_arrays(split)
     if users and users < len(uids):
         pick = np.sort(np.random.default_rng(seed).choice(len(uids), users, replace=False))
@@ -135,8 +133,6 @@ def evaluate_model_dir(
     if popularity_prior:
         result["popularity_prior"] = popularity_prior
     if per_user_path is not None:
-        from ttds.eval.per_user import per_user_table, write_per_user
-
         write_per_user(per_user_path, per_user_table(ranked["user_id"].to_numpy(), ranked["target"].to_numpy(), list(lists.values())))
     # popularity on exactly the same users, so the two rows of a table are comparable
     pop = rank_popularity(corpus.item_popularity(), top_k, hists, exclude_seen)  # the users of `df` (the same set as `ranked`)

@@ -5,25 +5,34 @@
 - `collaborative`: vectors learned from the training split (no text needed).
 - `text+collaborative`: both, each L2-normalised, concatenated.
 - `lightgcn` / `text+lightgcn`: LightGCN graph vectors of users and items (BPR on the
-  training split, a Ray Train job; `ttds.features.lightgcn`), alone or after the text part.
+  training split, a Ray Train job), alone or after the text part. Training is the train layer's
+  job (`ttds.train.lightgcn.lightgcn_vectors`), so the caller hands it in (`lightgcn=`): the
+  tokenizer job does (`ttds.train.tokenizer_job.make_features`).
 Users without text are the mean of their training items' X (never valid/test items).
+
+Text features ARE encodings of the LLM backbone (`ttds.llm.backbone.encode_texts`), so this
+package sits above `llm` in the layer order; the backbone (transformers, peft) loads inside
+the Ray Data actors only, not when this module is imported.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ttds.config import FeatureConfig, FeatureSource, allowed
+from ttds.config import FeatureConfig, FeatureSource, LightGCNConfig, allowed
 from ttds.data.corpus import Corpus
 from ttds.features.collaborative import collaborative_vectors
-from ttds.features.lightgcn import lightgcn_vectors
 
 log = logging.getLogger(__name__)
 
 SOURCES = allowed(FeatureSource)
+
+# (training sequences, n_items, config) -> (item vectors, user vectors): the LightGCN trainer
+GraphVectors = Callable[[Sequence[Sequence[int]], int, LightGCNConfig], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -108,8 +117,13 @@ def standardise_like(text_vecs: np.ndarray, old_x: np.ndarray, text_dims: int) -
     return out
 
 
-def build_features(corpus: Corpus, cfg: FeatureConfig) -> Features:
+def build_features(corpus: Corpus, cfg: FeatureConfig, lightgcn: GraphVectors | None = None) -> Features:
+    """X of every item and user by `cfg.source`; `lightgcn` trains the graph vectors when the
+    source needs them (`ttds.train.lightgcn.lightgcn_vectors`)."""
     source = resolve_source(cfg.source, corpus)
+    if "lightgcn" in source and lightgcn is None:
+        raise ValueError(f"index.features.source={source!r} needs a LightGCN trainer: pass lightgcn=ttds.train.lightgcn.lightgcn_vectors "
+                         "(or build X through ttds.train.tokenizer_job.make_features)")
     parts_item, parts_user = [], []
     if "text" in source:
         corpus_texts = corpus.item_titles
@@ -127,7 +141,7 @@ def build_features(corpus: Corpus, cfg: FeatureConfig) -> Features:
         parts_item.append(_standardise(item_c))
         parts_user.append(_standardise(user_c))
     if "lightgcn" in source:
-        item_g, user_g = lightgcn_vectors(corpus.train_sequences, corpus.n_items, cfg.lightgcn)
+        item_g, user_g = lightgcn(corpus.train_sequences, corpus.n_items, cfg.lightgcn)
         parts_item.append(_standardise(item_g))
         parts_user.append(_standardise(user_g))
     # text part first: the dynamic index re-encodes exactly those columns (standardise_like)

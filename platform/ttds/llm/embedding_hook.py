@@ -8,13 +8,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ttds.index.table import level_token
+
 __all__ = ["InputEmbeddingHook", "id_span_starts", "item_code_layout"]
 
 
 def item_code_layout(tokenizer, levels: int, codebook_size: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(level_of, code_of) over token ids 0..size-1: an item code token's ID level and code, -1 / 0 elsewhere."""
-    from ttds.index.table import level_token
-
     level_of = torch.full((int(size),), -1, dtype=torch.long)
     code_of = torch.zeros(int(size), dtype=torch.long)
     vocab = tokenizer.get_vocab()

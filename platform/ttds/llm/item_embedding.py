@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ttds.index.table import suffix_token
 from ttds.llm.embedding_hook import InputEmbeddingHook, id_span_starts, item_code_layout
 
 __all__ = ["ITEM_EMBEDDING_MODES", "ItemEmbedding", "build_item_embedding"]
@@ -116,8 +117,6 @@ class ItemEmbedding(InputEmbeddingHook):
 def build_item_embedding(mode: str, n_items: int, levels: int, codebook_size: int, tokenizer, backbone: nn.Module,
                          item_head: nn.Linear | None = None) -> ItemEmbedding | None:
     """The module for `backbone.item_embedding=mode` (None for `none`), keyed by `tokenizer`'s code tokens."""
-    from ttds.index.table import suffix_token
-
     if mode not in ITEM_EMBEDDING_MODES:
         raise ValueError(f"item_embedding={mode!r}: expected one of {', '.join(ITEM_EMBEDDING_MODES)}")
     if mode == "none":

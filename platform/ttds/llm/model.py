@@ -12,6 +12,7 @@ from torch import nn
 
 from ttds.index.towers import TwinTowerTokenizer
 from ttds.llm import dmvae
+from ttds.llm.queries import retrieval_loss
 
 
 def smoothed_lm_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -119,10 +120,8 @@ class TTDSModel(nn.Module):
         loss = dmvae.total_loss(llm, l_id, l_token, alpha, beta)
         l_ret = None
         if ret_weight > 0 and ret_input_ids is not None:
-            # optional generative-retrieval ranking loss (ttds.rank.retrieval): trains the
-            # id_head fast path jointly; off (0) by default, as in the paper
-            from ttds.rank.retrieval import retrieval_loss
-
+            # optional generative-retrieval ranking loss (ttds.llm.queries): trains the
+            # id_head fast path (ttds.rank.retrieval) jointly; off (0) by default, as in the paper
             l_ret = retrieval_loss(self.backbone, self.id_head, ret_input_ids, ret_attention_mask, ret_targets, ret_item_x, ret_temperature)
             loss = loss + ret_weight * l_ret
         l_item = None

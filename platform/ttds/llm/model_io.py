@@ -26,8 +26,11 @@ from safetensors.torch import load_file, save_file
 from ttds.config import migrate_model_meta
 from ttds.index.table import SemanticIDTable
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
+from ttds.llm.fusion import load_fusion, save_fusion
+from ttds.llm.item_embedding import build_item_embedding
 from ttds.llm.model import TTDSModel
-from ttds.train.checkpoint import check_safe
+from ttds.checkpoint import check_safe
+from ttds.llm.prompts import PromptBuilder, TokenTable
 
 
 @dataclass
@@ -44,8 +47,6 @@ def prompt_builder(lm: LoadedModel):
     """The next-item PromptBuilder a saved model was trained with (its ID tables and prompt layout).
 
     `next_item_user_id` is in every loaded meta (`load_model` migrates older folders)."""
-    from ttds.llm.prompts import PromptBuilder, TokenTable
-
     vocab = lm.tokenizer.get_vocab()
     users = TokenTable.from_table(lm.users, vocab) if lm.users is not None else None
     return PromptBuilder(lm.tokenizer, TokenTable.from_table(lm.items, vocab), users, next_item_user_id=bool(lm.meta["next_item_user_id"]))
@@ -67,7 +68,6 @@ def save_model(out_dir: str | Path, model: TTDSModel, tokenizer, items: Semantic
     if getattr(model, "item_head", None) is not None:
         save_file(_state(model.item_head), str(out / "item_head.safetensors"))
     if getattr(model, "fusion", None) is not None:  # MoC code fusion (ttds.llm.fusion)
-        from ttds.llm.fusion import save_fusion
 
         save_fusion(out, model.fusion)
     emb = getattr(model, "item_embedding", None)
@@ -105,7 +105,6 @@ def load_model(path: str | Path, trainable: bool = False, device: str | torch.de
     towers = TwinTowerTokenizer(TwinTowerConfig.from_dict(json.loads((path / "towers.json").read_text())))
     towers.load_state_dict(load_file(str(path / "towers.safetensors")))
     head_state = load_file(str(path / "id_head.safetensors"))
-    from ttds.llm.fusion import load_fusion
 
     item_state = load_file(str(path / "item_head.safetensors")) if (path / "item_head.safetensors").exists() else None
     model = TTDSModel(backbone, towers, head_state["weight"].shape[1], head_state["weight"].shape[0], fusion=load_fusion(path),
@@ -115,8 +114,6 @@ def load_model(path: str | Path, trainable: bool = False, device: str | torch.de
         model.item_head.load_state_dict(item_state)
     items = SemanticIDTable.load(path, "item")
     if (path / "item_embedding.json").exists():
-        from ttds.llm.item_embedding import build_item_embedding
-
         info = json.loads((path / "item_embedding.json").read_text())
         emb = build_item_embedding(info["mode"], info["n_items"], info["levels"], info["codebook_size"], tokenizer, backbone, model.item_head)
         if not emb.tied:

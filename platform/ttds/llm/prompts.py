@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ttds.index.table import level_token, suffix_token
+
 IGNORE = -100
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -223,8 +225,6 @@ class PromptBuilder:
 
 def semantic_vocabulary(item_levels: int, user_levels: int, codebook_size: int, suffixes: int) -> list[str]:
     """Every token an ID may use, fixed up front so re-indexing never grows the vocabulary."""
-    from ttds.index.table import level_token, suffix_token
-
     vocab = [level_token("item", lv, c) for lv in range(item_levels) for c in range(codebook_size)]
     vocab += [level_token("user", lv, c) for lv in range(user_levels) for c in range(codebook_size)]
     vocab += [suffix_token(k) for k in range(suffixes)]

@@ -18,9 +18,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ttds.llm.queries import prompt_states
 from ttds.rank.beam import Ranked
 from ttds.rank.pad import prompt_batches
-from ttds.rank.retrieval import prompt_states
 from ttds.rank.seen import mask_seen
 from ttds.rank.ties import query_keys, top_k
 

@@ -22,6 +22,7 @@ from typing import Any, ContextManager
 import torch
 from torch import nn
 
+from ttds.runtime import set_loopback_env
 from ttds.train.collectives import all_reduce_values
 from ttds.train.launch import RunPlace, starting_checkpoint
 from ttds.train.weight_average import WeightAverage, read_weight_average, start_average
@@ -146,8 +147,6 @@ def fit(trainer: Trainer, loop: LoopConfig, place: RunPlace | None) -> LoopState
     """Run `trainer` for `loop.epochs` (or until patience / the time budget stops it)."""
     rank, world = rank_and_world(place)
     if place is not None:
-        from ttds.runtime import set_loopback_env
-
         set_loopback_env()
     if loop.seed is not None:
         torch.manual_seed(loop.seed + (rank if loop.seed_per_rank else 0))

@@ -23,16 +23,23 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file as load_np, save_file as save_np
 
-from ttds.config import IndexConfig, TokenizerJobConfig, save_config, to_dict
+from ttds import checkpoint as ckpt_io
+from ttds.config import FeatureConfig, IndexConfig, TokenizerJobConfig, save_config, to_dict
 from ttds.data.corpus import Corpus
 from ttds.data.resolve import open_or_prepare
 from ttds.features.build import Features, build_features
+from ttds.index.collisions import collision_rate
+from ttds.index.diagnostics import index_diagnostics
 from ttds.index.kinds import INDEX_KINDS, LEARNED_KINDS
-from ttds.index.rq import codebook_report
+from ttds.index.lsh import LSHIndexer
+from ttds.index.precomputed import table_from_arrow
+from ttds.index.random_ids import RandomIndexer
+from ttds.index.rq import codebook_report, reconstruction_error
 from ttds.index.table import SemanticIDTable
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
-from ttds.train import checkpoint as ckpt_io
+from ttds.runtime import init_ray
 from ttds.train.launch import run_trainer
+from ttds.train.lightgcn import lightgcn_vectors
 from ttds.train.tokenizer_worker import TokenizerWork, tokenizer_worker
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,11 @@ class TokenizerArtifacts:
 
 def default_out(job: str) -> Path:
     return Path("runs") / job / time.strftime("%Y%m%d-%H%M%S")
+
+
+def make_features(corpus: Corpus, cfg: FeatureConfig) -> Features:
+    """The tokenizer inputs X by `cfg.source`, with the train layer's LightGCN trainer at hand."""
+    return build_features(corpus, cfg, lightgcn=lightgcn_vectors)
 
 
 def save_features(f: Features, path: Path) -> None:
@@ -69,7 +81,6 @@ def nearest_code_collisions(tower, x: np.ndarray) -> dict:
     rule = getattr(getattr(tower, "config", None), "last_level", None)
     if rule is None:  # towers without the rule (K-way, MoC) have nothing to compare
         return {}
-    from ttds.index.collisions import collision_rate
 
     nearest = tower.encode(torch.as_tensor(x), last_level="nearest").numpy()
     return {"last_level": rule, "collision_rate_nearest_code": collision_rate(nearest)}
@@ -91,9 +102,6 @@ def index_metrics(table: SemanticIDTable, extra: dict | None = None) -> dict:
 
 
 def static_codes(index: IndexConfig, x: np.ndarray, levels: int, corpus: Corpus | None = None) -> np.ndarray:
-    from ttds.index.lsh import LSHIndexer
-    from ttds.index.random_ids import RandomIndexer
-
     if index.kind == "lsh":
         return LSHIndexer(levels, index.codebook_size, index.seed).fit(x).encode(x)
     if index.kind == "random":
@@ -136,8 +144,6 @@ def train_rq(f: Features, index: IndexConfig, cfg: TokenizerJobConfig, out: Path
 
 
 def train_tokenizer(cfg: TokenizerJobConfig, corpus: Corpus | None = None) -> TokenizerArtifacts:
-    from ttds.runtime import init_ray
-
     if cfg.index.kind not in INDEX_KINDS:  # before any work: Ray, corpus preparation
         raise ValueError(f"index.kind must be one of {', '.join(INDEX_KINDS)}, not {cfg.index.kind!r}")
     t0 = time.time()
@@ -150,8 +156,6 @@ def train_tokenizer(cfg: TokenizerJobConfig, corpus: Corpus | None = None) -> To
     model = None
     history: list[dict] = []
     if index.kind == "precomputed":
-        from ttds.index.precomputed import table_from_arrow
-
         pre = corpus.precomputed_index()
         if pre is None:
             raise ValueError(f"index.kind=precomputed but corpus {corpus.name!r} ships no X.index.json")
@@ -163,7 +167,7 @@ def train_tokenizer(cfg: TokenizerJobConfig, corpus: Corpus | None = None) -> To
             f = load_features(feats_path)
         else:
             log.info("building tokenizer inputs X (source=%s)", index.features.source)
-            f = build_features(corpus, index.features)
+            f = make_features(corpus, index.features)
             save_features(f, feats_path)
         if index.kind in LEARNED_KINDS:  # rq | kway_masked | moc: the same Ray Train job, another tower class
             model, history = train_rq(f, index, cfg, out)
@@ -187,8 +191,6 @@ def train_tokenizer(cfg: TokenizerJobConfig, corpus: Corpus | None = None) -> To
         "config": to_dict(cfg),
     }
     if model is not None:
-        from ttds.index.rq import reconstruction_error
-
         metrics["items"]["recon_error"] = reconstruction_error(model.item, torch.as_tensor(f.item_x))
         if model.user is not None:
             metrics["users"]["recon_error"] = reconstruction_error(model.user, torch.as_tensor(f.user_x))
@@ -202,8 +204,6 @@ def train_tokenizer(cfg: TokenizerJobConfig, corpus: Corpus | None = None) -> To
 
 def diagnostics(out: Path, corpus: Corpus, items: SemanticIDTable, users: SemanticIDTable | None, model: TwinTowerTokenizer | None) -> dict:
     """NMI with item categories (when the corpus has them) and code-embedding spectra (PNG)."""
-    from ttds.index.diagnostics import index_diagnostics
-
     cats = None
     if "categories" in corpus.items.column_names:
         col = corpus.items.column("categories").to_pylist()

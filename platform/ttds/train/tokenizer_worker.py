@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ttds import checkpoint as ckpt_io
 from ttds.config import IndexConfig
 from ttds.index.collisions import collision_rate
 from ttds.index.rq import codebook_report, reconstruction_error
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
-from ttds.train import checkpoint as ckpt_io
 from ttds.train import deepspeed_utils as dsu
 from ttds.train.launch import RunPlace
 from ttds.train.loop import LoopConfig, LoopState, Trainer, fit, rank_and_world

@@ -20,12 +20,21 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ttds.config import TokenizerJobConfig, TTDSJobConfig, check_config, save_config, to_dict
+from ttds.console import stage
 from ttds.data.corpus import Corpus
 from ttds.data.resolve import open_or_prepare
 from ttds.data.task_examples import write_task_rows
+from ttds.eval.distributed import evaluate_model_dir
+from ttds.eval.per_user import PER_USER_FILE
+from ttds.index.kinds import LEARNED_KINDS
+from ttds.index.table import SemanticIDTable
+from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
+from ttds.runtime import init_ray
 from ttds.train.launch import run_trainer
-from ttds.train.tokenizer_job import default_out, load_features, save_features, train_tokenizer
+from ttds.train.loop import report_line
+from ttds.train.tokenizer_job import default_out, load_features, make_features, save_features, train_tokenizer
 from ttds.train.ttds_worker import TTDSRunFacts, TTDSWork, task_rates, ttds_worker
+from ttds.train.weight_average import decay_for_epochs, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +53,10 @@ def ensure_tokenizer(cfg: TTDSJobConfig, corpus: Corpus, out: Path) -> Path:
         tcfg = TokenizerJobConfig(data=cfg.data, index=index, train=cfg.train, output_dir=str(out / "tokenizer"))
         tok_dir = train_tokenizer(tcfg, corpus).out_dir
     if not (tok_dir / "features.safetensors").exists():
-        from ttds.features.build import build_features
-
-        save_features(build_features(corpus, cfg.index.features), tok_dir / "features.safetensors")
+        save_features(make_features(corpus, cfg.index.features), tok_dir / "features.safetensors")
     if not (tok_dir / "tokenizer.safetensors").exists():
         # static indexers (lsh/random/precomputed) have no trained towers: start fresh ones
-        from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
-        from ttds.train import checkpoint as ckpt_io
+        from ttds import checkpoint as ckpt_io
 
         f = load_features(tok_dir / "features.safetensors")
         towers = cfg.index.towers(f.item_x.shape[1], f.user_x.shape[1] if cfg.index.user_tower else None)
@@ -62,9 +68,6 @@ def ensure_tokenizer(cfg: TTDSJobConfig, corpus: Corpus, out: Path) -> Path:
 def run_facts(cfg: TTDSJobConfig, corpus: Corpus, tok_dir: Path, out: Path) -> TTDSRunFacts:
     """What the workers need beside the config, read from the tokenizer folder (ema_decay is
     optim.ema_decay here; `train_ttds` sets it from optim.ema_epochs once the rows exist)."""
-    from ttds.index.kinds import LEARNED_KINDS
-    from ttds.index.table import SemanticIDTable
-
     f = load_features(tok_dir / "features.safetensors")
     towers = json.loads((tok_dir / "tokenizer.json").read_text())["towers"]
     items = SemanticIDTable.load(tok_dir, "item")
@@ -102,8 +105,6 @@ def ema_decay_from_epochs(cfg: TTDSJobConfig, rows: Path) -> float:
     """optim.ema_epochs as the per-step decay the workers use (said in the log, kept in the result)."""
     import pyarrow.parquet as pq
 
-    from ttds.train.weight_average import decay_for_epochs, steps_per_epoch
-
     n_rows = pq.ParquetFile(rows).metadata.num_rows
     steps = steps_per_epoch(n_rows, cfg.optim.batch_size, cfg.train.num_workers)
     decay = decay_for_epochs(cfg.optim.ema_epochs, n_rows, cfg.optim.batch_size, cfg.train.num_workers)
@@ -120,12 +121,6 @@ def peak_rss_mb() -> float:
 def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = ()) -> dict:
     """The whole job; `callbacks` go to Ray Train (a Tune trial passes TuneReportCallback)."""
     import ray.data
-
-    from ttds.console import stage
-    from ttds.eval.distributed import evaluate_model_dir
-    from ttds.eval.per_user import PER_USER_FILE
-    from ttds.runtime import init_ray
-    from ttds.train.loop import report_line
 
     check_config(cfg)
     t0 = time.time()

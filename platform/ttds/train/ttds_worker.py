@@ -21,19 +21,22 @@ from ttds.config import BackboneSection, TTDSJobConfig
 from ttds.data.corpus import Corpus
 from ttds.eval.evaluate import evaluate_next_item
 from ttds.features.build import standardise_like
-from ttds.index.table import SemanticIDTable
+from ttds.index.table import SemanticIDTable, level_token
 from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.llm.dropout import add_residual_dropout
+from ttds.llm.fusion import fusion_for_towers
+from ttds.llm.item_embedding import build_item_embedding
 from ttds.llm.model import TTDSModel
 from ttds.llm.model_io import load_model, save_model
 from ttds.llm.prompts import PromptBuilder, TokenTable, semantic_vocabulary
 from ttds.rank.beam import BeamConfig
 from ttds.rank.pad import left_pad
+from ttds.rank.retrieval import retrieval_examples
 from ttds.rank.trie import build_trie
 from ttds.train import deepspeed_utils as dsu
 from ttds.train.collectives import all_reduce_metrics
 from ttds.train.launch import RunPlace
-from ttds.train.loop import LoopConfig, LoopState, Trainer, fit
+from ttds.train.loop import LoopConfig, LoopState, Trainer, fit, rank_and_world
 from ttds.train.lr_schedule import lr_factor
 from ttds.config import to_dict
 
@@ -105,8 +108,6 @@ def backbone_config(b: BackboneSection, seed: int):
 
 def code_vector_map(towers: TwinTowerTokenizer) -> dict[str, torch.Tensor]:
     """Token -> its code vector, the seed of the token's LLM embedding."""
-    from ttds.index.table import level_token
-
     out = {}
     for kind, tower in (("item", towers.item), ("user", towers.user)):
         if tower is None:
@@ -123,8 +124,6 @@ def build_model(w: TTDSWork, corpus: Corpus, tok_dir: Path):
     from safetensors.torch import load_file
 
     from ttds.llm.backbone import add_semantic_tokens, apply_lora, load_backbone
-    from ttds.llm.fusion import fusion_for_towers  # MoC towers only (index.kind == "moc"): fuse ID code embeddings
-    from ttds.llm.item_embedding import build_item_embedding  # backbone.item_embedding: per-item input vectors
 
     job, run = w.job, w.run
     towers = TwinTowerTokenizer(TwinTowerConfig.from_dict(run.towers))
@@ -396,8 +395,6 @@ ITEM_X_FILE = "item_x.safetensors"  # a dynamic text run's re-encoded item X, in
 
 def ttds_worker(w: TTDSWork, place: RunPlace) -> None:
     """The Ray Train worker of the TTDS job: its hooks on the one loop."""
-    from ttds.train.loop import rank_and_world
-
     rank, world = rank_and_world(place)
     o = w.job.optim
     loop = LoopConfig(epochs=o.epochs, seed=o.seed, seed_per_rank=True, patience=o.patience, metric="valid_NDCG@10",
@@ -437,8 +434,6 @@ def recompute_text_x(model: TTDSModel, tokenizer, corpus: Corpus, job: TTDSJobCo
 def retrieval_kwargs(builder: PromptBuilder, corpus: Corpus, users: list[int], job: TTDSJobConfig, rng: random.Random, item_x_t: torch.Tensor) -> dict:
     """Model kwargs of the retrieval loss: next-item prompts of random training users (every
     rank the same count, so ranks step together) scored against the whole catalogue's X."""
-    from ttds.rank.retrieval import retrieval_examples
-
     pick = [users[rng.randrange(len(users))] for _ in range(job.loss.retrieval_batch)]
     prompts, targets = retrieval_examples(builder, corpus.train_sequences, pick, job.data.max_history, rng)
     ids, mask, _ = left_pad(prompts, builder.pad_id)

@@ -41,8 +41,11 @@ from typing import Any
 
 import yaml
 
-from ttds.config import save_config
-from ttds.tune.space import METRIC, SweepSpec, TuneSettings, count_trials, load_sweep, param_space
+from ttds.config import ConfigError, from_dict, save_config
+from ttds.data.resolve import open_or_prepare
+from ttds.runtime import init_ray
+from ttds.train.ttds_job import train_ttds
+from ttds.tune.space import METRIC, ParamSpec, SweepSpec, TuneSettings, count_trials, load_sweep, param_space
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,6 @@ def ttds_trial(config: dict, spec_data: dict, trials_root: str) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ttds.train.ttds_job import train_ttds
-
     spec = spec_from_dict(spec_data)
     out = Path(trials_root) / tune.get_context().get_trial_id()
     out.mkdir(parents=True, exist_ok=True)
@@ -86,9 +87,6 @@ def ttds_trial(config: dict, spec_data: dict, trials_root: str) -> None:
 
 
 def spec_from_dict(data: dict) -> SweepSpec:
-    from ttds.config import from_dict
-    from ttds.tune.space import ParamSpec
-
     space = {k: ParamSpec(k, v["type"], **{n: v[n] for n in ("values", "low", "high") if n in v}) for k, v in data["space"].items()}  # as _spec_dict wrote it
     return SweepSpec(from_dict(TuneSettings, data["tune"]), data["base"], data["sweep_only"], space)
 
@@ -222,8 +220,6 @@ def make_searcher(t: TuneSettings, concurrency: int = 0):
     """
     import importlib.util
 
-    from ttds.config import ConfigError
-
     if t.search == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -269,9 +265,6 @@ def make_trainable(spec: SweepSpec, out: Path):
 def run_sweep(spec: SweepSpec, resume: bool = False) -> SweepOutcome:
     """Run (or resume) the sweep and write the trial table, best config, plot and best model."""
     from ray import tune
-
-    from ttds.data.resolve import open_or_prepare
-    from ttds.runtime import init_ray
 
     t0 = time.time()
     out = Path(spec.tune.output_dir) if spec.tune.output_dir else default_out()

@@ -1,4 +1,4 @@
-"""ttds.train.checkpoint: tensors in safetensors, state in JSON, and never an unpickle.
+"""ttds.checkpoint: tensors in safetensors, state in JSON, and never an unpickle.
 
 The refusal tests plant a live pickle payload: unpickling it would create a marker file, so
 "the marker does not exist" proves that nothing unpickled it.
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ttds.train import checkpoint as ckpt
-from ttds.train.checkpoint import UNSAFE_SUFFIXES, UnsafeCheckpointError, check_safe, load_state, save_state
+from ttds import checkpoint as ckpt
+from ttds.checkpoint import UNSAFE_SUFFIXES, UnsafeCheckpointError, check_safe, load_state, save_state
 
 
 class Payload:

@@ -1,5 +1,8 @@
 """Checkpoints that are safe to load: tensors in safetensors, everything else in JSON.
 
+A bottom-layer module (it imports nothing from ttds): the trainers save and resume with it,
+and `llm.model_io` refuses pickles in a model folder with `check_safe` before loading one.
+
 Nothing here unpickles: a checkpoint folder from an untrusted source can at worst hold
 wrong numbers, never code. A folder holding a pickle payload is refused by name.
 """

@@ -1,4 +1,4 @@
-"""Adding items to a trained model (ttds.index.extend, jobs/add_items.py) on a tiny text-sourced model.
+"""Adding items to a trained model (ttds.serve.catalogue, jobs/add_items.py) on a tiny text-sourced model.
 
 The model folder is the serve tests' tiny model (the training code's own pieces, untrained
 backbone): what matters here is the folder layout and that new items get IDs from their text.
@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "serve"))  # build_tiny_model lives with the serve tests
 sys.path.insert(0, str(ROOT / "jobs"))
 
 from test_serve_app import build_tiny_model  # noqa: E402
@@ -52,7 +51,7 @@ def _items_file(path: Path, corpus_dir: Path) -> Path:
 
 def test_add_items_writes_a_new_version(text_model, synthetic_corpus, tmp_path):
     from ttds.data.corpus import Corpus
-    from ttds.index.extend import ExtendConfig, extend_model
+    from ttds.serve.catalogue import ExtendConfig, extend_model
     from ttds.index.table import SemanticIDTable
     from ttds.config import RecommenderConfig
     from ttds.serve.recommender import Recommender, RequestError
@@ -105,7 +104,7 @@ def test_known_ids_and_non_text_models_are_refused(text_model, synthetic_corpus,
 
 
 def test_new_item_rows_come_from_their_semantic_neighbours():
-    from ttds.index.extend import grow_rows
+    from ttds.serve.catalogue import grow_rows
 
     w = np.arange(8, dtype=np.float32).reshape(4, 2)
     old = np.array([[0, 0, 1], [0, 0, 2], [0, 1, 0], [1, 0, 0]])
@@ -121,7 +120,7 @@ def test_item_head_and_tied_item_vectors_grow(text_model, synthetic_corpus, tmp_
     import torch
     from safetensors.torch import save_file
 
-    from ttds.index.extend import ExtendConfig, extend_model
+    from ttds.serve.catalogue import ExtendConfig, extend_model
     from ttds.llm.model_io import load_model
 
     model = tmp_path / "ih"

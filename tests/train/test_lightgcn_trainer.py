@@ -1,19 +1,15 @@
-"""LightGCN graph vectors: normalised propagation, BPR learning, the Ray Train path, index.source."""
+"""The LightGCN trainer (ttds.train.lightgcn): BPR learning, the Ray Train path, index.source=lightgcn."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from ttds.features.lightgcn import (
-    LightGCN,
-    LightGCNConfig,
-    interaction_pairs,
-    lightgcn_vectors,
-    normalized_adjacency,
-    train_lightgcn,
-)
+from ttds.config import FeatureConfig, LightGCNConfig
+from ttds.data.corpus import Corpus
+from ttds.features.build import build_features
+from ttds.train.lightgcn import lightgcn_vectors, train_lightgcn
+from ttds.train.tokenizer_job import make_features
 
 
 def clustered_sequences(n_users: int = 120, n_items: int = 60, clusters: int = 4, seed: int = 0) -> list[np.ndarray]:
@@ -21,21 +17,6 @@ def clustered_sequences(n_users: int = 120, n_items: int = 60, clusters: int = 4
     rng = np.random.default_rng(seed)
     per = n_items // clusters
     return [rng.choice(np.arange(c * per, (c + 1) * per), 6, replace=False) for c in rng.integers(0, clusters, n_users)]
-
-
-def test_adjacency_is_symmetric_normalised_and_propagation_averages_layers():
-    seqs = [np.array([0, 1]), np.array([1]), np.array([], dtype=np.int64)]
-    users, items = interaction_pairs(seqs)
-    assert users.tolist() == [0, 0, 1] and items.tolist() == [0, 1, 1]
-    a = normalized_adjacency(users, items, 3, 2).to_dense()
-    assert torch.allclose(a, a.T)
-    # user 0 (degree 2) - item 1 (degree 2): 1 / sqrt(2 * 2)
-    assert a[0, 3 + 1] == pytest.approx(0.5)
-    assert a[2].abs().sum() == 0  # a user without training items has no edges
-    model = LightGCN(3, 2, 4, 2, normalized_adjacency(users, items, 3, 2))
-    e = model.embedding.detach()
-    expect = (e + a @ e + a @ (a @ e)) / 3
-    assert torch.allclose(model.propagate().detach(), expect, atol=1e-6)
 
 
 def test_bpr_training_learns_the_graph_blocks():
@@ -66,11 +47,11 @@ def test_ray_train_path_matches_in_process(ray_session):
 
 
 def test_lightgcn_is_an_index_source(synthetic_corpus):
-    from ttds.data.corpus import Corpus
-    from ttds.config import FeatureConfig
-    from ttds.features.build import build_features
-
     corpus = Corpus.open(synthetic_corpus)
-    f = build_features(corpus, FeatureConfig(source="lightgcn", lightgcn=LightGCNConfig(dim=8, epochs=2, ray_train=False)))
+    cfg = FeatureConfig(source="lightgcn", lightgcn=LightGCNConfig(dim=8, epochs=2, ray_train=False))
+    f = make_features(corpus, cfg)
     assert f.source == "lightgcn" and f.item_x.shape == (corpus.n_items, 8) and f.user_x.shape == (corpus.n_users, 8)
     assert np.isfinite(f.item_x).all() and f.text_dims == 0
+    # features sit below train: build_features is handed the trainer, and says so when it is not
+    with pytest.raises(ValueError, match="needs a LightGCN trainer"):
+        build_features(corpus, cfg)

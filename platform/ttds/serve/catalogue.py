@@ -1,5 +1,9 @@
 """Add items to a trained model without retraining: semantic IDs for unseen items from their text.
 
+A catalogue operation on a model folder (load the model, encode text, extend its ID table and
+item rows, write the next version the Serve app rolls out), so it lives with serving, above
+`index` (the table and tower it extends) and `llm` (the model and the text encoder).
+
 Why this works only for text-derived IDs: the item tower maps an item's input X to its codes.
 When X is the item's text vector, a new item's X can be computed from its text alone, so the
 trained tower gives it codes that sit beside similar trained items, and the LLM can generate
@@ -36,8 +40,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors import safe_open
+from safetensors.numpy import load_file as load_np
+from safetensors.numpy import save_file as save_np
 
+from ttds.data import schema
+from ttds.data.corpus import Corpus
+from ttds.data.readers._common import iter_lines, parse_record
+from ttds.data.readers.amazon import read_meta
+from ttds.data.rejects import RejectLog
+from ttds.index.rq import _sq_dists
 from ttds.index.table import SemanticIDTable, suffix_token
+from ttds.llm.model_io import load_model
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +99,6 @@ def read_new_items(path: str | Path, known_keys: set[str], rejects) -> dict[str,
     """{item key: text fields} of the new-items file, read by the Amazon metadata reader (one JSON
     object per line: `asin`, title, description, brand, category). Items without any text go to
     `rejects` (missing_field, with their line): nothing can place them. Known keys raise."""
-    from ttds.data.readers._common import iter_lines, parse_record
-    from ttds.data.readers.amazon import read_meta
-
     items = read_meta(path, rejects)
     empty = [k for k, v in items.items() if not any(v.values())]
     if empty:
@@ -109,7 +123,7 @@ def read_new_items(path: str | Path, known_keys: set[str], rejects) -> dict[str,
 # ----------------------------------------------------------------------------- the encoder
 def _candidates(lm, corpus) -> list[tuple[str, object]]:
     """(name, loader) of the text encoders the model may have used, cheapest first."""
-    from ttds.llm.backbone import BackboneConfig, load_backbone
+    from ttds.llm.backbone import BackboneConfig, load_backbone  # transformers + peft: loaded only when items are added
 
     cfg = lm.meta.get("config") or {}
     names = [((cfg.get("index") or {}).get("features") or {}).get("text_backbone"), (cfg.get("backbone") or {}).get("name")]
@@ -132,7 +146,7 @@ def _fit_standardisation(raw: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, fl
 
 def text_vectors(lm, corpus, item_x: np.ndarray, texts: list[str], sample: int, tolerance: float) -> tuple[np.ndarray, str, float]:
     """X rows of `texts` in the saved X's space, by the encoder that reproduces the saved X."""
-    from ttds.llm.backbone import encode_texts
+    from ttds.llm.backbone import encode_texts  # transformers + peft: loaded only when items are added
 
     max_length = int((((lm.meta.get("config") or {}).get("index") or {}).get("features") or {}).get("text_max_length", 96))
     rows = np.random.default_rng(0).choice(len(item_x), min(sample, len(item_x)), replace=False)
@@ -163,10 +177,6 @@ def text_vectors(lm, corpus, item_x: np.ndarray, texts: list[str], sample: int, 
 def _balanced_codes(tower, x, table: SemanticIDTable) -> np.ndarray:
     """Codes of new rows: nearest codes, then (balanced last level) the nearest last code that no
     item sharing the prefix holds yet, neither a trained one nor a new one placed before."""
-    import torch
-
-    from ttds.index.rq import _sq_dists
-
     with torch.no_grad():
         if getattr(tower.config, "last_level", "nearest") != "balanced" or type(tower).__name__ != "RQTokenizer":
             return tower.encode(x).numpy()  # K-way / MoC towers: their own rule, row by row
@@ -191,8 +201,6 @@ def _balanced_codes(tower, x, table: SemanticIDTable) -> np.ndarray:
 def place_items(tower, x: np.ndarray, table: SemanticIDTable, new_ids: np.ndarray, known_tokens: set[str]) -> tuple[SemanticIDTable, list[int]]:
     """The table with `new_ids` appended (codes from `tower`), suffixes by the training rule; and the
     trained items whose ID changed (they gained a suffix). Refuses a suffix the LLM has no token for."""
-    import torch
-
     codes = _balanced_codes(tower, torch.as_tensor(x, dtype=torch.float32), table)
     ext = SemanticIDTable.from_codes("item", np.concatenate([table.ids, new_ids]), np.concatenate([table.codes, codes]),
                                      table.codebook_size, table.meta)
@@ -232,11 +240,6 @@ def default_out(model_dir: Path, version: int) -> Path:
 
 def _write_corpus(corpus, out: Path, keys: list[str], fields: list[dict[str, str]]) -> Path:
     """A copy of `corpus` whose items table lists the new items after the trained ones (ids dense)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ttds.data import schema
-
     out.mkdir(parents=True)
     for f in corpus.root.iterdir():
         if f.is_file() and f.name not in ("items.parquet", "manifest.json"):
@@ -255,14 +258,6 @@ def _write_corpus(corpus, out: Path, keys: list[str], fields: list[dict[str, str
 
 def extend_model(cfg: ExtendConfig, items: dict[str, dict[str, str]] | None = None) -> ExtendResult:
     """Write a new model version with the items of `cfg.items_path` (or `items`, {key: text fields})."""
-    from safetensors.numpy import load_file as load_np
-    from safetensors.numpy import save_file as save_np
-    from safetensors import safe_open
-
-    from ttds.data.corpus import Corpus
-    from ttds.data.rejects import RejectLog
-    from ttds.llm.model_io import load_model
-
     src = Path(cfg.model_dir).expanduser().resolve()
     lm = load_model(src)
     meta = dict(lm.meta)
