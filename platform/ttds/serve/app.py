@@ -591,11 +591,11 @@ class Ingress:
         r, now = self.ready, time.monotonic()
         names = list(self._components())
         comps = {n: r.components.get(n) for n in names}
-        missing = [n for n, c in comps.items() if c is None or c.get("version") is None]
-        versions = {c.get("version") for c in comps.values() if c}
-        dirs = {c.get("model_dir") for c in comps.values() if c}
+        missing = [n for n, st in comps.items() if st is None or st.get("version") is None]  # st: a component's status
+        versions = {st.get("version") for st in comps.values() if st}
+        dirs = {st.get("model_dir") for st in comps.values() if st}
         rolling = len(versions) > 1 or (self.expected_model is not None and bool(dirs) and dirs != {self.expected_model}) \
-            or any(c and c.get("last_error") for c in comps.values())
+            or any(st and st.get("last_error") for st in comps.values())
         reason = None
         if missing:
             reason = f"no model loaded yet in: {', '.join(missing)}"
