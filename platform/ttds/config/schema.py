@@ -417,15 +417,14 @@ class TTDSJobConfig(Section):
 
 # ----------------------------------------------------------------------------- baselines
 @dataclass
-class SASRecConfig(Section):
-    """SASRec (`ttds.baselines.sasrec`): full-softmax causal Transformer over the item history."""
+class SeqModelConfig(Section):
+    """What SASRec and GRU4Rec share: the item window, dropout and how they train (one
+    definition, so a training knob reaches both; each model adds its own shape)."""
 
     hidden: int = 64
     layers: int = 2
-    heads: int = 2
     dropout: float = 0.2
     max_len: int = 50
-    inner: int = 0  # feed-forward width; 0 = hidden (the paper's point-wise FFN)
     lr: float = 1e-3
     weight_decay: float = 0.0
     epochs: int = 100
@@ -440,41 +439,33 @@ class SASRecConfig(Section):
     ema_epochs: float = 0.0  # >0: the same average over ~this many epochs of steps (sets the decay; not with ema_decay)
 
     def problems(self) -> list[str]:
-        return _seq_problems(self) + _at_least(self, ("heads",), 1) + _at_least(self, ("inner",), 0)
+        out = _at_least(self, ("hidden", "layers", "max_len", "epochs", "patience", "batch_size"), 1)
+        out += _at_least(self, ("threads", "time_budget_s", "weight_decay"), 0) + _in_unit("dropout", self.dropout)
+        out += _in_unit("min_lr_ratio", self.min_lr_ratio, closed=True)
+        span = ema_span_problem(self.ema_decay, self.ema_epochs)
+        return out + ([span] if span else [])
 
 
 @dataclass
-class GRU4RecConfig(Section):
-    """GRU4Rec (`ttds.baselines.gru4rec`): a GRU over the item history, trained as SASRec is."""
+class SASRecConfig(SeqModelConfig):
+    """SASRec (`ttds.baselines.sasrec`): full-softmax causal Transformer over the item history."""
 
-    hidden: int = 64  # GRU state size
-    embedding: int = 64  # item embedding size (input table, tied with the output scoring)
-    layers: int = 1
-    dropout: float = 0.2
-    max_len: int = 50
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    epochs: int = 100
-    patience: int = 5  # epochs without a better valid NDCG@10 before stopping
-    batch_size: int = 256
-    seed: int = 0
-    threads: int = 0  # torch threads per worker; 0 = leave Ray's default (OMP_NUM_THREADS)
-    time_budget_s: float = 0.0  # stop before an epoch that would end past this much training time (0 = none)
-    lr_schedule: LrSchedule = "constant"  # per epoch to lr * min_lr_ratio in the last of `epochs` (ttds.train.lr_schedule)
-    min_lr_ratio: float = 0.1
-    ema_decay: float = 0.0  # >0: validate and keep an exponential moving average of the weights (ttds.train.weight_average)
-    ema_epochs: float = 0.0  # >0: the same average over ~this many epochs of steps (sets the decay; not with ema_decay)
+    heads: int = 2
+    inner: int = 0  # feed-forward width; 0 = hidden (the paper's point-wise FFN)
 
     def problems(self) -> list[str]:
-        return _seq_problems(self) + _at_least(self, ("embedding",), 1)
+        return super().problems() + _at_least(self, ("heads",), 1) + _at_least(self, ("inner",), 0)
 
 
-def _seq_problems(c: Any) -> list[str]:
-    out = _at_least(c, ("hidden", "layers", "max_len", "epochs", "patience", "batch_size"), 1)
-    out += _at_least(c, ("threads", "time_budget_s", "weight_decay"), 0) + _in_unit("dropout", c.dropout)
-    out += _in_unit("min_lr_ratio", c.min_lr_ratio, closed=True)
-    span = ema_span_problem(c.ema_decay, c.ema_epochs)
-    return out + ([span] if span else [])
+@dataclass
+class GRU4RecConfig(SeqModelConfig):
+    """GRU4Rec (`ttds.baselines.gru4rec`): a GRU over the item history, trained as SASRec is."""
+
+    layers: int = 1
+    embedding: int = 64  # item embedding size (input table, tied with the output scoring); `hidden` = GRU state size
+
+    def problems(self) -> list[str]:
+        return super().problems() + _at_least(self, ("embedding",), 1)
 
 
 # ----------------------------------------------------------------------------- benchmark
