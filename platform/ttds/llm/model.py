@@ -7,6 +7,8 @@ L_token reaches the tokenizer towers (trained jointly: the "dynamic" in TTDS).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
@@ -52,6 +54,13 @@ def item_head_loss(hidden: torch.Tensor, head: nn.Linear, positions: torch.Tenso
     return nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
 
 
+_NULL = nullcontext()
+
+
+def _untimed(name: str) -> nullcontext:
+    return _NULL
+
+
 class TTDSModel(nn.Module):
     def __init__(self, backbone: nn.Module, towers: TwinTowerTokenizer, hidden_size: int, x_dim: int, fusion: nn.Module | None = None,
                  n_items: int = 0):
@@ -68,6 +77,8 @@ class TTDSModel(nn.Module):
             fusion.attach(backbone)
         # optional per-item input vectors (backbone.item_embedding, ttds.llm.item_embedding)
         self.item_embedding = None
+        # the stage timer of a profiled run (ttds.train.profile sets it); None = no sections timed
+        self.profiler = None
 
     def set_item_embedding(self, module) -> None:
         """Hook `module` (an ItemEmbedding, or None) on the backbone's input embedding."""
@@ -104,19 +115,24 @@ class TTDSModel(nn.Module):
         """All losses of one batch; `item_negatives` (loss.item_head_negatives): 0 = full-catalogue
         softmax in the item head loss, >0 = sampled softmax with that many uniform negatives."""
         use_item_head = item_weight > 0 and self.item_head is not None
-        out = self.backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=dmvae.position_ids_from_mask(attention_mask),
-            labels=labels if label_smoothing == 0 else None,
-            output_hidden_states=use_item_head,
-        )
-        llm = out.loss if label_smoothing == 0 else smoothed_lm_loss(out.logits, labels, label_smoothing)
+        timed = self.profiler.section if self.profiler is not None else _untimed
+        with timed("fwd/backbone"):
+            out = self.backbone(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=dmvae.position_ids_from_mask(attention_mask),
+                labels=labels if label_smoothing == 0 else None,
+                output_hidden_states=use_item_head,
+            )
+        with timed("fwd/lm_loss"):
+            llm = out.loss if label_smoothing == 0 else smoothed_lm_loss(out.logits, labels, label_smoothing)
         l_id = l_token = None
         if alpha > 0 and id_input_ids is not None:
-            l_id = dmvae.id_alignment_loss(self.backbone, self.id_head, id_input_ids, id_attention_mask, id_targets)
+            with timed("fwd/dmvae_id"):
+                l_id = dmvae.id_alignment_loss(self.backbone, self.id_head, id_input_ids, id_attention_mask, id_targets)
         if alpha > 0 and beta > 0 and item_x is not None:
-            l_token = self.towers(item_x, user_x if self.towers.user is not None else None)["loss"]
+            with timed("fwd/towers"):
+                l_token = self.towers(item_x, user_x if self.towers.user is not None else None)["loss"]
         loss = dmvae.total_loss(llm, l_id, l_token, alpha, beta)
         l_ret = None
         if ret_weight > 0 and ret_input_ids is not None:
@@ -131,7 +147,8 @@ class TTDSModel(nn.Module):
                 # data-parallel rank has a gradient for it and the ranks reduce the same tensors
                 l_item = self.item_head.weight.sum() * 0.0
             else:
-                l_item = item_head_loss(out.hidden_states[-1], self.item_head, item_positions, item_targets, item_negatives)
+                with timed("fwd/item_head"):
+                    l_item = item_head_loss(out.hidden_states[-1], self.item_head, item_positions, item_targets, item_negatives)
             loss = loss + item_weight * l_item
         zero = llm.detach() * 0
         return {

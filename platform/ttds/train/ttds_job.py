@@ -32,6 +32,7 @@ from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
 from ttds.runtime import init_ray
 from ttds.train.launch import run_trainer
 from ttds.train.loop import report_line
+from ttds.train.profile import PROFILE_FILE
 from ttds.train.tokenizer_job import default_out, load_features, make_features, save_features, train_tokenizer
 from ttds.train.ttds_worker import TTDSRunFacts, TTDSWork, task_rates, ttds_worker
 from ttds.train.weight_average import decay_for_epochs, steps_per_epoch
@@ -118,8 +119,12 @@ def peak_rss_mb() -> float:
     return round(max(self_kb, child_kb) / 1024, 1)
 
 
-def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = ()) -> dict:
-    """The whole job; `callbacks` go to Ray Train (a Tune trial passes TuneReportCallback)."""
+def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = (), profile_steps: int = -1) -> dict:
+    """The whole job; `callbacks` go to Ray Train (a Tune trial passes TuneReportCallback).
+
+    `profile_steps` >= 0 (jobs/train_ttds.py --profile): rank 0 times the stages of every epoch
+    (0 = whole epochs, N = the first N steps of each) into PROFILE_FILE in the run folder and
+    the job stops after training (no test evaluation: a profile is not a result)."""
     import ray.data
 
     check_config(cfg)
@@ -138,6 +143,12 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = ()) -> dict:
     rows = write_task_rows(corpus, out / "data", tasks, cfg.data.max_history)
     if cfg.optim.ema_epochs > 0:
         facts.ema_decay = ema_decay_from_epochs(cfg, rows)
+    if profile_steps >= 0:
+        import pyarrow.parquet as pq
+
+        facts.profile_steps, facts.profile_path = profile_steps, str((out / PROFILE_FILE).resolve())
+        facts.task_rows = pq.ParquetFile(rows).metadata.num_rows
+        (out / PROFILE_FILE).unlink(missing_ok=True)
     ds = ray.data.read_parquet(str(rows))
     with stage("epochs", total=cfg.optim.epochs, unit="epoch", run="ray_train", describe=lambda m: report_line(m, cfg.optim.epochs)):
         result = run_trainer(ttds_worker, TTDSWork(cfg, facts), cfg.train, out, "ray_train", datasets={"train": ds}, callbacks=callbacks)
@@ -145,6 +156,8 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = ()) -> dict:
         raise result.error
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()] if (out / "history.jsonl").exists() else []
     t_train = time.time() - t0 - t_tok
+    if profile_steps >= 0:
+        return {"out_dir": str(out), "history": history, "wall_s": {"tokenizer": round(t_tok, 1), "train": round(t_train, 1)}}
     templates = list(range(3)) if cfg.eval.templates == 0 else list(range(cfg.eval.templates))
     t1 = time.time()
     n_test = len(corpus.eval_arrays("test")[2])

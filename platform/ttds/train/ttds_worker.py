@@ -38,6 +38,7 @@ from ttds.train.collectives import all_reduce_metrics
 from ttds.train.launch import RunPlace
 from ttds.train.loop import LoopConfig, LoopState, Trainer, fit, rank_and_world
 from ttds.train.lr_schedule import lr_factor
+from ttds.train.profile import OFF, Replayer, StageTimer, count_tokens, save_profile
 from ttds.config import to_dict
 
 TASKS = ("next_item", "user_pred", "comment", "text2id", "id2text")
@@ -66,6 +67,9 @@ class TTDSRunFacts:
     static_index: bool  # lsh / random / precomputed IDs: no towers learn, no L_token
     dynamic: bool  # IDs re-assigned while training (index.dynamic, learned kinds only)
     next_item_user_id: bool  # next-item prompts carry the user's ID (tasks.user_id_in_next_item, users have IDs)
+    profile_steps: int = -1  # jobs/train_ttds.py --profile: -1 = off, 0 = time whole epochs, N = N steps per epoch
+    task_rows: int = 0  # rows of the task-row dataset (the profile scales to an epoch with it)
+    profile_path: str = ""  # where rank 0 writes the profile (ttds.train.profile.PROFILE_FILE)
 
 
 @dataclass
@@ -188,11 +192,13 @@ def make_builder(tokenizer, corpus: Corpus, indexer: Indexer, w: TTDSWork, model
     )
 
 
-def rows_to_examples(batch: dict, builder: PromptBuilder, rates: dict, rng: random.Random, spans: list | None = None):
+def rows_to_examples(batch: dict, builder: PromptBuilder, rates: dict, rng: random.Random, spans: list | None = None,
+                     kinds: list | None = None):
     """Sample rows by task rate, build prompts; never empty (ranks must step together).
 
     `spans` (a list, filled in place): (row, query position, item) of every item in the
-    next-item rows, for the item head (positions in the unpadded row)."""
+    next-item rows, for the item head (positions in the unpadded row). `kinds` (a list, filled
+    in place, profiled runs): (task, template) of every example."""
     seqs, labels = [], []
     for r, (task, anchor, seq) in enumerate(zip(batch["task"], batch["anchor"], batch["seq"])):
         task = str(task)
@@ -214,6 +220,8 @@ def rows_to_examples(batch: dict, builder: PromptBuilder, rates: dict, rng: rand
             ids, lab = builder.id2text(int(anchor), t)
         seqs.append(ids)
         labels.append(lab)
+        if kinds is not None:
+            kinds.append((task, t))
     return seqs, labels
 
 
@@ -241,6 +249,10 @@ class TTDSTrainer(Trainer):
         feats = load_np(str(self.tok_dir / "features.safetensors"))
         self.item_x, self.user_x = feats["item_x"], feats["user_x"]
         self.rates = task_rates(self.job, self.run.has_users)
+        # jobs/train_ttds.py --profile: stage timers (ttds.train.profile); OFF costs nothing
+        self.prof = StageTimer() if (self.run.profile_steps >= 0 and rank == 0) else OFF
+        self.replayer: Replayer | None = None
+        self._t_epoch_end: float | None = None
 
     def start(self, resume: Path | None, state: LoopState) -> None:
         import ray.train
@@ -265,6 +277,8 @@ class TTDSTrainer(Trainer):
             print(f"backbone.dropout={dropout}: {hooked} dropout hooks" + ("" if hooked else
                   " (none: this architecture names no embed_tokens/self_attn/mlp modules, so no dropout is applied)"), flush=True)
         self.model, self.tokenizer = model, tokenizer
+        if self.prof.enabled:
+            model.profiler = self.prof
         self.builder = make_builder(tokenizer, self.corpus, self.indexer, self.w, model)
         self.trie = build_trie(self.builder, len(tokenizer))
 
@@ -297,19 +311,27 @@ class TTDSTrainer(Trainer):
             raise ValueError("backbone.item_embedding is set but the model has none (resumed from a model trained without it)")
 
     def before_epoch(self, epoch: int) -> dict:
+        if self._t_epoch_end is not None:  # profiled: the loop's checkpoint copy + report since the last hook
+            self.prof.add("between_epochs", time.perf_counter() - self._t_epoch_end)
         if not (self.run.dynamic and epoch > 0 and epoch % max(1, self.job.index.reindex_every) == 0):
             return {}
         # Re-assign IDs at the START of an epoch, so the epoch trains on the IDs it is then
         # validated and checkpointed with. Re-assigning at the end of an epoch (before
         # validation) left 20-28% of items with IDs the LLM had never seen in every saved
         # model (measured on Scientific: TTDS validated at half the static-ID TIGER's NDCG).
-        with dsu.gathered(self.model.parameters()):
-            if self.run.text_source:
-                self.item_x = recompute_text_x(self.model, self.tokenizer, self.corpus, self.job, self.run, self.item_x)
-                self.item_x_t = torch.as_tensor(self.item_x)
-            reindex = self.indexer.reassign(self.model.towers, self.item_x, self.user_x)
-        self.builder = make_builder(self.tokenizer, self.corpus, self.indexer, self.w, self.model)
-        self.trie = build_trie(self.builder, len(self.tokenizer))
+        prof = self.prof
+        with prof.section("reindex"):
+            with dsu.gathered(self.model.parameters()):
+                if self.run.text_source:
+                    with prof.section("reindex/text_x"):
+                        self.item_x = recompute_text_x(self.model, self.tokenizer, self.corpus, self.job, self.run, self.item_x)
+                        self.item_x_t = torch.as_tensor(self.item_x)
+                with prof.section("reindex/assign"):
+                    reindex = self.indexer.reassign(self.model.towers, self.item_x, self.user_x)
+            with prof.section("reindex/prompts"):
+                self.builder = make_builder(self.tokenizer, self.corpus, self.indexer, self.w, self.model)
+            with prof.section("reindex/trie"):
+                self.trie = build_trie(self.builder, len(self.tokenizer))
         return reindex
 
     def train_epoch(self, epoch: int) -> dict:
@@ -323,40 +345,64 @@ class TTDSTrainer(Trainer):
         sums = {"loss": 0.0, "llm_loss": 0.0, "id_loss": 0.0, "token_loss": 0.0, **({"retrieval_loss": 0.0} if self.ret_w > 0 else {}),
                 **({"item_head_loss": 0.0} if self.item_w > 0 else {})}
         seed, batch_size = job.optim.seed, job.optim.batch_size
-        for batch in self.shard.iter_batches(batch_size=batch_size, batch_format="numpy", local_shuffle_buffer_size=4096, local_shuffle_seed=seed + epoch):
+        prof, kinds = self.prof, ([] if self.prof.enabled else None)
+        batches = iter(self.shard.iter_batches(batch_size=batch_size, batch_format="numpy", local_shuffle_buffer_size=4096,
+                                               local_shuffle_seed=seed + epoch))
+        while True:
+            t_step = time.perf_counter()
+            with prof.section("data/next_batch" if steps else "data/first_batch"):  # the first: Ray Data's start, once per epoch
+                batch = next(batches, None)
+            if batch is None:
+                break
             spans: list | None = [] if self.item_w > 0 else None
-            seqs, labels = rows_to_examples(batch, builder, self.rates, self.rng, spans)
-            ids, mask, lab = left_pad(seqs, builder.pad_id, labels)
-            kw = {}
-            if self.item_w > 0:
-                kw.update(item_head_kwargs(spans, [len(x) for x in seqs], ids.shape[1]))
-            if self.alpha > 0:
-                pick = torch.randint(0, len(self.item_x_t), (job.loss.id_batch,))
-                id_ids, id_mask, _ = left_pad(builder.id_sequences(pick.tolist()), builder.pad_id)
-                kw.update({"id_input_ids": id_ids, "id_attention_mask": id_mask, "id_targets": self.item_x_t[pick], "item_x": self.item_x_t[pick]})
-                if model.towers.user is not None:
-                    kw["user_x"] = self.user_x_t[torch.randint(0, len(self.user_x_t), (job.loss.id_batch,))]
-            if self.ret_w > 0:
-                kw.update(retrieval_kwargs(builder, self.corpus, self.ret_users, job, self.rng, self.item_x_t))
-            ret_kw = {"ret_weight": self.ret_w, "ret_temperature": job.loss.retrieval_temperature} if self.ret_w > 0 else {}
-            if self.item_w > 0:
-                ret_kw["item_weight"] = self.item_w
-                ret_kw["item_negatives"] = job.loss.item_head_negatives  # 0 = full softmax
-            out = engine(ids.to(engine.device), mask.to(engine.device), lab.to(engine.device), alpha=self.alpha, beta=self.beta,
-                         label_smoothing=job.loss.label_smoothing, **ret_kw, **{k: v.to(engine.device) for k, v in kw.items()})
-            engine.backward(out["loss"])
-            engine.step()
-            if self.average is not None:
-                self.average.update()
-            for k in sums:
-                sums[k] += float(out[k].detach())
+            with prof.section("data/prompts"):
+                if kinds is not None:
+                    kinds.clear()
+                seqs, labels = rows_to_examples(batch, builder, self.rates, self.rng, spans, kinds)
+            with prof.section("data/collate"):
+                ids, mask, lab = left_pad(seqs, builder.pad_id, labels)
+                kw = {}
+                if self.item_w > 0:
+                    kw.update(item_head_kwargs(spans, [len(x) for x in seqs], ids.shape[1]))
+                if self.alpha > 0:
+                    pick = torch.randint(0, len(self.item_x_t), (job.loss.id_batch,))
+                    id_ids, id_mask, _ = left_pad(builder.id_sequences(pick.tolist()), builder.pad_id)
+                    kw.update({"id_input_ids": id_ids, "id_attention_mask": id_mask, "id_targets": self.item_x_t[pick], "item_x": self.item_x_t[pick]})
+                    if model.towers.user is not None:
+                        kw["user_x"] = self.user_x_t[torch.randint(0, len(self.user_x_t), (job.loss.id_batch,))]
+                if self.ret_w > 0:
+                    kw.update(retrieval_kwargs(builder, self.corpus, self.ret_users, job, self.rng, self.item_x_t))
+                ret_kw = {"ret_weight": self.ret_w, "ret_temperature": job.loss.retrieval_temperature} if self.ret_w > 0 else {}
+                if self.item_w > 0:
+                    ret_kw["item_weight"] = self.item_w
+                    ret_kw["item_negatives"] = job.loss.item_head_negatives  # 0 = full softmax
+            with prof.section("forward"):
+                out = engine(ids.to(engine.device), mask.to(engine.device), lab.to(engine.device), alpha=self.alpha, beta=self.beta,
+                             label_smoothing=job.loss.label_smoothing, **ret_kw, **{k: v.to(engine.device) for k, v in kw.items()})
+            with prof.section("backward"):
+                engine.backward(out["loss"])
+            with prof.section("optimizer_step"):
+                engine.step()
+            with prof.section("ema_and_sums"):
+                if self.average is not None:
+                    self.average.update()
+                for k in sums:
+                    sums[k] += float(out[k].detach())
             n_examples += len(seqs)
             steps += 1
+            if prof.enabled:
+                prof.add("step_total" if steps > 1 else "first_step", time.perf_counter() - t_step)
+                prof.add("step", 0.0)
+                self._profile_step(seqs, labels, kinds, ids, mask, lab, kw, ret_kw, steps)
+                if 0 < self.run.profile_steps <= steps:
+                    break  # a bounded profile: the table scales these steps to the epoch
             if self.rank == 0 and job.train.log_every and steps % job.train.log_every == 0:
                 # progress inside a long epoch (Ray shows worker logs on the driver)
                 print(f"epoch {epoch} step {steps}: {n_examples} examples, {n_examples / (time.time() - t0):.1f} ex/s, "
                       f"loss {sums['loss'] / steps:.4f} (llm {sums['llm_loss'] / steps:.4f})", flush=True)
         train_s = time.time() - t0
+        if prof.enabled:
+            prof.count("epochs", 1)
         metrics = {"frozen_backbone": int(frozen), "lr_scale": scale, "examples_per_s": n_examples / max(train_s, 1e-9), "train_s": train_s,
                    **{k: v / max(steps, 1) for k, v in sums.items()}}
         if torch.cuda.is_available():  # the figure that decides ZeRO stage / offload on a GPU cluster
@@ -365,26 +411,68 @@ class TTDSTrainer(Trainer):
 
     def validate(self) -> dict:
         ev = self.job.eval
-        uids, hists, targets = eval_slice(self.corpus, "valid", ev.valid_users, self.job.optim.seed, self.rank, self.world)
-        beam = BeamConfig(beam_width=ev.beam_width, top_k=ev.top_k)
-        item_head = self.model.item_head if ev.rank_by == "item_head" else None
-        accs = evaluate_next_item(self.model.backbone, self.builder, self.trie, uids, hists, targets, [0], beam, self.job.data.max_history,
-                                  ev.batch_size, exclude_seen=ev.exclude_seen, item_head=item_head)
-        return {f"valid_{k}": v for k, v in all_reduce_metrics(accs[0]).result().items()}
+        with self.prof.section("validate"):
+            uids, hists, targets = eval_slice(self.corpus, "valid", ev.valid_users, self.job.optim.seed, self.rank, self.world)
+            beam = BeamConfig(beam_width=ev.beam_width, top_k=ev.top_k)
+            item_head = self.model.item_head if ev.rank_by == "item_head" else None
+            accs = evaluate_next_item(self.model.backbone, self.builder, self.trie, uids, hists, targets, [0], beam, self.job.data.max_history,
+                                      ev.batch_size, exclude_seen=ev.exclude_seen, item_head=item_head)
+            result = {f"valid_{k}": v for k, v in all_reduce_metrics(accs[0]).result().items()}
+        self._profile_mark()
+        return result
 
     def _save_model(self, directory, metrics: dict) -> None:
         save_model(directory, self.model, self.tokenizer, self.indexer.items, self.indexer.users, model_meta(self.w, metrics),
                    self.tok_dir / "features.safetensors")
 
     def save_best(self, metrics: dict) -> None:
-        self._save_model(self.run.best_dir, metrics)  # the weights just validated: the average, when there is one
+        with self.prof.section("save_best"):
+            self._save_model(self.run.best_dir, metrics)  # the weights just validated: the average, when there is one
+        self._profile_mark()
 
     def save(self, directory: Path, metrics: dict) -> None:
-        self._save_model(directory, metrics)
-        if self.run.dynamic and self.run.text_source:
-            from safetensors.numpy import save_file as save_np
+        with self.prof.section("checkpoint"):
+            self._save_model(directory, metrics)
+            if self.run.dynamic and self.run.text_source:
+                from safetensors.numpy import save_file as save_np
 
-            save_np({"item_x": self.item_x}, str(directory / ITEM_X_FILE))
+                save_np({"item_x": self.item_x}, str(directory / ITEM_X_FILE))
+        self._profile_mark()
+
+    # -- jobs/train_ttds.py --profile (ttds.train.profile) ---------------------------------
+    REPLAY_EVERY = 4  # every 4th profiled step is replayed in plain torch (per-term costs, DeepSpeed's overhead)
+
+    def _profile_step(self, seqs, labels, kinds, ids, mask, lab, kw: dict, ret_kw: dict, steps: int) -> None:
+        prof = self.prof
+        count_tokens(prof, [k for k, _ in kinds], [len(x) for x in seqs], labels, ids.shape[1])
+        words = self.builder.templates
+        prof.count("prompt_words", sum(sum(len(part) for part in words[task][t] if not isinstance(part, str)) for task, t in kinds))
+        if steps % self.REPLAY_EVERY == 0:
+            if self.replayer is None:
+                import tempfile
+
+                with tempfile.TemporaryDirectory() as d:  # a private copy of the model, hooks and all
+                    self._save_model(Path(d), {"epoch": -1})
+                    copy = load_model(Path(d), trainable=True).model
+                add_residual_dropout(copy.backbone, self.job.backbone.dropout)
+                self.replayer = Replayer(copy, self.job.optim.lr)
+            self.replayer.replay(prof, (ids, mask, lab), {"alpha": self.alpha, "beta": self.beta, "label_smoothing": self.job.loss.label_smoothing,
+                                                          **ret_kw, **kw})
+
+    def _profile_mark(self) -> None:
+        """Rank 0 of a profiled run: write the figures so far; the clock of the between-epochs gap restarts."""
+        if not self.prof.enabled:
+            return
+        import os
+
+        job = self.job
+        save_profile(Path(self.run.profile_path), self.prof, {
+            "corpus": Path(self.run.corpus_dir).name, "batch_size": job.optim.batch_size,
+            "world": self.world, "threads": torch.get_num_threads(), "epoch_steps": -(-self.run.task_rows // (self.world * job.optim.batch_size)),
+            "epochs_profiled": int(self.prof.counts.get("epochs", 0)), "valid_users": job.eval.valid_users or len(self.corpus.eval_arrays("valid")[0]),
+            "rank_by": job.eval.rank_by, "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
+        })
+        self._t_epoch_end = time.perf_counter()
 
     def gathered(self):
         return dsu.gathered(self.model.parameters())
