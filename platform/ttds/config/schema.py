@@ -298,6 +298,11 @@ class TaskMix(Section):
     # confirmatory protocol (issue 31; docs/findings.md). The user tower still trains and its
     # IDs still serve user prediction.
     user_id_in_next_item: bool = False
+    # False: prompts keep their fields (IDs, history, text) and drop the templates' words. For the
+    # built-in tiny-llama, trained from scratch, the words are a fixed prefix that carries nothing
+    # the token types do not already say; they were ~1/4 of a next-item row's tokens (issue 27's
+    # profile). A pretrained backbone may read them: keep them there.
+    instruction_words: bool = True
 
     def problems(self) -> list[str]:
         return _at_least(self, ("next_item", "user_pred", "comment", "text2id", "id2text"), 0)

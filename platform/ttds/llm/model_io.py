@@ -49,7 +49,9 @@ def prompt_builder(lm: LoadedModel):
     `next_item_user_id` is in every loaded meta (`load_model` migrates older folders)."""
     vocab = lm.tokenizer.get_vocab()
     users = TokenTable.from_table(lm.users, vocab) if lm.users is not None else None
-    return PromptBuilder(lm.tokenizer, TokenTable.from_table(lm.items, vocab), users, next_item_user_id=bool(lm.meta["next_item_user_id"]))
+    # instruction_words: absent from models saved before tasks.instruction_words, which all had the words
+    return PromptBuilder(lm.tokenizer, TokenTable.from_table(lm.items, vocab), users, next_item_user_id=bool(lm.meta["next_item_user_id"]),
+                         instruction_words=bool(lm.meta.get("instruction_words", True)))
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

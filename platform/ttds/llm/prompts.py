@@ -93,6 +93,7 @@ class PromptBuilder:
         max_text_tokens: int = 32,
         max_len: int = 256,
         next_item_user_id: bool = True,
+        instruction_words: bool = True,
     ):
         self.tokenizer = tokenizer
         self.items, self.users = items, users
@@ -103,6 +104,8 @@ class PromptBuilder:
         self.pad_id = tokenizer.pad_token_id
         self.max_len = max_len
         self.max_text_tokens = max_text_tokens
+        # False (tasks.instruction_words): templates keep only their fields, no words
+        self.instruction_words = instruction_words
         self.templates = {task: [self._parse(t) for t in ts] for task, ts in TEMPLATES.items()}
         self.sep = self._encode(" ")
         self.titles = self._encode_all(item_titles) if item_titles else None
@@ -117,12 +120,13 @@ class PromptBuilder:
 
     def _parse(self, template: str) -> list:
         parts, pos = [], 0
+        words = self.instruction_words
         for m in _FIELD.finditer(template):
-            if m.start() > pos:
+            if m.start() > pos and words:
                 parts.append(self._encode(template[pos : m.start()]))
             parts.append(m.group(1))
             pos = m.end()
-        if pos < len(template):
+        if pos < len(template) and words:
             parts.append(self._encode(template[pos:]))
         return parts
 

@@ -189,6 +189,7 @@ def make_builder(tokenizer, corpus: Corpus, indexer: Indexer, w: TTDSWork, model
         user_texts=corpus.user_texts if corpus.has_user_text else None,
         max_len=w.job.backbone.max_len,
         next_item_user_id=w.run.next_item_user_id,
+        instruction_words=w.job.tasks.instruction_words,
     )
 
 
@@ -497,6 +498,7 @@ def model_meta(w: TTDSWork, metrics: dict) -> dict:
         "max_history": job.data.max_history,
         "max_len": job.backbone.max_len,
         "next_item_user_id": run.next_item_user_id,
+        "instruction_words": job.tasks.instruction_words,  # ttds.llm.model_io.prompt_builder
         "suffixes": run.suffixes,
         "item_levels": run.item_levels,
         "user_levels": run.user_levels,
