@@ -226,6 +226,20 @@ def rows_to_examples(batch: dict, builder: PromptBuilder, rates: dict, rng: rand
     return seqs, labels
 
 
+def regroup_by_length(steps: list[list[tuple]], rng: random.Random) -> list[list[tuple]]:
+    """The same examples in as many steps, each step of near lengths (`optim.length_group_steps`).
+
+    Examples (tuples whose first item is the token ids) are sorted by length and cut into
+    len(steps) runs of near-equal count, in random order; every step keeps at least one example
+    when every input step had one (ranks must step together)."""
+    if len(steps) < 2:
+        return steps
+    flat = sorted((e for step in steps for e in step), key=lambda e: len(e[0]))
+    out = [[flat[j] for j in cut] for cut in np.array_split(np.arange(len(flat)), len(steps))]
+    rng.shuffle(out)
+    return out
+
+
 def eval_slice(corpus: Corpus, split: str, limit: int, seed: int, rank: int, world: int):
     """This rank's share (every world-th from `rank`) of `limit` users drawn with `seed` (0 = all)."""
     uids, hists, targets = corpus.eval_arrays(split)
@@ -345,21 +359,14 @@ class TTDSTrainer(Trainer):
         t0, n_examples, steps = time.time(), 0, 0
         sums = {"loss": 0.0, "llm_loss": 0.0, "id_loss": 0.0, "token_loss": 0.0, **({"retrieval_loss": 0.0} if self.ret_w > 0 else {}),
                 **({"item_head_loss": 0.0} if self.item_w > 0 else {})}
-        seed, batch_size = job.optim.seed, job.optim.batch_size
-        prof, kinds = self.prof, ([] if self.prof.enabled else None)
-        batches = iter(self.shard.iter_batches(batch_size=batch_size, batch_format="numpy", local_shuffle_buffer_size=4096,
-                                               local_shuffle_seed=seed + epoch))
+        prof = self.prof
+        step_examples = self._step_examples(epoch)
         while True:
             t_step = time.perf_counter()
-            with prof.section("data/next_batch" if steps else "data/first_batch"):  # the first: Ray Data's start, once per epoch
-                batch = next(batches, None)
-            if batch is None:
+            step = next(step_examples, None)
+            if step is None:
                 break
-            spans: list | None = [] if self.item_w > 0 else None
-            with prof.section("data/prompts"):
-                if kinds is not None:
-                    kinds.clear()
-                seqs, labels = rows_to_examples(batch, builder, self.rates, self.rng, spans, kinds)
+            seqs, labels, spans, kinds = step
             with prof.section("data/collate"):
                 ids, mask, lab = left_pad(seqs, builder.pad_id, labels)
                 kw = {}
@@ -409,6 +416,42 @@ class TTDSTrainer(Trainer):
         if torch.cuda.is_available():  # the figure that decides ZeRO stage / offload on a GPU cluster
             metrics["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         return metrics
+
+    def _step_examples(self, epoch: int):
+        """(seqs, labels, item-head spans, (task, template) kinds) of every step of this rank's epoch.
+
+        One step per `optim.batch_size` rows streamed, as ever (ranks step together); with
+        `optim.length_group_steps` G > 1, G steps' examples are pooled, sorted by length and
+        cut again into G steps (less padding: the profile's padded vs real tokens)."""
+        job, prof, builder = self.job, self.prof, self.builder
+        group, batch_size = job.optim.length_group_steps, job.optim.batch_size
+        batches = iter(self.shard.iter_batches(batch_size=batch_size * group, batch_format="numpy", local_shuffle_buffer_size=4096,
+                                               local_shuffle_seed=job.optim.seed + epoch))
+        first = True
+        while True:
+            with prof.section("data/first_batch" if first else "data/next_batch"):  # the first: Ray Data's start, once per epoch
+                batch = next(batches, None)
+            first = False
+            if batch is None:
+                return
+            with prof.section("data/prompts"):
+                rows = len(batch["task"])
+                pool: list[tuple] = []  # (ids, labels, [(query position, item)], (task, template))
+                for s in range(0, rows, batch_size):
+                    part = {k: v[s : s + batch_size] for k, v in batch.items()}
+                    spans: list | None = [] if self.item_w > 0 else None
+                    kinds: list = []
+                    seqs, labels = rows_to_examples(part, builder, self.rates, self.rng, spans, kinds)
+                    per_row: list[list] = [[] for _ in seqs]
+                    for r, q, i in spans or []:
+                        per_row[r].append((q, i))
+                    pool.append(list(zip(seqs, labels, per_row, kinds)))
+                if group > 1:
+                    pool = regroup_by_length(pool, self.rng)
+            for part in pool:
+                seqs = [e[0] for e in part]
+                spans = [(r, q, i) for r, e in enumerate(part) for q, i in e[2]] if self.item_w > 0 else None
+                yield seqs, [e[1] for e in part], spans, [e[3] for e in part]
 
     def validate(self) -> dict:
         ev = self.job.eval
