@@ -106,3 +106,36 @@ def test_zero2_and_zero3_offload_engines_step_on_cpu():
     # the GPU path's mixed precision: bf16 forward only through the config, fp32 master weights either way
     assert out["autocast_False"] == {"forward_dtype": "torch.float32", "param_dtype": "torch.float32"}, out
     assert out["autocast_True"] == {"forward_dtype": "torch.bfloat16", "param_dtype": "torch.float32"}, out
+
+
+TORCH_ENGINE_SCRIPT = r"""
+import json
+import torch, torch.distributed as dist
+torch.set_num_threads(1)
+dist.init_process_group("gloo", rank=0, world_size=1)
+from ttds.train import deepspeed_utils as dsu
+out = {}
+for alone in (False, True):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+    groups = [{"params": list(model[0].parameters())}, {"params": list(model[2].parameters()), "lr": 1e-3}]
+    engine = dsu.initialize(model, lr=1e-2, stage=2, micro_batch=16, param_groups=groups, torch_when_alone=alone)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        x, y = torch.randn(16, 8, generator=g), 100 * torch.randn(16, 1, generator=g)  # large: the clipping matters
+        engine.backward(((engine(x) - y) ** 2).mean())
+        engine.step()
+    out[str(alone)] = {"engine": type(engine).__name__, "params": [p.detach().flatten().tolist() for p in model.parameters()]}
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_torch_engine_steps_as_deepspeed_does_on_one_cpu_worker():
+    """train.deepspeed_when_alone=false: the plain-torch path is DeepSpeed's step without ZeRO's copies."""
+    import numpy as np
+
+    out = run_single_rank(TORCH_ENGINE_SCRIPT, {"GLOO_SOCKET_IFNAME": "lo", "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu")})
+    assert out["True"]["engine"] == "TorchEngine" and out["False"]["engine"] != "TorchEngine"
+    for a, b in zip(out["True"]["params"], out["False"]["params"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -175,6 +175,10 @@ class TrainConfig(Section):
     resume: bool = True  # a re-run in the same run folder continues from its newest checkpoint
     keep_checkpoints: int = 2
     log_every: int = 100  # a progress line every this many steps inside an epoch (TTDS job, rank 0; 0 = none)
+    # TTDS job, one worker on CPU: False = plain torch AdamW with DeepSpeed's clipping (ZeRO has
+    # nothing to partition there and its per-step copies cost; ttds.train.deepspeed_utils.TorchEngine);
+    # True = DeepSpeed's engine all the same
+    deepspeed_when_alone: bool = False
 
     def problems(self) -> list[str]:
         out = _at_least(self, ("num_workers", "keep_checkpoints"), 1) + _at_least(self, ("max_failures",), 0)

@@ -49,6 +49,32 @@ def deepspeed_config(stage: int, micro_batch: int, world_size: int, bf16: bool =
     }
 
 
+class TorchEngine:
+    """The part of DeepSpeed's engine the trainers use (call, backward, step, optimizer, device,
+    module), in plain torch: AdamW with the same global-norm clipping DeepSpeed applies.
+
+    Why: on one CPU worker ZeRO has nothing to partition and nothing to reduce, yet the engine
+    still copies every gradient into its flat buffers and back on every step (issue 27's
+    profile measures it against this path)."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float = 1.0):
+        self.module, self.optimizer, self.grad_clip = model, optimizer, grad_clip
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.device = next(model.parameters()).device
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> None:
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
 def initialize(
     model: torch.nn.Module,
     lr: float,
@@ -59,17 +85,24 @@ def initialize(
     weight_decay: float = 0.0,
     param_groups: list[dict] | None = None,
     autocast: bool = False,
+    torch_when_alone: bool = False,
 ):
     """Wrap `model` in a DeepSpeed engine inside a Ray Train worker; returns the engine.
 
     `param_groups` (torch optimizer groups) lets a caller give some parameters their own
     learning rate, e.g. codebooks that must move faster than the MLPs around them.
+    `torch_when_alone`: one worker on CPU (no bf16, no offload) gets a `TorchEngine` instead,
+    the same AdamW and clipping without ZeRO's per-step copies.
     """
-    import deepspeed
     import torch.distributed as dist
 
     os.environ.setdefault("LOCAL_RANK", "0")
     world = dist.get_world_size() if dist.is_initialized() else 1
+    if torch_when_alone and world == 1 and not torch.cuda.is_available() and not (bf16 or offload or autocast):
+        params = [p for p in model.parameters() if p.requires_grad]
+        return TorchEngine(model, torch.optim.AdamW(param_groups or params, lr=lr, weight_decay=weight_decay), grad_clip=1.0)
+    import deepspeed
+
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend="gloo" if not torch.cuda.is_available() else "nccl", auto_mpi_discovery=False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -77,7 +110,7 @@ def initialize(
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=opt,
-        config=deepspeed_config(stage, micro_batch, world, bf16=bf16, offload=offload, autocast=autocast),
+        config=deepspeed_config(stage, micro_batch, world, bf16=bf16, offload=offload, autocast=autocast, grad_clip=1.0),
     )
     return engine
 

@@ -305,7 +305,8 @@ class TTDSTrainer(Trainer):
         # re-assigned IDs change gradually (reported as churn)
         groups = [{"params": body}, {"params": rest}, {"params": tower, "lr": job.optim.lr * job.index.joint_lr_scale}]
         self.engine = dsu.initialize(model, lr=job.optim.lr, stage=job.train.zero_stage, micro_batch=job.optim.batch_size, param_groups=groups,
-                                     weight_decay=job.optim.weight_decay, offload=job.train.offload, autocast=torch.cuda.is_available())  # bf16 compute on GPUs
+                                     weight_decay=job.optim.weight_decay, offload=job.train.offload, autocast=torch.cuda.is_available(),  # bf16 compute on GPUs
+                                     torch_when_alone=not job.train.deepspeed_when_alone)
         if model.item_embedding is not None and model.item_embedding.tied and hasattr(model.item_head.weight, "ds_id"):
             # ZeRO-3: the tied input vectors read the item head's partitioned weight outside the head's
             # own forward; DeepSpeed gathers it for the embedding hook too once told
@@ -484,14 +485,14 @@ class TTDSTrainer(Trainer):
         self._profile_mark()
 
     # -- jobs/train_ttds.py --profile (ttds.train.profile) ---------------------------------
-    REPLAY_EVERY = 4  # every 4th profiled step is replayed in plain torch (per-term costs, DeepSpeed's overhead)
+    REPLAY_EVERY, REPLAY_UNTIL = 4, 200  # every 4th of an epoch's first 200 profiled steps is replayed in plain torch (per-term costs, DeepSpeed's overhead)
 
     def _profile_step(self, seqs, labels, kinds, ids, mask, lab, kw: dict, ret_kw: dict, steps: int) -> None:
         prof = self.prof
         count_tokens(prof, [k for k, _ in kinds], [len(x) for x in seqs], labels, ids.shape[1])
         words = self.builder.templates
         prof.count("prompt_words", sum(sum(len(part) for part in words[task][t] if not isinstance(part, str)) for task, t in kinds))
-        if steps % self.REPLAY_EVERY == 0:
+        if steps % self.REPLAY_EVERY == 0 and steps <= self.REPLAY_UNTIL:
             if self.replayer is None:
                 import tempfile
 
