@@ -118,8 +118,9 @@ def peak_rss_mb() -> float:
     return round(max(self_kb, child_kb) / 1024, 1)
 
 
-def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = ()) -> dict:
-    """The whole job; `callbacks` go to Ray Train (a Tune trial passes TuneReportCallback)."""
+def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = (), test: bool = True) -> dict:
+    """The whole job; `callbacks` go to Ray Train (a Tune trial passes TuneReportCallback).
+    `test=False` stops at validation (a Tune trial: only the configuration a sweep chooses is tested)."""
     import ray.data
 
     check_config(cfg)
@@ -145,6 +146,8 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = ()) -> dict:
         raise result.error
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()] if (out / "history.jsonl").exists() else []
     t_train = time.time() - t0 - t_tok
+    if not test:
+        return _validation_only(cfg, corpus, out, facts, history, t0, t_tok, t_train)
     templates = list(range(3)) if cfg.eval.templates == 0 else list(range(cfg.eval.templates))
     t1 = time.time()
     n_test = len(corpus.eval_arrays("test")[2])
@@ -170,6 +173,18 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = ()) -> dict:
     (out / "results.md").write_text(results_table(corpus.name, {"TTDS": test, "Popularity": pop}))
     metrics["out_dir"] = str(out)
     return metrics
+
+
+def _validation_only(cfg: TTDSJobConfig, corpus, out: Path, facts, history: list, t0: float, t_tok: float, t_train: float) -> dict:
+    """metrics.json of a run that stopped at validation: no "test" key, the test split unread."""
+    metrics = {
+        "corpus": corpus.name, "source": facts.source, "test": None, "history": history,
+        "best_epoch": json.loads((out / "model" / "ttds.json").read_text())["epoch"],
+        "wall_s": {"tokenizer": round(t_tok, 1), "train": round(t_train, 1), "total": round(time.time() - t0, 1)},
+        "peak_rss_mb": peak_rss_mb(), "weight_average_decay": facts.ema_decay, "config": to_dict(cfg),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    return {**metrics, "out_dir": str(out)}
 
 
 def console_summary(m: dict) -> str:
