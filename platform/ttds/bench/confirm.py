@@ -86,14 +86,16 @@ def tune_and_freeze(h, s: System) -> tuple[System, dict]:
         ov.pop("seed", None)  # tuned with the recipe's own seed; the seeds come after
         spec = seq_sweep(s.model, str(h.corpus.root), ov, to_dict(h.train_config()), h.cfg.exclude_seen,
                          tune_settings(h, s.name, int(ov.get("epochs") or 0) or 100))
-        with console.stage(f"tune {s.name}", total=h.cfg.tune_trials, unit="trial"):
+        with console.stage(f"tune {s.name}", total=h.cfg.tune_trials, unit="trial") as bar:
             outcome = run_sweep(spec, resume=resume, trial_fn=tune_trial)
+            bar.set(len(outcome.rows))
         config = {**s.recipe.config, **{k: _plain(v) for k, v in (outcome.best or {}).items() if k in spec.space}}
     else:
         tcfg = h.ttds_config(s, sweep_dir / "base")
         spec = ttds_sweep(to_dict(tcfg), tune_settings(h, s.name, tcfg.optim.epochs), ttds_space())
-        with console.stage(f"tune {s.name}", total=h.cfg.tune_trials, unit="trial"):
+        with console.stage(f"tune {s.name}", total=h.cfg.tune_trials, unit="trial") as bar:
             outcome = run_sweep(spec, resume=resume)
+            bar.set(len(outcome.rows))
         config = merge(s.recipe.config, {})
         for k, v in (outcome.best or {}).items():
             if k in spec.space:
