@@ -43,6 +43,17 @@ system ranks cold items). Example:
 --exclude-seen keeps each user's history items out of every system's rankings (validation and test;
 RecBole's full-sort protocol). The default ranks every item, as the paper.
 
+The confirmatory protocol (docs/benchmark.md; ttds.bench.confirm): --seeds N trains every system with training
+seeds 0..N-1 (seeds/seed<k>/, each (system, seed) a resumable unit whose test split is read once, logged in
+test_reads.jsonl); --tune-trials K first gives every trained system (SASRec, GRU4Rec, the TTDS family alike) a Ray
+Tune search of K trials on VALIDATION, frozen as recipes/<system>.yaml and used by every seed and every later run of
+that folder. results.json then holds the per-seed figures, each system's mean with its 95% interval over seeds and
+users, and the best TTDS recipe against the strongest baseline (both chosen on validation) with its paired interval;
+results.md and quality_per_compute.png say the same. Example (then add TTDS later by re-running with a longer
+--systems on the same --out: the finished units and frozen recipes are reused):
+  python jobs/benchmark.py --data runs/data/Scientific --systems popularity,gru4rec,sasrec --seeds 3 --tune-trials 4 \\
+      --exclude-seen --budget-epochs 40 --out runs/confirm/Scientific
+
 Re-running with the same --out reuses finished systems whose config is unchanged and resumes an
 interrupted one (--fresh starts over). A system that fails is reported and the others still run.
 Exit 0 on success, 1 when a system failed (the table holds the others), 2 on bad input.
@@ -94,6 +105,12 @@ def parser() -> argparse.ArgumentParser:
                    help="training seed of every trained system (TTDS optim.seed, a baseline's seed; a --set still wins). "
                         "Default: each system's own (0). Give each seed its own --out, then compare the seeds of two "
                         "recipes with jobs/analyze.py paired --a <folders> --b <folders>")
+    p.add_argument("--seeds", type=int, default=0, metavar="N",
+                   help="the confirmatory protocol: train every system with seeds 0..N-1 (seeds/seed<k>/ in --out), report the mean and "
+                        "its interval over seeds and users and the paired difference (not with --train-seed)")
+    p.add_argument("--tune-trials", type=int, default=0, metavar="K",
+                   help="before the seeds, a Ray Tune search of K trials on validation per trained system without a frozen recipe "
+                        "in --out/recipes/ (baselines: dropout, lr, width, weight average; TTDS: configs/tune_default.yaml's space)")
     p.add_argument("--perf-users", type=int, default=256, help="--perf: test users timed per decoding mode")
     p.add_argument("--perf-rows", type=int, default=2048, help="--perf: task rows of each short throughput run")
     p.add_argument("--perf-repeats", type=int, default=3, help="--perf: timed repeats per decoding mode (best kept)")
@@ -111,9 +128,8 @@ def _use_gpu(choice: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from ttds.bench import resolve_systems, run_benchmark
-    from ttds.config import BenchConfig, ConfigError
-    from ttds.data.rejects import DataError
+    from ttds.bench import resolve_systems
+    from ttds.config import ConfigError
 
     systems = [s for s in args.systems.split(",") if s.strip()]
     try:
@@ -126,13 +142,31 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         print(f"error: --gpu on: {e}", file=sys.stderr)
         return 2
-    cfg = BenchConfig(
+    try:
+        cfg = _bench_config(args, systems, use_gpu)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return _run(args, cfg)
+
+
+def _bench_config(args: argparse.Namespace, systems: list[str], use_gpu: bool):
+    from ttds.config import BenchConfig
+
+    return BenchConfig(
         data=args.data, systems=systems, out=args.out, budget_epochs=args.budget_epochs, budget_minutes=args.budget_minutes,
         perf=args.perf, ttds_config=args.ttds_config, sets=args.sets, retrieval_weight=args.retrieval_weight,
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, fresh=args.fresh, seed=args.seed, train_seed=args.train_seed, exclude_seen=args.exclude_seen,
         perf_users=args.perf_users, perf_rows=args.perf_rows, perf_repeats=args.perf_repeats, perf_train_repeats=args.perf_train_repeats,
         perf_reference_items=args.perf_reference_items, use_gpu=use_gpu, cold_items=args.cold_items,
+        seeds=args.seeds, tune_trials=args.tune_trials,
     )
+
+
+def _run(args: argparse.Namespace, cfg) -> int:
+    from ttds.bench import run_benchmark
+    from ttds.config import ConfigError
+    from ttds.data.rejects import DataError
     from ttds.console import LOG_FILE, job_console, table
 
     try:
@@ -143,8 +177,12 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 _shutdown_ray()  # inside: Ray's goodbye messages go to the log too
             keys = ["HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10"]
-            console.write(f"{res['results']['dataset']}: full-ranking test\n" + table(res["results"]["systems"], keys))
-            console.write(f"results written to {res['paths']['md']} (+ results.json, results.png, details.json); "
+            confirm = res["results"].get("confirm")
+            what = f", mean over {len(res['results'].get('seeds') or {})} seed(s)" if confirm else ""
+            console.write(f"{res['results']['dataset']}: full-ranking test{what}\n" + table(res["results"]["systems"], keys))
+            if confirm:
+                console.write(confirm["statement"])
+            console.write(f"results written to {res['paths']['md']} (+ results.json and charts); "
                           f"Ray's log: {Path(args.out) / LOG_FILE}")
             if "cold_md" in res["paths"]:
                 console.write(open(res["paths"]["cold_md"]).read())

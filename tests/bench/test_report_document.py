@@ -28,7 +28,9 @@ def _fake_run(folder: Path, dataset: str, seed: int, lift: float, exclude_seen: 
         table = pd.DataFrame({"user_id": USERS, "target": USERS % 7, **{k: hits / (2 if k.startswith("NDCG") else 1) for k in METRICS}})
         write_per_user(folder / "systems" / name / PER_USER_FILE, table)
         systems[name] = {**{k: float(table[k].mean()) for k in METRICS}, "wall_s": 1.0, "peak_rss_mb": 10.0, "config": {}}
-        details[name] = {"kind": kind, "valid_NDCG@10": float(table["NDCG@10"].mean()) + 0.01, "out_dir": str(folder / "systems" / name)}
+        valid = float(table["NDCG@10"].mean()) + 0.01
+        history = [] if kind == "popularity" else [{"epoch": e, "epoch_s": 2.0, "valid_NDCG@10": valid * (e + 1) / 3} for e in range(3)]
+        details[name] = {"kind": kind, "valid_NDCG@10": valid, "out_dir": str(folder / "systems" / name), "history": history}
     meta = {"items": 50, "test_users": len(USERS), "budget": "2 epochs", "exclude_seen": exclude_seen, "train_seed": seed,
             "machine": "test machine, no GPU"}
     write_results(folder, {"dataset": dataset, "systems": systems, "perf": {}}, details, meta)
@@ -57,11 +59,17 @@ def test_document_over_two_seeds_with_readme_table(tmp_path):
     assert "## Tiny, seen items excluded" in page and "test machine, no GPU" in page
     for r in runs:  # every run is listed, with the command that wrote it
         assert f"| `{r}` | Tiny | seen items excluded |" in page and f"`{load_run(r).run['command']}`" in page
-    assert page.count("| `sasrec` | 2 |") == 1  # one combined row per system, over both seeds
+    assert page.count("| `sasrec` | 2 (0,1) |") == 1  # one combined row per system, over both seeds
     ndcg = [load_run(r).results["systems"]["ttds-ihe"]["NDCG@10"] for r in runs]
     assert f"{np.mean(ndcg):.4f} ± {np.std(ndcg, ddof=1):.4f}" in page
-    # each system paired against the strongest baseline over both runs and all users
-    assert "strongest baseline, `sasrec`" in page and "- `ttds-ihe`: NDCG@10 over 200 users" in page and "2 runs" in page
+    # each system paired against the strongest baseline (chosen on validation) over both runs and all users
+    assert "strongest baseline on validation, `sasrec`" in page and "- `ttds-ihe`: NDCG@10 over 200 users" in page and "2 runs" in page
+    # the headline: the best TTDS recipe vs that baseline, both chosen on validation, with its interval and a verdict
+    assert "**Statement.** The best TTDS recipe on validation, `ttds-ihe`, against the strongest baseline on validation, `sasrec`" in page
+    assert "Only 2 seed(s) on a side" in page and "95% over seeds and users [" in page
+    assert "NDCG@10 95% (seeds, users)" in page
+    compute = paths["compute:Tiny, seen items excluded"]
+    assert compute.stat().st_size > 1000 and "](results/tiny-exclude-seen-compute.png)" in page
     chart = paths["chart:Tiny, seen items excluded"]
     assert chart == out.parent / "results" / "tiny-exclude-seen.png" and chart.stat().st_size > 1000
     assert "](results/tiny-exclude-seen.png)" in page

@@ -122,6 +122,10 @@ def test_two_trial_sweep_with_one_failure(ray_session, synthetic_corpus, tmp_pat
     assert bad["status"] == STATUS_ERROR and "codebook_size" in bad["error"], bad
     assert good["status"] == STATUS_DONE and float(good["best_valid_NDCG@10"]) > 0, good
     assert good["epochs_run"] == "2" and good["error"] == ""
+    # trials stop at validation: the test split is never ranked in a trial
+    trial = Path(good["dir"])
+    assert json.loads((trial / "metrics.json").read_text())["test"] is None
+    assert not list(trial.glob("*per_user*")) and "test_NDCG@10" not in rows[0]
     md = (out / "trials.md").read_text()
     assert md.count("| ") > 2 and "error" in md and "codebook_size" in md
 

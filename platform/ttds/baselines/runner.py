@@ -33,10 +33,12 @@ from ttds.train.loop import LoopState
 from ttds.train.lr_schedule import schedule_problem
 from ttds.train.weight_average import decay_for_epochs, span_problem
 
-__all__ = ["BASELINES", "score_users", "train_and_evaluate"]
+__all__ = ["BASELINES", "HISTORY_FILE", "score_users", "train_and_evaluate", "train_on_validation", "tune_trial"]
 
 BASELINES = ("popularity", *MODELS)
+SEQ_MODEL_NAMES = tuple(MODELS)
 RUN_NAME = "ray_train"
+HISTORY_FILE = "history.jsonl"  # one line per epoch (valid NDCG@10, epoch_s): Tune trials and quality-per-compute charts
 
 
 def score_users(model: SequentialRecommender, histories: Sequence[np.ndarray], k: int = 10, exclude_seen: bool = False, batch_size: int = 1024) -> np.ndarray:
@@ -77,9 +79,11 @@ def _popularity(corpus: Corpus, exclude_seen: bool, t0: float, per_user_path: Pa
 
 
 def _train_neural(
-    name: str, corpus: Corpus, out: Path, overrides: dict, train: TrainConfig, exclude_seen: bool, materialize: bool
+    name: str, corpus: Corpus, out: Path, overrides: dict, train: TrainConfig, exclude_seen: bool, materialize: bool,
+    callbacks: Sequence[Any] = (),
 ) -> tuple[SequentialRecommender, Any, LoopState]:
-    """Train `name` on Ray Train; the best-validation weights, the config as trained and the loop's state."""
+    """Train `name` on Ray Train; the best-validation weights, the config as trained and the loop's state.
+    `callbacks` go to Ray Train (a Tune trial passes TuneReportCallback, so ASHA sees every epoch)."""
     cfg = from_dict(MODELS[name][1], overrides)
     problem = schedule_problem(cfg.lr_schedule, f"{name}: lr_schedule") or span_problem(cfg.ema_decay, cfg.ema_epochs, name)
     if problem:  # before any data is read or worker started
@@ -93,13 +97,14 @@ def _train_neural(
     if cfg.ema_epochs > 0:  # the span in epochs as the per-step decay the workers use (kept in model.json)
         cfg = dataclasses.replace(cfg, ema_decay=decay_for_epochs(cfg.ema_epochs, train_ds.count(), cfg.batch_size, train.num_workers))
         print(f"{name}: ema_epochs={cfg.ema_epochs:g} -> weight average decay {cfg.ema_decay:.6f}", flush=True)
-    work = SeqWork(model=name, config=cfg, n_items=corpus.n_items, corpus_dir=str(corpus.root.resolve()), exclude_seen=exclude_seen)
+    work = SeqWork(model=name, config=cfg, n_items=corpus.n_items, corpus_dir=str(corpus.root.resolve()), exclude_seen=exclude_seen,
+                   history_path=str(out / HISTORY_FILE))
     run_name = _run_name(out, train.resume)
     # Ray Train v2 refuses `resume_from_checkpoint` and instead resumes by itself from the
     # snapshot in storage_path/name, so resuming = reusing the run name (see `_run_name`).
     result = run_trainer(
         seq_worker, work, dataclasses.replace(train, resume=False), out, run_name,
-        datasets={"train": train_ds}, split_datasets=["train"],
+        datasets={"train": train_ds}, split_datasets=["train"], callbacks=callbacks,
     )
     if result.error:
         raise result.error
@@ -112,6 +117,44 @@ def _train_neural(
         state = LoopState.read(d)
     ckpt_io.save_state(out, model.state_dict(), {"model": name, "model_config": to_dict(cfg), "n_items": corpus.n_items, "best_epoch": state.best_epoch}, "model")
     return model, cfg, state
+
+
+def train_on_validation(
+    name: str, corpus_dir: str | Path, out_dir: str | Path, overrides: dict | None = None, train: TrainConfig | None = None,
+    exclude_seen: bool = False, callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Train baseline `name` and stop at validation: the test split is never read.
+
+    What a tuning trial runs (`ttds.tune.sweep`): the sweep compares trials on validation NDCG@10
+    only, and only the configuration it chooses is later tested (by the benchmark's seeds), so no
+    trial can be picked, or even looked at, by its test figure. Writes `out_dir/metrics.json`
+    (validation figures, epochs, config; no "test") and the best weights, as `train_and_evaluate`.
+    """
+    if name not in SEQ_MODEL_NAMES:
+        raise ValueError(f"a trained baseline must be one of {SEQ_MODEL_NAMES}, not {name!r}")
+    t0 = time.time()
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = Corpus.open(corpus_dir)
+    init_ray()
+    _, cfg, state = _train_neural(name, corpus, out, dict(overrides or {}), train or TrainConfig(), exclude_seen, True, callbacks)
+    res = {"name": name, "corpus": corpus.name, "valid_NDCG@10": float(state.best_score), "best_epoch": state.best_epoch,
+           "epochs_run": state.epoch + 1, "wall_s": time.time() - t0, "config": {**to_dict(cfg), "exclude_seen": exclude_seen},
+           "history": state.history}
+    (out / "metrics.json").write_text(json.dumps(res, indent=2, default=float))
+    return res
+
+
+def tune_trial(params: dict, spec_data: dict, out_dir: str) -> None:
+    """One trial of a baseline sweep (`ttds.tune.sweep.run_sweep(trial_fn=tune_trial)`): the
+    sweep's fixed model config with the trial's sampled values, trained and selected on validation
+    with every epoch reported to Tune (ASHA acts on it); the test split is not read.
+    `spec_data` is the sweep as `SweepSpec.to_yaml_dict` writes it (target, base, sweep_only)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    base = {**spec_data["base"], **(spec_data.get("sweep_only") or {})}
+    train_on_validation(spec_data["target"], base["data"]["corpus"], out_dir, {**base["model"], **params}, from_dict(TrainConfig, base["train"]),
+                        exclude_seen=bool(base["eval"]["exclude_seen"]), callbacks=[TuneReportCallback()])
 
 
 def train_and_evaluate(

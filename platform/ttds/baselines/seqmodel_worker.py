@@ -134,6 +134,7 @@ class SeqWork:
     n_items: int
     corpus_dir: str
     exclude_seen: bool = False
+    history_path: str = ""  # one JSON line per epoch (a Tune trial's record; a stopped trial keeps what it ran)
 
 
 class SeqTrainer(Trainer):
@@ -215,5 +216,5 @@ def seq_worker(w: SeqWork, place: RunPlace) -> None:
     rank, world = rank_and_world(place)
     mc = w.config
     loop = LoopConfig(epochs=mc.epochs, seed=mc.seed, patience=mc.patience, metric="valid_NDCG@10",
-                      time_budget_s=mc.time_budget_s, ema_decay=mc.ema_decay)
+                      time_budget_s=mc.time_budget_s, ema_decay=mc.ema_decay, history_path=w.history_path)
     fit(SeqTrainer(w, rank, world), loop, place)

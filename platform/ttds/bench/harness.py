@@ -40,6 +40,7 @@ from ttds.baselines import train_and_evaluate
 from ttds.baselines.content_knn import ContentKNNConfig, run_content_knn, text_item_vectors
 from ttds.bench import perf
 from ttds.bench.cold import cold_figures, cold_summary, cold_table
+from ttds.bench.confirm import TEST_READS, run_confirm
 from ttds.bench.diagnostics import ranking_diagnostics
 from ttds.bench.memory import RssSampler
 from ttds.bench.paired import paired_comparison
@@ -95,7 +96,9 @@ def _entry(metrics: dict, wall_s: float, peak_rss_mb: float, config: dict) -> di
 
 # ----------------------------------------------------------------------------- the harness
 class Harness:
-    def __init__(self, cfg: BenchConfig):
+    def __init__(self, cfg: BenchConfig, systems: list[System] | None = None):
+        """`systems`: already resolved systems (the confirmatory protocol hands each seed's run the
+        frozen recipes); default: resolved from `cfg.systems`."""
         self.cfg = cfg
         self.out = Path(cfg.out).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +110,7 @@ class Harness:
         if cfg.cold_items:
             self.cold = make_cold_split(self.corpus, cfg.cold_items, cfg.seed, self.out / "cold_split")
             self.corpus = self.cold.train
-        self.systems = resolve_systems(cfg.systems)
+        self.systems = list(systems) if systems is not None else resolve_systems(cfg.systems)
         self.sets = parse_sets(cfg.sets, self.systems)
         self.with_retrieval = retrieval_bases(self.systems)
         self.ttds_cfgs: dict[str, Any] = {}
@@ -207,7 +210,12 @@ class Harness:
         return sysdir, None
 
     def _finish(self, name: str, sysdir: Path, key: str, entry: dict, detail: dict) -> None:
+        """Record a system scored on test just now: result.json, and one line in test_reads.jsonl
+        (every read of the test split, so a report can say each unit was scored once)."""
         rec = {"key": key, "entry": entry, "detail": detail}
+        with open(self.out / TEST_READS, "a") as fh:
+            fh.write(json.dumps({"system": name, "train_seed": self.cfg.train_seed, "key": key,
+                                 "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
         (sysdir / "result.json").write_text(json.dumps(rec, indent=2, default=float))
         self.records[name] = rec
         log.info("%s: test NDCG@10 %.4f HR@10 %.4f (%.0f s)", name, entry["NDCG@10"], entry["HR@10"], entry["wall_s"])
@@ -276,7 +284,8 @@ class Harness:
             "label": s.label, "kind": s.kind, "valid_NDCG@10": res.get("valid_NDCG@10"),
             "best_epoch": res.get("best_epoch"), "epochs_run": res.get("epochs_run"),
             "examples_per_s": res.get("examples_per_s"), "memory": mem, "out_dir": str(sysdir),
-            "worker_reported_peak_rss_mb": res.get("peak_rss_mb"),
+            "worker_reported_peak_rss_mb": res.get("peak_rss_mb"), "history": res.get("history"),
+            **({"recipe_file": s.recipe_path} if s.recipe_path else {}),
         }
         self._finish(s.name, sysdir, key, _entry(res, time.time() - t0, mem["max_process_mb"], config), detail)
 
@@ -315,7 +324,7 @@ class Harness:
             "best_epoch": m["best_epoch"], "epochs_run": len(hist), "wall_parts_s": m["wall_s"],
             "users": test.get("users"), "per_template": test.get("per_template"), "popularity_same_users": m["popularity_test"],
             "source": m.get("source"), "tokenizer_dir": str(tok_dir), "tokenizer_shared": str(shared) if shared else None,
-            "memory": mem, "history": hist, "out_dir": str(sysdir),
+            "memory": mem, "history": hist, "out_dir": str(sysdir), **({"recipe_file": s.recipe_path} if s.recipe_path else {}),
             "test_eval": {
                 "users": test.get("users"), "templates": n_templates, "wall_s": eval_s, "workers": tcfg.eval.workers,
                 "users_per_s": round((test.get("users") or 0) * n_templates / max(eval_s, 1e-9), 2),
@@ -449,6 +458,8 @@ class Harness:
                 "failures": dict(self.failures)}
 
     def run(self) -> dict:
+        if self.cfg.seeds or self.cfg.tune_trials:
+            return run_confirm(self)
         (self.out / "run.json").write_text(json.dumps({"config": dataclasses.asdict(self.cfg), "corpus": str(self.corpus.root),
                                                        "systems": [dataclasses.asdict(s) for s in self.systems], "machine": machine()}, indent=2))
         with self.rss:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ttds.eval.per_user import read_per_user
 
-__all__ = ["compare_folders", "paired_comparison", "paired_sentence", "recipe_comparison", "recipe_sentence"]
+__all__ = ["compare_folders", "paired_comparison", "paired_sentence", "recipe_comparison", "recipe_interval", "recipe_sentence"]
 
 
 def paired_comparison(a: pd.DataFrame, b: pd.DataFrame, metric: str = "NDCG@10", n_boot: int = 2000, seed: int = 0) -> dict:
@@ -115,6 +115,26 @@ def recipe_comparison(runs_a: list[pd.DataFrame], runs_b: list[pd.DataFrame], me
         "runs_resampled": ra > 1 and rb > 1,
         "users_only": paired_comparison(avg(a), avg(b), metric, n_boot, seed),
     }
+
+
+def recipe_interval(runs: list[pd.DataFrame], metric: str = "NDCG@10", n_boot: int = 2000, seed: int = 0) -> dict:
+    """One recipe's figure and its 95% interval over runs (seeds) and users: the same two-level
+    bootstrap as `recipe_comparison` (users resampled, then runs), on the users every run scored.
+    With one run the interval holds only the users' noise (`runs_resampled` False)."""
+    m = _runs_matrix(runs, metric, "a")
+    x = m[[c for c in m.columns if c != "user_id"]].to_numpy(dtype=np.float64)
+    n, r = x.shape
+    if n < 2:
+        raise ValueError(f"the runs share {n} scored users; an interval needs at least 2")
+    rng = np.random.default_rng(seed)
+    boot = np.empty(n_boot)
+    for i in range(n_boot):
+        per_run = x[rng.integers(0, n, n)].mean(0)
+        boot[i] = per_run[rng.integers(0, r, r)].mean()
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    run_means = x.mean(0)
+    return {"metric": metric, "users": n, "runs": r, "mean": float(run_means.mean()), "run_means": [float(v) for v in run_means],
+            "run_sd": float(run_means.std(ddof=1)) if r > 1 else None, "ci95": [float(lo), float(hi)], "runs_resampled": r > 1}
 
 
 def recipe_sentence(name_a: str, name_b: str, c: dict) -> str:

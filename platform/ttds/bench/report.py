@@ -21,17 +21,20 @@ import shlex
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ttds.bench.paired import paired_sentence, recipe_comparison, recipe_sentence
+from ttds.bench.compute import compute_curve, write_compute_chart
+from ttds.bench.paired import paired_sentence, recipe_comparison, recipe_interval, recipe_sentence
 from ttds.eval.per_user import read_per_user
 
-__all__ = ["METRICS", "PAPER_INSTRUMENTS", "README_BEGIN", "README_END", "BenchRun", "combine_runs", "git_commit", "load_run",
+__all__ = ["COMPUTE_CHART", "METRICS", "PAPER_INSTRUMENTS", "README_BEGIN", "README_END", "BenchRun", "combine_runs", "confirm_statement",
+           "git_commit", "group_charts", "group_summary", "load_run", "load_runs",
            "provenance", "readme_table", "results_document", "results_markdown", "system_table", "update_readme",
            "write_chart", "write_document", "write_results"]
 
 METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
+COMPUTE_CHART = "quality_per_compute.png"  # validation NDCG@10 against training time (ttds.bench.compute)
 SYSTEM_KEYS = (*METRICS, "wall_s", "peak_rss_mb", "config")
 
 # TTDS paper (arXiv 2409.09253), Instruments test rows. Reference only: never measured here.
@@ -86,7 +89,8 @@ def results_markdown(results: dict, details: dict, meta: dict) -> str:
     ]
     if results.get("perf"):
         lines += ["", "## Speed and memory (`--perf`)", ""] + perf_markdown(results["perf"])
-    lines += ["", f"Chart: `{meta.get('chart', 'results.png')}`. Exact configs: results.json (`config` per system).", ""]
+    lines += ["", f"Chart: `{meta.get('chart', 'results.png')}`; validation NDCG@10 against training time: `{COMPUTE_CHART}`. "
+              "Exact configs: results.json (`config` per system).", ""]
     return "\n".join(lines)
 
 
@@ -369,6 +373,9 @@ def write_results(out: Path, results: dict, details: dict, meta: dict) -> dict[s
     paths["details"].write_text(json.dumps(details, indent=2, default=float))
     if results["systems"]:
         write_chart(results, paths["chart"])
+        curves = {n: [compute_curve(details.get(n, {}), s["wall_s"])] for n, s in results["systems"].items()}
+        if any(c for runs in curves.values() for c in runs):
+            paths["compute_chart"] = write_compute_chart(curves, out / COMPUTE_CHART, f"{results['dataset']}: quality per compute (validation)")
     paths["md"].write_text(results_markdown(results, details, {**meta, "chart": paths["chart"].name}))
     return paths
 
@@ -390,6 +397,7 @@ class BenchRun:
     results: dict
     details: dict
     run: dict  # results.json's "run" (`provenance`), or what an older folder's run.json holds
+    confirm: dict = field(default_factory=dict)  # a seed of a confirmatory run: its parent's plan and tuning (ttds.bench.confirm)
 
     @property
     def dataset(self) -> str:
@@ -424,6 +432,26 @@ def load_run(folder: str | Path) -> BenchRun:
     return BenchRun(folder=folder, label=str(folder), results=results, details=details, run=run)
 
 
+def load_runs(folder: str | Path) -> list[BenchRun]:
+    """The runs of one folder: itself, or, for a confirmatory folder (jobs/benchmark.py --seeds), each
+    finished seed's run carrying the parent's plan and tuning."""
+    folder = Path(folder)
+    path = folder / "results.json"
+    top = json.loads(path.read_text()) if path.is_file() else {}
+    if "confirm" not in top:
+        return [load_run(folder)]
+    confirm = {k: v for k, v in top["confirm"].items() if k in ("plan", "tuning", "folder")}
+    confirm["folder"] = str(folder)
+    runs = []
+    for name in top["confirm"].get("seed_dirs", []):
+        if (folder / name / "results.json").is_file():
+            r = load_run(folder / name)
+            runs.append(BenchRun(r.folder, r.label, r.results, r.details, r.run, confirm))
+    if not runs:
+        raise ValueError(f"{folder}: a confirmatory folder with no finished seed yet")
+    return runs
+
+
 def _older_provenance(folder: Path) -> dict:
     """A folder written before results.json carried "run": its run.json has the machine and the protocol, not the commit."""
     path = folder / "run.json"
@@ -442,9 +470,10 @@ def _protocol(run: BenchRun) -> str:
 
 
 def combine_runs(runs: list[BenchRun]) -> list[dict]:
-    """Group runs by (dataset, protocol); per system: how many runs, the mean, SD and range of each test
-    metric over them, the mean validation NDCG@10, and a paired comparison of each other system with
-    the strongest baseline over all runs and users (`ttds.bench.paired.recipe_comparison`)."""
+    """Group runs by (dataset, protocol); per system: how many runs (seeds), the mean, SD and range of
+    each test metric over them, the 95% interval of test NDCG@10 over runs and users
+    (`recipe_interval`), the mean validation NDCG@10, and each other system paired with the strongest
+    baseline, chosen on VALIDATION, over all runs and users (`recipe_comparison`); see `group_summary`."""
     groups: dict[tuple[str, bool], list[BenchRun]] = {}
     for r in runs:
         groups.setdefault((r.dataset, bool(r.run.get("exclude_seen"))), []).append(r)
@@ -465,30 +494,125 @@ def combine_runs(runs: list[BenchRun]) -> list[dict]:
                 "sd": {k: statistics.stdev(v) if len(v) > 1 else None for k, v in vals.items()},
                 "range": {k: (min(v), max(v)) for k, v in vals.items()},
                 "valid_NDCG@10": statistics.fmean(valid) if valid else None,
+                "valid_sd": statistics.stdev(valid) if len(valid) > 1 else None,
                 "baseline": is_baseline(name, got[0][0].details.get(name, {})),
+                "seeds": [r.run.get("train_seed") for r, _ in got],
+                "wall_s": statistics.fmean(float(f.get("wall_s", 0.0)) for _, f in got),
+                "test_reads": [_test_reads(r, name) for r, _ in got],
+                "interval": _interval(name, [r for r, _ in got]),
             }
         out.append({"dataset": dataset, "protocol": protocol, "slug": f"{_slug(dataset)}-{protocol_slug}", "runs": rs, "systems": systems,
-                    "paired": _paired_over_runs(rs, systems)})
+                    "paired": _paired_over_runs(rs, systems), "confirm": next((r.confirm for r in rs if r.confirm), {})})
     return out
 
 
+def _interval(name: str, runs: list[BenchRun]) -> dict:
+    try:
+        return recipe_interval([read_per_user(r.per_user_dir(name)) for r in runs])
+    except (FileNotFoundError, ValueError) as e:
+        return {"error": str(e)[:300]}
+
+
+def _test_reads(run: BenchRun, name: str) -> int | None:
+    """How many times the run scored `name` on test (its test_reads.jsonl; None for a run from before it was kept)."""
+    path = run.folder / "test_reads.jsonl"
+    if not path.is_file():
+        return None
+    return sum(json.loads(ln).get("system") == name for ln in path.read_text().splitlines() if ln.strip())
+
+
 def _paired_over_runs(runs: list[BenchRun], systems: dict) -> dict:
-    """Each non-baseline system against the strongest baseline (by mean test NDCG@10), over every run
-    that scored both, from the per-user files; {} without a baseline."""
-    baselines = [n for n, s in systems.items() if s["baseline"]]
+    """Every other system against the strongest baseline, over every run that scored both, from the
+    per-user files; {} without a baseline. Both sides of the headline are chosen on VALIDATION
+    (mean validation NDCG@10 over runs), never on test: the strongest baseline, and the best
+    TTDS-family system (`best_ttds`, None when no TTDS-family system ran)."""
+    on_valid = lambda names: max(names, key=lambda n: systems[n]["valid_NDCG@10"]) if names else None  # noqa: E731
+    baselines = [n for n, s in systems.items() if s["baseline"] and s["valid_NDCG@10"] is not None]
     if not baselines:
         return {}
-    strongest = max(baselines, key=lambda n: systems[n]["mean"]["NDCG@10"])
-    out: dict = {"baseline": strongest, "systems": {}}
-    for name, s in systems.items():
-        if s["baseline"]:
+    strongest = on_valid(baselines)
+    out: dict = {"baseline": strongest, "chosen_on": "validation NDCG@10 (mean over runs)",
+                 "best_ttds": on_valid([n for n, s in systems.items() if not s["baseline"] and s["valid_NDCG@10"] is not None]),
+                 "systems": {}}
+    b = [read_per_user_or_none(r, strongest) for r in runs if strongest in r.results["systems"]]
+    for name in systems:
+        if name == strongest:
             continue
         try:
             a = [read_per_user(r.per_user_dir(name)) for r in runs if name in r.results["systems"]]
-            b = [read_per_user(r.per_user_dir(strongest)) for r in runs if strongest in r.results["systems"]]
+            if any(x is None for x in b):
+                raise FileNotFoundError(f"{strongest}: a run has no per-user file")
             out["systems"][name] = recipe_comparison(a, b)
         except (FileNotFoundError, ValueError) as e:
             out["systems"][name] = {"error": str(e)[:300]}
+    return out
+
+
+def read_per_user_or_none(run: BenchRun, name: str):
+    try:
+        return read_per_user(run.per_user_dir(name))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def confirm_statement(group: dict) -> str:
+    """The statement a group's figures support: the best TTDS recipe against the strongest baseline
+    (both chosen on validation), beyond noise or not, and what is missing for a confirmatory claim."""
+    paired, systems = group["paired"], group["systems"]
+    if not paired:
+        return "No baseline with a validation figure in these runs: no comparison can be stated."
+    base, best = paired["baseline"], paired.get("best_ttds")
+    if best is None:
+        text = (f"No TTDS-family system has finished seeds in these runs, so the headline comparison (the best TTDS recipe against "
+                f"the strongest baseline, both chosen on validation) is NOT measured yet. The strongest baseline on validation is "
+                f"`{base}` (validation NDCG@10 {_fmt(systems[base]['valid_NDCG@10'])}).")
+        others = {n: c for n, c in paired["systems"].items() if "error" not in c}
+        if others:
+            text += " Against it: " + "; ".join(f"`{n}` {_beyond(c, n, base)}" for n, c in others.items()) + "."
+        return text
+    c = paired["systems"].get(best, {})
+    if "error" in c:
+        return f"The best TTDS recipe on validation, `{best}`, could not be paired with `{base}`: {c['error']}."
+    text = (f"The best TTDS recipe on validation, `{best}`, against the strongest baseline on validation, `{base}`: test NDCG@10 "
+            f"{c['a']:.4f} vs {c['b']:.4f}, difference {c['diff']:+.4f}, 95% over seeds and users [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]: "
+            f"{_beyond(c, best, base)}.")
+    runs = min(systems[best]["runs"], systems[base]["runs"])
+    if runs < 3:
+        text += f" Only {runs} seed(s) on a side: the protocol asks for at least 3 before a claim."
+    return text
+
+
+def _beyond(c: dict, a: str, b: str) -> str:
+    lo, hi = c["ci95"]
+    if lo > 0:
+        return f"ahead beyond noise ({c['diff']:+.4f}, [{lo:+.4f}, {hi:+.4f}])"
+    if hi < 0:
+        return f"behind beyond noise ({c['diff']:+.4f}, [{lo:+.4f}, {hi:+.4f}])"
+    return f"within noise ({c['diff']:+.4f}, [{lo:+.4f}, {hi:+.4f}] includes 0)"
+
+
+def group_summary(group: dict) -> dict:
+    """A group of `combine_runs` as plain JSON (results.json's "confirm" block): no run objects."""
+    return {k: v for k, v in group.items() if k not in ("runs", "confirm")} | {"statement": confirm_statement(group),
+                                                              "run_folders": [str(r.folder) for r in group["runs"]]}
+
+
+def group_charts(group: dict, chart_dir: Path, prefix: str) -> dict[str, str]:
+    """The group's two charts in `chart_dir`: test figures (mean, range over runs) and quality per compute
+    (validation NDCG@10 against training time, every run); {kind: `prefix` + file name}."""
+    title = f"{group['dataset']}, {group['protocol']}"
+    chart_dir.mkdir(parents=True, exist_ok=True)
+    path = chart_dir / f"{group['slug']}.png"
+    means = {"dataset": title, "systems": {n: s["mean"] for n, s in group["systems"].items()}}
+    spread = {n: s["range"] for n, s in group["systems"].items() if s["runs"] > 1}
+    write_chart(means, path, spread, title=f"{title}\ntest split; bars: mean over runs, lines: lowest to highest run")
+    out = {"test": prefix + path.name}
+    curves = {n: [compute_curve(r.details.get(n, {}), r.results["systems"][n].get("wall_s")) for r in group["runs"] if n in r.results["systems"]]
+              for n in group["systems"]}
+    if any(c for runs in curves.values() for c in runs):
+        cpath = chart_dir / f"{group['slug']}-compute.png"
+        write_compute_chart(curves, cpath, f"{title}: validation NDCG@10 against training wall time")
+        out["compute"] = prefix + cpath.name
     return out
 
 
@@ -512,9 +636,11 @@ def _synthetic(groups: list[dict]) -> bool:
     return any(g["dataset"].startswith("synthetic") for g in groups)
 
 
-def results_document(groups: list[dict], command: str, charts: dict[str, str], note: str = "") -> str:
+def results_document(groups: list[dict], command: str, charts: dict[str, dict[str, str]], note: str = "") -> str:
     """docs/results.md: which runs (commit, machine, command), one combined table per dataset and protocol
-    (mean ± SD over runs), its chart, the paired comparison over runs and users, then each run's own tables."""
+    (mean ± SD over runs, 95% interval over runs and users), its charts (test figures; quality per
+    compute), the statement the figures support (best TTDS recipe vs strongest baseline, chosen on
+    validation), the paired comparisons, what a confirmatory plan still lacks, then each run's own tables."""
     runs = [r for g in groups for r in g["runs"]]
     lines = ["# Results", "",
              f"Generated by `{command}` from {len(runs)} benchmark run(s) listed below; do not edit by hand, run the command again.",
@@ -527,23 +653,7 @@ def results_document(groups: list[dict], command: str, charts: dict[str, str], n
     if note:
         lines += [note, ""]
     for g in groups:
-        title = f"{g['dataset']}, {g['protocol']}"
-        first = g["runs"][0].run
-        lines += [f"## {title}", "",
-                  f"{len(g['runs'])} run(s); {first.get('items', '?')} items, {first.get('test_users', '?')} test users. "
-                  "Test figures; with several runs, mean ± SD over runs (seeds). Validation NDCG@10 is what selected each model.", "",
-                  "| system | runs | " + " | ".join(_COMBINED) + " | valid NDCG@10 |", "|---" * (len(_COMBINED) + 3) + "|"]
-        for name, s in g["systems"].items():
-            lines.append(f"| `{name}` | {s['runs']} | " + " | ".join(_cell(s, k) for k in _COMBINED) + f" | {_fmt(s['valid_NDCG@10'])} |")
-        if title in charts:
-            lines += ["", f"![{title}]({charts[title]})"]
-        paired = g["paired"]
-        if paired.get("systems"):
-            lines += ["", f"Paired against the strongest baseline, `{paired['baseline']}`, over every run and test user "
-                          "(the interval resamples runs and users):", ""]
-            lines += [f"- `{n}`: " + (f"not available ({c['error']})" if "error" in c else recipe_sentence(n, paired["baseline"], c))
-                      for n, c in paired["systems"].items()]
-        lines.append("")
+        lines += group_markdown(g, charts.get(f"{g['dataset']}, {g['protocol']}", {}))
     lines += ["## Runs", "", "| run | dataset | protocol | training seed | commit | machine | written (UTC) | command |",
               "|---|---|---|---|---|---|---|---|"]
     for r in runs:
@@ -558,6 +668,90 @@ def results_document(groups: list[dict], command: str, charts: dict[str, str], n
         lines += diagnostics_markdown(r.results.get("diagnostics") or {})
     lines += ["", *paper_reference_markdown(), ""]
     return "\n".join(lines)
+
+
+def _ci(s: dict) -> str:
+    iv = s.get("interval") or {}
+    if "ci95" not in iv:
+        return "–"
+    return f"[{iv['ci95'][0]:.4f}, {iv['ci95'][1]:.4f}]" + ("" if iv.get("runs_resampled") else " (users only)")
+
+
+def _reads(s: dict) -> str:
+    reads = s.get("test_reads") or []
+    if not reads or any(x is None for x in reads):
+        return "not recorded"
+    return "once per seed" if all(x == 1 for x in reads) else f"{', '.join(map(str, reads))} (per seed)"
+
+
+def group_markdown(g: dict, charts: dict[str, str]) -> list[str]:
+    """One dataset and protocol: the combined table, charts, the statement, the paired comparisons, tuning, gaps."""
+    title = f"{g['dataset']}, {g['protocol']}"
+    first = g["runs"][0].run
+    conf = g.get("confirm") or {}
+    lines = [f"## {title}", "",
+             f"{len(g['runs'])} run(s); {first.get('items', '?')} items, {first.get('test_users', '?')} test users"
+             + (f"; budget per system and seed: {first['budget']}" if first.get("budget") else "") + ". "
+             "Test figures; with several runs, mean ± SD over runs (seeds), and the 95% interval of test NDCG@10 over seeds and "
+             "users (two-level bootstrap). Validation NDCG@10 is what selected each model and each comparison's sides.", "",
+             "| system | runs (seeds) | " + " | ".join(_COMBINED) + " | NDCG@10 95% (seeds, users) | valid NDCG@10 | test read | mean wall s |",
+             "|---" * (len(_COMBINED) + 6) + "|"]
+    for name, s in g["systems"].items():
+        seeds = ",".join(str(x) for x in s.get("seeds") or [] if x is not None)
+        lines.append(f"| `{name}` | {s['runs']}{f' ({seeds})' if seeds else ''} | " + " | ".join(_cell(s, k) for k in _COMBINED)
+                     + f" | {_ci(s)} | {_fmt(s['valid_NDCG@10'])} | {_reads(s)} | {s.get('wall_s', 0.0):.0f} |")
+    if charts.get("test"):
+        lines += ["", f"![{title}]({charts['test']})"]
+    if charts.get("compute"):
+        lines += ["", "Quality per compute: validation NDCG@10 after each epoch against the training wall time spent so far "
+                      "(every seed; TTDS-family curves start after their tokenizer warm-up). Tuning trials are not included.",
+                  "", f"![{title}: quality per compute]({charts['compute']})"]
+    lines += ["", f"**Statement.** {confirm_statement(g)}"]
+    paired = g["paired"]
+    if paired.get("systems"):
+        lines += ["", f"Paired against the strongest baseline on validation, `{paired['baseline']}`, over every run and test user "
+                      "(the interval resamples runs and users):", ""]
+        lines += [f"- `{n}`: " + (f"not available ({c['error']})" if "error" in c else recipe_sentence(n, paired["baseline"], c))
+                  for n, c in paired["systems"].items()]
+    lines += _tuning_markdown(conf) + _missing_markdown(g, conf)
+    lines.append("")
+    return lines
+
+
+def _tuning_markdown(conf: dict) -> list[str]:
+    tuning = conf.get("tuning") or {}
+    if not tuning:
+        return []
+    out = ["", "Tuning on validation (Ray Tune; trials stop at validation, only the frozen recipe is tested):", "",
+           "| system | trials | best valid NDCG@10 | chosen values | search wall s | frozen recipe |", "|---|---|---|---|---|---|"]
+    for name, t in tuning.items():
+        if "error" in t:
+            out.append(f"| `{name}` | – | – | failed: {t['error'][:200]} | – | – |")
+            continue
+        chosen = ", ".join(f"{k}={_value(v)}" for k, v in (t.get("params") or {}).items()) or "–"
+        out.append(f"| `{name}` | {t.get('trials', '–')} | {_fmt(t.get('best_valid_NDCG@10'))} | {chosen} | {_fmt(t.get('wall_s'), 0)} "
+                   f"| `{t.get('recipe', '–')}` |")
+    return out
+
+
+def _value(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _missing_markdown(g: dict, conf: dict) -> list[str]:
+    """What the confirmatory plan (systems x seeds) still lacks in these runs, and how to add it."""
+    plan = conf.get("plan") or {}
+    if not plan:
+        return []
+    done = {n: set(s.get("seeds") or []) for n, s in g["systems"].items()}
+    missing = [f"`{n}` seed {k}" for n in plan.get("systems", []) for k in range(plan.get("seeds", 0)) if k not in done.get(n, set())]
+    out = ["", f"Plan: {', '.join(f'`{n}`' for n in plan.get('systems', []))} x {plan.get('seeds')} seeds"
+               + (f", {plan['tune_trials']} tuning trials per trained system" if plan.get("tune_trials") else "") + "."]
+    if missing:
+        out += ["", "**Missing** (not in these figures): " + ", ".join(missing) + "."]
+    if plan.get("ttds_missing"):
+        out += ["", f"**Not run:** {plan['ttds_missing']}"]
+    return out
 
 
 def readme_table(groups: list[dict], link: str) -> str:
@@ -583,25 +777,23 @@ def update_readme(readme: Path, table: str) -> None:
 
 
 def write_document(run_folders: list[str | Path], out: Path, command: str, readme: Path | None = None, note: str = "") -> dict[str, Path]:
-    """Render `out` (docs/results.md) and its charts (`<out stem>/<dataset-protocol>.png`) from benchmark folders;
-    with `readme`, rewrite its table between the markers. Returns the written paths."""
+    """Render `out` (docs/results.md) and its charts (`<out stem>/<dataset-protocol>.png` and `-compute.png`) from
+    benchmark folders (a confirmatory folder stands for its seeds); with `readme`, rewrite its table between the
+    markers. Returns the written paths."""
     if not run_folders:
         raise ValueError("no benchmark folders given")
-    runs = [load_run(f) for f in sorted({str(f) for f in run_folders})]
+    runs = [r for f in sorted({str(f) for f in run_folders}) for r in load_runs(f)]
     groups = combine_runs(runs)
     out = Path(out)
     chart_dir = out.parent / out.stem
-    chart_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     charts = {}
     for g in groups:
         title = f"{g['dataset']}, {g['protocol']}"
-        path = chart_dir / f"{g['slug']}.png"
-        means = {"dataset": title, "systems": {n: s["mean"] for n, s in g["systems"].items()}}
-        spread = {n: s["range"] for n, s in g["systems"].items() if s["runs"] > 1}
-        write_chart(means, path, spread, title=f"{title}\ntest split; bars: mean over runs, lines: lowest to highest run")
-        charts[title] = f"{chart_dir.name}/{path.name}"
-        paths[f"chart:{title}"] = path
+        charts[title] = group_charts(g, chart_dir, f"{chart_dir.name}/")
+        paths[f"chart:{title}"] = chart_dir / f"{g['slug']}.png"
+        if "compute" in charts[title]:
+            paths[f"compute:{title}"] = chart_dir / f"{g['slug']}-compute.png"
     out.write_text(results_document(groups, command, charts, note))
     paths["md"] = out
     if readme is not None:

@@ -39,11 +39,12 @@ class System:
     index_kind: str = ""  # kind "ttds": an `index.kind` other than the recipe's own ("" = its own)
     model: str = ""  # kind "seq": the baseline model (sasrec | gru4rec) its recipe trains
     recipe_label: str = ""  # the recipe's label (results tables)
+    recipe_path: str = ""  # a recipe file that replaces the named one (the confirmatory protocol's frozen, tuned recipe)
 
     @property
     def recipe(self) -> Recipe:
-        """The recipe this system runs (kind ttds: its ablation's; seq/popularity: its own)."""
-        return load_recipe(self.ablation or self.name)
+        """The recipe this system runs (kind ttds: its ablation's; seq/popularity: its own; a frozen file when set)."""
+        return load_recipe(self.recipe_path or self.ablation or self.name)
 
     @property
     def label(self) -> str:

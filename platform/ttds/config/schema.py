@@ -512,9 +512,13 @@ class BenchConfig(Section):
     perf_reference_items: int = 10_000  # items of the reference decoding setting (0 = skip it)
     rss_interval_s: float = 0.5
     cold_items: float = 0.0  # > 0: hold this fraction of items out of training, test them as candidates (ttds.bench.cold)
+    seeds: int = 0  # > 0: the confirmatory protocol, every system trained with seeds 0..seeds-1 (ttds.bench.confirm)
+    tune_trials: int = 0  # > 0: a Ray Tune search of this many trials per trained system on validation, frozen as a recipe
 
     def problems(self) -> list[str]:
-        out = _at_least(self, ("budget_epochs", "budget_minutes", "workers", "perf_reference_items"), 0)
+        out = _at_least(self, ("budget_epochs", "budget_minutes", "workers", "perf_reference_items", "seeds", "tune_trials"), 0)
+        if self.seeds and self.train_seed is not None:
+            out.append("seeds and train_seed exclude each other: --seeds N trains every system with seeds 0..N-1")
         if not 0.0 <= self.cold_items < 1.0:
             out.append(f"cold_items={self.cold_items}: expected a fraction in [0, 1)")
         out += _at_least(self, ("perf_users", "perf_batch", "perf_rows", "perf_repeats", "perf_train_repeats"), 1)

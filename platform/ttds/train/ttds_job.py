@@ -119,12 +119,13 @@ def peak_rss_mb() -> float:
     return round(max(self_kb, child_kb) / 1024, 1)
 
 
-def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = (), profile_steps: int = -1) -> dict:
+def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = (), profile_steps: int = -1, test: bool = True) -> dict:
     """The whole job; `callbacks` go to Ray Train (a Tune trial passes TuneReportCallback).
 
     `profile_steps` >= 0 (jobs/train_ttds.py --profile): rank 0 times the stages of every epoch
     (0 = whole epochs, N = the first N steps of each) into PROFILE_FILE in the run folder and
-    the job stops after training (no test evaluation: a profile is not a result)."""
+    the job stops after training (no test evaluation: a profile is not a result).
+    `test=False` stops at validation (a Tune trial: only the configuration a sweep chooses is tested)."""
     import ray.data
 
     check_config(cfg)
@@ -158,6 +159,8 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = (), profile_steps:
     t_train = time.time() - t0 - t_tok
     if profile_steps >= 0:
         return {"out_dir": str(out), "history": history, "wall_s": {"tokenizer": round(t_tok, 1), "train": round(t_train, 1)}}
+    if not test:
+        return _validation_only(cfg, corpus, out, facts, history, t0, t_tok, t_train)
     templates = list(range(3)) if cfg.eval.templates == 0 else list(range(cfg.eval.templates))
     t1 = time.time()
     n_test = len(corpus.eval_arrays("test")[2])
@@ -183,6 +186,18 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = (), profile_steps:
     (out / "results.md").write_text(results_table(corpus.name, {"TTDS": test, "Popularity": pop}))
     metrics["out_dir"] = str(out)
     return metrics
+
+
+def _validation_only(cfg: TTDSJobConfig, corpus, out: Path, facts, history: list, t0: float, t_tok: float, t_train: float) -> dict:
+    """metrics.json of a run that stopped at validation: no "test" key, the test split unread."""
+    metrics = {
+        "corpus": corpus.name, "source": facts.source, "test": None, "history": history,
+        "best_epoch": json.loads((out / "model" / "ttds.json").read_text())["epoch"],
+        "wall_s": {"tokenizer": round(t_tok, 1), "train": round(t_train, 1), "total": round(time.time() - t0, 1)},
+        "peak_rss_mb": peak_rss_mb(), "weight_average_decay": facts.ema_decay, "config": to_dict(cfg),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    return {**metrics, "out_dir": str(out)}
 
 
 def console_summary(m: dict) -> str:

@@ -10,6 +10,12 @@ Layout of the file (see configs/tune_default.yaml):
 
 Keys are checked against TTDSJobConfig when the file is read, so a typo fails before any trial
 starts instead of after an hour of trials that silently ignored it.
+
+A sweep's `target` is what each trial trains: `ttds` (the TTDS job, the file above) or a
+sequential baseline (`sasrec`, `gru4rec`: `seq_sweep`), so the baselines get the same kind of
+search on validation as TTDS (issue 31). A baseline sweep's `base` holds `model` (its config
+section, e.g. SASRecConfig), `data.corpus`, `train` (TrainConfig) and `eval.exclude_seen`; its
+space keys are the model config's (`SEQ_SPACE`: dropout, lr, width, weight average).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from ttds.config import ConfigError, TTDSJobConfig, TuneSettings, allowed, apply_overrides, from_dict, to_dict
+from ttds.config import SEQ_MODELS, ConfigError, TTDSJobConfig, TuneSettings, allowed, apply_overrides, from_dict, to_dict
 from ttds.config.schema import TuneScheduler, TuneSearch
 
 KINDS = ("choice", "grid", "uniform", "loguniform", "randint", "lograndint")
@@ -67,19 +73,50 @@ class ParamSpec:
         return f"{self.kind} [{self.low}, {self.high}]"
 
 
+# A baseline's default search space: the knobs the TTDS recipes were tuned on that SASRec/GRU4Rec
+# share (dropout, lr, width, weight average), around SeqModelConfig's defaults.
+SEQ_SPACE: dict[str, dict] = {
+    "dropout": {"type": "uniform", "low": 0.1, "high": 0.5},
+    "lr": {"type": "loguniform", "low": 3e-4, "high": 3e-3},
+    "hidden": {"type": "choice", "values": [32, 64, 128]},
+    "ema_epochs": {"type": "choice", "values": [0.0, 2.0, 5.0]},
+}
+
+
 @dataclass
 class SweepSpec:
     tune: TuneSettings
-    base: dict  # the full resolved TTDSJobConfig as a dict (defaults < YAML base < CLI pins)
+    base: dict  # ttds: the full resolved TTDSJobConfig as a dict (defaults < YAML base < CLI pins); a baseline: see the module doc
     sweep_only: dict  # partial mapping layered over `base` for trials only
     space: dict[str, ParamSpec]
+    target: str = "ttds"  # what a trial trains: "ttds" or a key of SEQ_MODELS
 
-    def trial_config(self, params: dict[str, Any], output_dir: str) -> TTDSJobConfig:
-        """The config one trial trains with: base, sweep-only knobs, then its sampled values."""
+    @property
+    def is_ttds(self) -> bool:
+        return self.target == "ttds"
+
+    def epochs(self, params: dict[str, Any] | None = None) -> int:
+        """Epochs a trial plans (its sampled value when epochs are swept)."""
+        key = "optim.epochs" if self.is_ttds else "epochs"
+        if params and key in params:
+            return int(params[key])
+        return int(self.base["optim"]["epochs"] if self.is_ttds else self.base["model"]["epochs"])
+
+    def max_epochs(self) -> int:
+        swept = self.space.get("optim.epochs" if self.is_ttds else "epochs")
+        return max(self.epochs(), *(swept.values or [swept.high])) if swept is not None else self.epochs()
+
+    def trial_config(self, params: dict[str, Any], output_dir: str):
+        """The config one trial trains with: base, sweep-only knobs, then its sampled values
+        (a TTDSJobConfig, or the baseline's model config)."""
+        if not self.is_ttds:
+            return from_dict(SEQ_MODELS[self.target], {**merge(self.base, self.sweep_only)["model"], **params})
         return build_config(merge(self.base, self.sweep_only), params, output_dir)
 
-    def final_config(self, params: dict[str, Any]) -> TTDSJobConfig:
+    def final_config(self, params: dict[str, Any]):
         """The config to re-train the winner with: no sweep-only knobs, no output folder."""
+        if not self.is_ttds:
+            return from_dict(SEQ_MODELS[self.target], {**self.base["model"], **params})
         return build_config(self.base, params, "")
 
     def to_yaml_dict(self) -> dict:
@@ -89,6 +126,7 @@ class SweepSpec:
             "base": self.base,
             "sweep_only": self.sweep_only,
             "space": {k: _spec_dict(s) for k, s in self.space.items()},
+            **({} if self.is_ttds else {"target": self.target}),
         }
 
 
@@ -105,9 +143,11 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def config_keys() -> dict[str, Any]:
-    """Every dotted leaf key of TTDSJobConfig with its default value."""
+def config_keys(target: str = "ttds") -> dict[str, Any]:
+    """Every dotted leaf key of the target's config (TTDSJobConfig, or a baseline's) with its default value."""
     out: dict[str, Any] = {}
+    if target != "ttds":
+        return dict(to_dict(SEQ_MODELS[target]()))
 
     def walk(d: dict, prefix: str) -> None:
         for k, v in d.items():
@@ -136,15 +176,16 @@ def build_config(base: dict, params: dict[str, Any], output_dir: str) -> TTDSJob
     return from_dict(TTDSJobConfig, data)
 
 
-def parse_param(key: str, raw: Any) -> ParamSpec:
+def parse_param(key: str, raw: Any, target: str = "ttds") -> ParamSpec:
     """A spec from YAML: a mapping {type, values | low, high}, or a bare list (= choice)."""
-    known = config_keys()
+    known = config_keys(target)
     if key not in known:
         close = difflib.get_close_matches(key, list(known), n=3)
         hint = f" (did you mean {close}?)" if close else ""
-        raise ConfigError(f"space: {key!r} is not a TTDSJobConfig key{hint}")
-    if key in ("output_dir", "data.corpus"):
-        raise ConfigError(f"space: {key!r} cannot be swept (each trial's output folder and the corpus are fixed)")
+        what = "TTDSJobConfig" if target == "ttds" else SEQ_MODELS[target].__name__
+        raise ConfigError(f"space: {key!r} is not a {what} key{hint}")
+    if key in ("output_dir", "data.corpus") or (target != "ttds" and key == "seed"):
+        raise ConfigError(f"space: {key!r} cannot be swept (each trial's output folder, the corpus and a baseline's seed are fixed)")
     if isinstance(raw, list):
         raw = {"type": "choice", "values": raw}
     if not isinstance(raw, dict) or "type" not in raw:
@@ -238,3 +279,34 @@ def count_trials(spec: SweepSpec) -> int:
 def param_space(spec: SweepSpec) -> dict:
     """Tune's param_space: flat dotted keys (searchers handle flat spaces best)."""
     return {k: s.to_tune() for k, s in spec.space.items()}
+
+
+def seq_sweep(model: str, corpus: str, overrides: dict, train: dict, exclude_seen: bool, settings: TuneSettings,
+              space: dict[str, Any] | None = None, sweep_only: dict | None = None) -> SweepSpec:
+    """A sweep of baseline `model` (sasrec | gru4rec) on validation: `overrides` are its fixed
+    config keys (recipe, budget, seed), `train` a TrainConfig dict, `space` YAML-style specs
+    (default `SEQ_SPACE`). Keys of `space` drop out of `overrides`' fixed values."""
+    if model not in SEQ_MODELS:
+        raise ConfigError(f"a baseline sweep trains one of {', '.join(SEQ_MODELS)}, not {model!r}")
+    specs = {k: parse_param(k, v, model) for k, v in (SEQ_SPACE if space is None else space).items()}
+    base_model = to_dict(from_dict(SEQ_MODELS[model], overrides))
+    base = {"model": base_model, "data": {"corpus": corpus, "seed": 0}, "train": dict(train), "eval": {"exclude_seen": bool(exclude_seen)}}
+    validate_settings(settings, specs)
+    spec = SweepSpec(settings, base, sweep_only or {}, specs, target=model)
+    spec.trial_config({k: _sample_value(s) for k, s in specs.items()}, "")  # a refused value (heads vs width) fails now
+    return spec
+
+
+def ttds_sweep(config: dict, settings: TuneSettings, space: dict[str, Any], sweep_only: dict | None = None) -> SweepSpec:
+    """A TTDS sweep from a resolved TTDSJobConfig dict (the benchmark's system config) and a space."""
+    base = to_dict(from_dict(TTDSJobConfig, {**config, "output_dir": ""}))
+    specs = {k: parse_param(k, v) for k, v in space.items()}
+    validate_settings(settings, specs)
+    return SweepSpec(settings, base, sweep_only or {}, specs)
+
+
+def _sample_value(s: ParamSpec) -> Any:
+    """One legal value of a spec (for checking a config before any trial)."""
+    if s.kind in ("choice", "grid"):
+        return s.values[0]
+    return int(s.low) if s.kind in ("randint", "lograndint") else s.low

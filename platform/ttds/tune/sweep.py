@@ -1,4 +1,10 @@
-"""Ray Tune sweeps whose trials are whole TTDS training runs (tokenizer warm-up, Ray Train, test).
+"""Ray Tune sweeps whose trials are whole training runs that stop at validation.
+
+A trial is a TTDS run (tokenizer warm-up, Ray Train; `train_ttds(test=False)`) or, for a
+baseline sweep (`SweepSpec.target` sasrec | gru4rec), a SASRec/GRU4Rec run
+(`ttds.baselines.train_on_validation`). No trial reads the test split: trials are compared on
+validation NDCG@10 only, and only the configuration the sweep chooses is tested, by whoever
+trains it next (`jobs/train_ttds.py --config best.yaml`, the benchmark's seeds).
 
 How a trial reports: as Ray 2.60 (Train v2) documents, a Tune function trainable launches the
 Ray Train trainer itself (`train_ttds`) with `ray.tune.integration.ray_train.TuneReportCallback`
@@ -19,7 +25,8 @@ Sweep folder (runs/tune_ttds/<timestamp>/ by default):
   tune/                 Ray Tune's experiment folder (Tuner.restore resumes from it)
   trials/<trial_id>/    each trial's train_ttds output folder (config, history, model, metrics)
   trials.csv, trials.md the trial table: swept values, best valid NDCG@10, epochs, status, error
-  best.yaml             the winner's config for `jobs/train_ttds.py --config best.yaml`
+  best.yaml             the winner's config for `jobs/train_ttds.py --config best.yaml` (a baseline
+                        sweep: the model's config section)
   best_model/           a copy of the winner's model folder (servable, evaluable)
   ndcg_vs_params.png    best valid NDCG@10 against each swept parameter
   summary.json          best trial, counts, wall time
@@ -37,15 +44,15 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from ttds.config import ConfigError, from_dict, save_config
+from ttds.config import ConfigError, from_dict, save_config, to_dict
 from ttds.data.resolve import open_or_prepare
 from ttds.runtime import init_ray
 from ttds.train.ttds_job import train_ttds
-from ttds.tune.space import METRIC, ParamSpec, SweepSpec, TuneSettings, count_trials, load_sweep, param_space
+from ttds.tune.space import METRIC, ParamSpec, SweepSpec, TuneSettings, count_trials, param_space
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +74,30 @@ def error_summary(text: str, limit: int = 300) -> str:
     return pick[:limit]
 
 
-def ttds_trial(config: dict, spec_data: dict, trials_root: str) -> None:
-    """One Tune trial: a full `train_ttds` run whose per-epoch validation reaches Tune live."""
-    from ray import tune
+def ttds_trial(config: dict, spec_data: dict, out: str) -> None:
+    """One TTDS trial: a `train_ttds` run whose per-epoch validation reaches Tune live; it stops
+    at validation (the test split is left for the configuration the sweep chooses)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    spec = spec_from_dict(spec_data)
+    cfg = spec_from_dict(spec_data).trial_config(config, out)
+    train_ttds(cfg, callbacks=[TuneReportCallback()], test=False)
+
+
+def run_trial(config: dict, trial_fn: Callable[[dict, dict, str], None], spec_data: dict, trials_root: str) -> None:
+    """The Tune trainable: `trial_fn(params, spec_data, trial folder)` in trials/<trial_id>/, its
+    sampled values in trial.json and, when it fails, the root error in error.txt (the table's column).
+
+    `trial_fn` trains one trial: `ttds_trial`, or the baseline trial the benchmark hands over
+    (`ttds.baselines.runner.tune_trial`; tune and baselines are sibling layers, so the sweep
+    does not import it)."""
+    from ray import tune
+
     out = Path(trials_root) / tune.get_context().get_trial_id()
     out.mkdir(parents=True, exist_ok=True)
     (out / "error.txt").unlink(missing_ok=True)  # a resumed, previously errored trial
     try:
-        cfg = spec.trial_config(config, str(out))
         (out / "trial.json").write_text(json.dumps({"params": config}, default=str))
-        train_ttds(cfg, callbacks=[TuneReportCallback()])
+        trial_fn(config, spec_data, str(out))
     except Exception as e:
         text = "".join(traceback.format_exception(e))
         (out / "error.txt").write_text(f"{error_summary(f'{type(e).__name__}: {e}')}\n\n{text}")
@@ -88,7 +106,7 @@ def ttds_trial(config: dict, spec_data: dict, trials_root: str) -> None:
 
 def spec_from_dict(data: dict) -> SweepSpec:
     space = {k: ParamSpec(k, v["type"], **{n: v[n] for n in ("values", "low", "high") if n in v}) for k, v in data["space"].items()}  # as _spec_dict wrote it
-    return SweepSpec(from_dict(TuneSettings, data["tune"]), data["base"], data["sweep_only"], space)
+    return SweepSpec(from_dict(TuneSettings, data["tune"]), data["base"], data["sweep_only"], space, target=data.get("target", "ttds"))
 
 
 # ----------------------------------------------------------------------------- orphaned resources
@@ -241,13 +259,9 @@ def make_scheduler(spec: SweepSpec):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    # max_t above the epoch count: reaching the last epoch must not itself stop a trial, or its
-    # test evaluation (after the last report) would be cut off
-    epochs = spec.base["optim"]["epochs"]
-    swept = spec.space.get("optim.epochs")
-    if swept is not None:
-        epochs = max(epochs, *(swept.values or [swept.high]))
-    return ASHAScheduler(time_attr="training_iteration", max_t=int(epochs) + 1, grace_period=spec.tune.grace_period,
+    # max_t above the epoch count: reaching the last epoch must not itself stop a trial, or what
+    # it writes after the last report (its model, metrics.json) would be cut off
+    return ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs() + 1, grace_period=spec.tune.grace_period,
                          reduction_factor=spec.tune.reduction_factor)
 
 
@@ -255,15 +269,20 @@ def _trial_dirname(trial) -> str:
     return trial.trial_id  # the same id names trials/<trial_id>/
 
 
-def make_trainable(spec: SweepSpec, out: Path):
+def make_trainable(spec: SweepSpec, out: Path, trial_fn: Callable[[dict, dict, str], None] | None = None):
     from ray import tune
 
-    fn = tune.with_parameters(ttds_trial, spec_data=spec.to_yaml_dict(), trials_root=str((out / "trials").resolve()))
+    if trial_fn is None and not spec.is_ttds:
+        raise ConfigError(f"a {spec.target} sweep needs its trial function (ttds.baselines.runner.tune_trial): "
+                          "run it through jobs/benchmark.py --tune-trials")
+    fn = tune.with_parameters(run_trial, trial_fn=trial_fn or ttds_trial, spec_data=spec.to_yaml_dict(),
+                              trials_root=str((out / "trials").resolve()))
     return tune.with_resources(fn, {"cpu": spec.tune.trial_cpus})
 
 
-def run_sweep(spec: SweepSpec, resume: bool = False) -> SweepOutcome:
-    """Run (or resume) the sweep and write the trial table, best config, plot and best model."""
+def run_sweep(spec: SweepSpec, resume: bool = False, trial_fn: Callable[[dict, dict, str], None] | None = None) -> SweepOutcome:
+    """Run (or resume) the sweep and write the trial table, best config, plot and best model.
+    `trial_fn` trains one trial (default `ttds_trial`; a baseline sweep is handed its own)."""
     from ray import tune
 
     t0 = time.time()
@@ -273,7 +292,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False) -> SweepOutcome:
     resuming = resume and exp_dir.exists() and tune.Tuner.can_restore(str(exp_dir))
     if resuming:
         # the sweep as first started: the trainable and space must match the experiment's
-        spec = load_sweep(out / "sweep.yaml")
+        spec = spec_from_dict(yaml.safe_load((out / "sweep.yaml").read_text()))
         spec.tune.output_dir = str(out)
     else:
         if resume:
@@ -285,7 +304,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False) -> SweepOutcome:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.yaml").write_text(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False))
     init_ray(num_cpus=spec.tune.ray_cpus or None)
-    trainable = make_trainable(spec, out)
+    trainable = make_trainable(spec, out, trial_fn)
     if resuming:
         log.info("resuming the sweep in %s (errored trials are retried)", exp_dir)
         tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
@@ -331,7 +350,7 @@ def trial_row(spec: SweepSpec, trial_id: str, params: dict, error: BaseException
     scores = [h[METRIC] for h in hist if METRIC in h]
     best_i = max(range(len(scores)), key=scores.__getitem__) if scores else None
     metrics = json.loads((trial_dir / "metrics.json").read_text()) if (trial_dir / "metrics.json").exists() else None
-    planned = spec.base["optim"]["epochs"] if "optim.epochs" not in params else params["optim.epochs"]
+    planned = spec.epochs(params)
     err = ""
     if error is not None:
         err_file = trial_dir / "error.txt"
@@ -350,7 +369,6 @@ def trial_row(spec: SweepSpec, trial_id: str, params: dict, error: BaseException
         "best_epoch": hist[best_i]["epoch"] if best_i is not None else None,
         "epochs_run": len(hist),
         "epochs_planned": planned,
-        "test_NDCG@10": metrics["test"]["NDCG@10"] if metrics else None,
         "status": status,
         "error": err,
         "dir": str(trial_dir),
@@ -399,15 +417,17 @@ def _cell(v: Any) -> str:
 
 
 def write_tables(spec: SweepSpec, out: Path, rows: list[dict]) -> dict[str, str]:
-    cols = ["trial_id", *spec.space, f"best_{METRIC}", "best_epoch", "epochs_run", "epochs_planned", "test_NDCG@10", "status", "error"]
+    cols = ["trial_id", *spec.space, f"best_{METRIC}", "best_epoch", "epochs_run", "epochs_planned", "status", "error"]
     with open(out / "trials.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols + ["dir"])
         w.writeheader()
         w.writerows(rows)
     best = pick_best(rows)
     lines = [
-        f"# TTDS sweep: {len(rows)} trial(s), best {METRIC} = {_cell(best[f'best_{METRIC}']) if best else 'n/a'}"
+        f"# {'TTDS' if spec.is_ttds else spec.target} sweep: {len(rows)} trial(s), best {METRIC} = {_cell(best[f'best_{METRIC}']) if best else 'n/a'}"
         + (f" (trial {best['trial_id']})" if best else ""),
+        "",
+        "Trials stop at validation: none read the test split (only the chosen configuration is tested, later).",
         "",
         f"search: {spec.tune.search}, scheduler: {spec.tune.scheduler}, space: "
         + "; ".join(f"`{k}` {s.describe()}" for k, s in spec.space.items()),
@@ -427,6 +447,9 @@ def write_tables(spec: SweepSpec, out: Path, rows: list[dict]) -> dict[str, str]
 def keep_best(spec: SweepSpec, out: Path, best: dict) -> dict[str, str]:
     """best.yaml (the full config, sweep-only knobs left out) and a copy of the best model."""
     params = {k: best[k] for k in spec.space}
+    if not spec.is_ttds:  # the baseline's config section (the benchmark freezes it as a recipe)
+        (out / "best.yaml").write_text(yaml.safe_dump(to_dict(spec.final_config(params)), sort_keys=False))
+        return {"best_yaml": str(out / "best.yaml")}
     save_config(spec.final_config(params), out / "best.yaml")
     files = {"best_yaml": str(out / "best.yaml")}
     src = Path(best["dir"]) / "model"

@@ -1,0 +1,95 @@
+"""The confirmatory protocol end to end on the synthetic corpus with a tiny budget: a real Ray Tune
+search of SASRec on validation (trials never read test), its frozen recipe, two training seeds per
+system, each (system, seed) scored on test once, the combined results with intervals and the paired
+difference chosen on validation, a re-run that re-scores nothing, and the generated page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ttds.bench import run_benchmark
+from ttds.bench.report import METRICS, write_document
+from ttds.config import BenchConfig, ConfigError
+
+
+def _cfg(corpus, out: Path, **kw) -> BenchConfig:
+    return BenchConfig(data=str(corpus), systems=["popularity", "sasrec"], out=str(out), budget_epochs=2, seeds=2, tune_trials=2,
+                       sets=["sasrec:batch_size=32", "sasrec:max_len=20"], **kw)
+
+
+@pytest.fixture(scope="module")
+def confirm(ray_session, synthetic_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("confirm") / "out"
+    cfg = _cfg(synthetic_corpus, out)
+    return cfg, out, run_benchmark(cfg)
+
+
+@pytest.mark.slow
+def test_tuning_on_validation_is_frozen_as_a_recipe_and_trials_never_read_test(confirm):
+    cfg, out, res = confirm
+    assert not res["failures"], res["failures"]
+    recipe = yaml.safe_load((out / "recipes" / "sasrec.yaml").read_text())
+    assert recipe["kind"] == "seq" and recipe["model"] == "sasrec" and "VALIDATION" in recipe["description"]
+    assert set(recipe["config"]) >= {"dropout", "lr", "hidden", "ema_epochs"}
+    trials = [d for d in (out / "tune" / "sasrec" / "trials").iterdir() if d.is_dir()]
+    assert len(trials) == 2
+    for t in trials:  # validation only: no test figures, no per-user test file
+        if (t / "metrics.json").exists():
+            m = json.loads((t / "metrics.json").read_text())
+            assert "test" not in m and "NDCG@10" not in m and m["valid_NDCG@10"] >= 0
+        assert not (t / "test_per_user.parquet").exists()
+        assert (t / "history.jsonl").read_text().strip()  # each epoch's validation, what ASHA compared
+    assert not (out / "recipes" / "popularity.yaml").exists()  # nothing to tune
+    # every seed trained with the frozen recipe's values
+    for k in (0, 1):
+        config = json.loads((out / "seeds" / f"seed{k}" / "systems" / "sasrec" / "result.json").read_text())["entry"]["config"]
+        assert config["seed"] == k and config["hidden"] == recipe["config"]["hidden"] and config["lr"] == pytest.approx(recipe["config"]["lr"])
+
+
+@pytest.mark.slow
+def test_each_system_and_seed_is_scored_on_test_once_and_a_rerun_scores_nothing(confirm):
+    cfg, out, res = confirm
+    def reads():
+        return [json.loads(ln) for k in (0, 1) for ln in (out / "seeds" / f"seed{k}" / "test_reads.jsonl").read_text().splitlines()]
+    first = reads()
+    assert sorted((r["system"], r["train_seed"]) for r in first) == [("popularity", 0), ("popularity", 1), ("sasrec", 0), ("sasrec", 1)]
+    again = run_benchmark(cfg)
+    assert reads() == first  # finished units reused: the test split is not read again, nothing retuned
+    assert again["results"]["systems"] == res["results"]["systems"]
+
+
+@pytest.mark.slow
+def test_results_hold_seeds_means_intervals_and_the_validation_chosen_comparison(confirm, tmp_path):
+    cfg, out, res = confirm
+    r = json.loads((out / "results.json").read_text())
+    assert set(r["seeds"]) == {"0", "1"} and set(r["seeds"]["0"]) == {"popularity", "sasrec"}
+    for name in ("popularity", "sasrec"):
+        per_seed = [r["seeds"][k][name]["NDCG@10"] for k in ("0", "1")]
+        assert r["systems"][name]["NDCG@10"] == pytest.approx(sum(per_seed) / 2)
+        assert set(METRICS) <= set(r["systems"][name])
+        iv = r["confirm"]["systems"][name]["interval"]
+        assert iv["runs"] == 2 and iv["ci95"][0] <= iv["mean"] <= iv["ci95"][1]
+        assert r["confirm"]["systems"][name]["test_reads"] == [1, 1]
+    paired = r["confirm"]["paired"]
+    valid = {n: r["confirm"]["systems"][n]["valid_NDCG@10"] for n in ("popularity", "sasrec")}
+    assert paired["baseline"] == max(valid, key=valid.get) and paired["chosen_on"].startswith("validation")
+    assert paired["best_ttds"] is None and "NOT measured yet" in r["confirm"]["statement"]
+    assert r["confirm"]["tuning"]["sasrec"]["trials"] == 2
+    assert (out / "quality_per_compute.png").stat().st_size > 1000
+    md = (out / "results.md").read_text()
+    assert "**Statement.**" in md and "Tuning on validation" in md and "once per seed" in md
+    # the generated page from the confirmatory folder: its seeds, the plan, and what is missing
+    page = tmp_path / "results.md"
+    paths = write_document([out], page, "python jobs/report.py --runs X")
+    text = page.read_text()
+    assert "| `sasrec` | 2 (0,1) |" in text and "Plan: `popularity`, `sasrec` x 2 seeds, 2 tuning trials" in text
+    assert any(k.startswith("compute:") for k in paths) and "quality per compute" in text
+
+
+def test_seeds_and_train_seed_exclude_each_other(synthetic_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="seeds and train_seed"):
+        _cfg(synthetic_corpus, tmp_path, train_seed=1)
