@@ -269,9 +269,15 @@ class BodyTooLarge(HTTPException):  # FastAPI's class: its body reader re-raises
 
 
 class EdgeMiddleware:
-    """Outermost ASGI layer of the app: a request id on every response, and the body limit
-    (413 as the JSON ErrorResponse: Starlette's own limit answers text/plain). A declared
-    Content-Length over the limit is refused before reading; a streamed body when it passes it."""
+    """Outermost ASGI layer of the app: a request id on every response, a `Server-Timing`
+    header, and the body limit (413 as the JSON ErrorResponse: Starlette's own limit answers
+    text/plain). A declared Content-Length over the limit is refused before reading; a streamed
+    body when it passes it.
+
+    `Server-Timing: app;dur=<ms>, arrive;desc=<unix time>` says how long the app spent on the
+    request and when it reached the app: a client on the same host subtracts its send time to
+    see how long the request waited in front of the app (Serve's proxy, the hop, the replica's
+    event loop), which is where overload time went (benchmarks/serve_load.py reports it)."""
 
     def __init__(self, app):
         self.app = app
@@ -279,14 +285,16 @@ class EdgeMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        arrived, t0 = time.time(), time.perf_counter()
         request = Request(scope)
         incoming = safe_request_id(request.headers.get("x-request-id"))
         rid = _request_id(request)
 
         async def send_with_id(message):
-            if message["type"] == "http.response.start" and incoming is None:
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            if message["type"] == "http.response.start":
+                timing = f"app;dur={(time.perf_counter() - t0) * 1000:.2f}, arrive;desc={arrived:.6f}"
+                extra = [(b"server-timing", timing.encode())] + ([(b"x-request-id", rid.encode())] if incoming is None else [])
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         length = request.headers.get("content-length")
@@ -487,10 +495,10 @@ class Ingress:
                             return error_response(request, 503, "a model replica failed while handling the request; retry",
                                                   headers=_retry_after(cfg.retry_after_s))
         except Overloaded as exc:
-            return error_response(request, 503, f"{exc.reason}; retry after {cfg.retry_after_s} s", headers=_retry_after(cfg.retry_after_s))
+            return error_response(request, 503, f"{exc.reason}; retry after {exc.retry_after_s} s", headers=_retry_after(exc.retry_after_s))
         except (BackPressureError, DeploymentUnavailableError) as exc:
             return error_response(request, 503, f"model replicas unavailable or saturated ({type(exc).__name__}); retry",
-                                  headers=_retry_after(cfg.retry_after_s))
+                                  headers=_retry_after(self.admission.retry_after_s()))
         except Exception as exc:  # noqa: BLE001 - never a traceback to the client
             log.error("request %s failed: %r", _request_id(request), exc, exc_info=exc)
             return error_response(request, 500, "internal error; the server log has the details under this request id")
