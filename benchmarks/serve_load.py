@@ -304,10 +304,16 @@ def paired(url: str, rec, mode: str, users: list[int], n: int, k: int, meter: Cp
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=120)
 
+    split = []
+
     def post(u: int) -> int:
+        sent = time.time()
         conn.request("POST", "/recommend", json.dumps(body(u, k, mode)), {"Content-Type": "application/json"})
         r = conn.getresponse()
         r.read()
+        app = server_timing(r.getheader("Server-Timing", ""))
+        if app and r.status == 200:
+            split.append((app[1] - sent, app[0]))
         return r.status
 
     local, remote = [], []
@@ -331,6 +337,7 @@ def paired(url: str, rec, mode: str, users: list[int], n: int, k: int, meter: Cp
     conn.close()
     remote_cell = summarise(f"{mode} (HTTP)", 1, remote, errors, wall)
     remote_cell.server_cpu_ms = CpuMeter.per_request(cpu0, meter.snapshot(), n)
+    remote_cell.split = where_time_went(split[3:])  # without the warm-up
     return summarise(f"{mode} (in-process)", 1, local, 0, wall), remote_cell
 
 
@@ -406,6 +413,10 @@ def shipped_app(model: str, threads: int, topology: str | None, batch_wait: floa
                 dep["user_config"]["batch_wait_timeout_s"] = batch_wait
     if app["args"].get("topology") == "composed" and not any(d["name"] == "UserEncoder" for d in app["deployments"]):
         app["deployments"].append({"name": "UserEncoder", "user_config": {"model_dir": model, "num_threads": threads}})
+    if app["args"].get("topology") == "single":
+        from ttds.serve.app import single_topology
+
+        app = single_topology(app)
     return app
 
 
@@ -443,12 +454,14 @@ def start_serve(app: dict) -> str:
 
 
 def table(cells: list[Cell], ratios: dict, ov: Overload | None) -> str:
-    lines = ["| mode | clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | load avg | client cores | server CPU ms/request |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| mode | clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | before app / in app p50 ms | load avg "
+             "| client cores | server CPU ms/request |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for c in cells:
         cpu = ", ".join(f"{n} {v}" for n, v in c.server_cpu_ms.items())
+        split = f"{c.split['before_app_p50_ms']} / {c.split['in_app_p50_ms']}" if c.split else ""
         lines.append(f"| {c.mode} | {c.clients} | {c.requests} | {c.errors} | {c.rps} | {c.p50_ms} | {c.p95_ms} | {c.p99_ms} | "
-                     f"{c.load_avg} | {c.client_cpu} | {cpu} |")
+                     f"{split} | {c.load_avg} | {c.client_cpu} | {cpu} |")
     lines.append("")
     lines.append("| mode | clients | HTTP p50 / in-process p50 |")
     lines.append("|---|---:|---:|")
@@ -489,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads per replica (and in-process)")
     p.add_argument("--users", type=int, default=200, help="known users cycled through")
     p.add_argument("--batch-wait", type=float, default=None, help="override @serve.batch batch_wait_timeout_s (default: the code's)")
-    p.add_argument("--topology", choices=("fused", "composed"), default=None, help="default: the config's")
+    p.add_argument("--topology", choices=("single", "fused", "composed"), default=None, help="default: the config's")
     p.add_argument("--overload-clients", type=int, default=256, help="0 = no overload run")
     p.add_argument("--overload-duration", type=float, default=20.0)
     p.add_argument("--serve-env", default="", help="KEY=VALUE,... set for every Ray process (Serve's tuning variables, "
@@ -531,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
                 ratios[mode][c] = round(remote.p50_ms / max(local.p50_ms, 1e-9), 2)
                 print(f"{mode:9s} clients={c:3d} in-process p50={local.p50_ms} ms, HTTP p50={remote.p50_ms} ms "
                       f"({remote.rps} req/s, errors {remote.errors}) -> {ratios[mode][c]}x; load avg {remote.load_avg}, "
-                      f"server CPU ms/request {remote.server_cpu_ms}, client {remote.client_cpu} cores", flush=True)
+                      f"server CPU ms/request {remote.server_cpu_ms}, client {remote.client_cpu} cores; "
+                      f"before the app / in it p50 {remote.split.get('before_app_p50_ms')} / {remote.split.get('in_app_p50_ms')} ms", flush=True)
         if args.overload_clients:
             mode = modes[0]
             probe = http_cell(url, mode, 32, users, args.duration, 10**9, args.k, meter)

@@ -378,22 +378,26 @@ def composed_app_config(name: str, prefix: str, model_dir: Path) -> dict:
     return app
 
 
-def test_composed_topology_end_to_end(server, corpus):
+def test_composed_and_single_topologies_end_to_end(server, corpus):
     """`topology: composed` (Ingress -> UserEncoder -> Ranker, the encoder's response handed on
-    unresolved) deployed beside the fused app on the same Serve: the same answers as fused for
-    known users, cold starts and text in both modes, the encoder's per-request errors pass
-    through as the JSON contract, and /readyz waits for both model deployments."""
+    unresolved) and `topology: single` (the Ingress holds the model) deployed beside the fused
+    app on the same Serve: the same answers as fused for known users, cold starts and text in
+    both modes, per-request errors under concurrency pass through as the JSON contract, item
+    routes work, and /readyz names each topology's model deployments."""
     from ray import serve
+
+    from ttds.serve.app import single_topology
 
     url, a, _ = server
     fused_app = app_config("ttds", "/", a)
-    deploy([fused_app, composed_app_config("composed", "/composed", a)])
-    curl = f"{url}/composed"
+    deploy([fused_app, composed_app_config("composed", "/composed", a), single_topology(app_config("single", "/single", a))])
     try:
-        wait_deployed("composed", timeout=240)
-        ready = wait_ready(curl)
-        assert set(ready["components"]) == {"encoder", "ranker"}, ready
-        assert {d for d in serve.status().applications["composed"].deployments} == {"Ingress", "UserEncoder", "Ranker"}
+        for name, parts, deployments in (("composed", {"encoder", "ranker"}, {"Ingress", "UserEncoder", "Ranker"}),
+                                         ("single", {"ranker"}, {"Ingress"})):
+            wait_deployed(name, timeout=240)
+            ready = wait_ready(f"{url}/{name}")
+            assert set(ready["components"]) == parts, ready
+            assert set(serve.status().applications[name].deployments) == deployments
         hist = [int(i) for i in corpus.train_sequences[7][:5]]
         bodies = [{"user_id": 3, "k": 10}, {"history": hist, "k": 5}, {"user_id": 7, "history": hist[:2], "k": 3}]
         if not os.environ.get("TTDS_SERVE_TEST_MODEL"):
@@ -401,20 +405,26 @@ def test_composed_topology_end_to_end(server, corpus):
         for body in bodies:
             for mode in ("beam", "retrieval"):
                 req = {**body, "mode": mode} if "text" not in body else body
-                got, want = post(curl, req), post(url, req)
-                assert_ranked(got, req["k"], corpus.n_items)
-                assert got.json()["items"] == want.json()["items"] and got.json()["user"] == want.json()["user"], req
-        # concurrent requests share the Ranker's batches: a failing row (unknown user, raised by the
-        # encoder) never fails its neighbours
-        with ThreadPoolExecutor(8) as pool:
-            rs = list(pool.map(lambda u: post(curl, {"user_id": u if u % 3 else 10**6, "k": 5}), range(24)))
-        for u, r in zip(range(24), rs):
-            if u % 3:
-                assert_ranked(r, 5, corpus.n_items)
-            else:
-                assert_clean_4xx(r, 404, "unknown")
-                assert r.headers["content-type"].startswith("application/json") and r.json()["request_id"]
-        assert_clean_4xx(post(curl, {"history": [1, corpus.n_items + 5]}), 400, "unknown item")
+                want = post(url, req)
+                for name in ("composed", "single"):
+                    got = post(f"{url}/{name}", req)
+                    assert_ranked(got, req["k"], corpus.n_items)
+                    assert got.json()["items"] == want.json()["items"] and got.json()["user"] == want.json()["user"], (name, req)
+        for name in ("composed", "single"):
+            curl = f"{url}/{name}"
+            # concurrent requests share the batches: a failing row (unknown user) never fails its neighbours
+            with ThreadPoolExecutor(8) as pool:
+                rs = list(pool.map(lambda u: post(curl, {"user_id": u if u % 3 else 10**6, "k": 5}), range(24)))
+            for u, r in zip(range(24), rs):
+                if u % 3:
+                    assert_ranked(r, 5, corpus.n_items)
+                else:
+                    assert_clean_4xx(r, 404, "unknown")
+                    assert r.headers["content-type"].startswith("application/json") and r.json()["request_id"]
+            assert_clean_4xx(post(curl, {"history": [1, corpus.n_items + 5]}), 400, "unknown item")
+            assert httpx.get(f"{curl}/items/4", timeout=30).json()["title"] == corpus.item_titles[4]
+            assert len(httpx.get(f"{curl}/items/4/similar", params={"k": 3}, timeout=30).json()["items"]) == 3
+            assert httpx.get(f"{curl}/healthz", timeout=30).status_code == 200
     finally:
         deploy([fused_app])  # back to the module's one app
         wait_deployed("ttds")
