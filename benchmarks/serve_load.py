@@ -5,18 +5,24 @@ fused/composed) on a Ray started here, then:
 
 1. Overhead per concurrency (default 1, 4, 16 clients) and mode (beam, retrieval): HTTP p50
    latency over in-process p50 latency of the same model (`Recommender.recommend_batch`, same
-   thread count as a replica). At c clients the in-process figure is one batch of c requests:
-   what a replica's @serve.batch runs for c concurrent callers. At one client the two are
-   interleaved request by request, so both see the same machine load (on a shared machine it
-   drifts by the second); at more, in-process runs just before the HTTP cell.
+   thread count as a replica). At one client the two are interleaved request by request on one
+   keep-alive connection (http.client, the cheapest client there is), so both see the same
+   machine load. At c > 1 clients the in-process figure is one batch of c requests (what a
+   replica's @serve.batch runs for c concurrent callers), measured just before the HTTP cell.
 2. Overload (default 256 clients, beam): closed-loop clients that honour Retry-After (as the
-   503 asks) for `--overload-duration` seconds, while /readyz is polled. It reports the JSON
-   503s' p99 latency, the accepted requests' p99, throughput against the peak of step 1 and of
-   a 32-client run, /readyz's worst latency, and the latency right after the overload (recovery).
+   503 asks) for `--overload-duration` seconds, while /readyz is polled from this process.
+   It prints the issue's figures and whether each target holds: the JSON 503s' p99 latency,
+   the accepted requests' p99, throughput against the peak (the best of step 1 and a 32-client
+   run), /readyz's worst latency, the Retry-After values given, the latency right after.
+
+Concurrent clients (c > 1 and the overload) run in a process of their own (asyncio + aiohttp),
+not in this interpreter; each cell reports that client's CPU use (cores), the CPU milliseconds
+per request each Serve process group spent (proxy, Ingress, Ranker, ...) and the load average:
+on a shared machine that says whether the server, the client or the neighbours had the cores.
 
 Everything stays on 127.0.0.1 and in a Ray started here (shut down at the end).
 
-  python benchmarks/serve_load.py --model runs/train_ttds/<ts>/model
+  python benchmarks/serve_load.py --model /abs/path/to/runs/train_ttds/<ts>/model
   python benchmarks/serve_load.py --model ... --concurrency 1,4,16 --overload-clients 256 --out runs/bench/serve_load.json
 """
 
@@ -24,12 +30,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import platform
+import resource
 import socket
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +59,10 @@ class Cell:
     p95_ms: float
     p99_ms: float
     mean_ms: float
+    load_avg: float = float("nan")  # 1-minute load average when the cell ended
+    client_cpu: float = float("nan")  # the load generator's CPU seconds per wall second (1.0 = one core)
+    server_cpu_ms: dict = field(default_factory=dict)  # CPU ms per request, by Serve process group
+    split: dict = field(default_factory=dict)  # where_time_went (concurrent cells)
 
 
 @dataclass
@@ -57,6 +71,7 @@ class Overload:
     duration_s: float
     accepted: int
     rejected_503: int
+    rejected_late: int  # 503s given at the deadline after queueing (the rest were refused on arrival)
     other_errors: int
     rejected_json_with_retry_after: float  # share of 503s that are the JSON ErrorResponse with Retry-After
     accepted_rps: float
@@ -66,11 +81,27 @@ class Overload:
     accepted_p99_ms: float
     rejected_p50_ms: float
     rejected_p99_ms: float
+    retry_after_p50_s: float
+    retry_after_max_s: float
     readyz_polls: int
     readyz_not_200: int
     readyz_max_ms: float
     recovery_p50_ms: float  # one client, right after the overload stops
+    load_avg: float
+    client_cpu: float
+    server_cpu_ms: dict = field(default_factory=dict)
+    accepted_split: dict = field(default_factory=dict)  # where_time_went of accepted requests
+    rejected_split: dict = field(default_factory=dict)  # ... and of the 503s
     errors_sample: list = field(default_factory=list)
+
+    def targets(self) -> dict[str, bool]:
+        """The issue's overload targets."""
+        return {"503 p99 <= 100 ms": self.rejected_p99_ms <= 100 or self.rejected_503 == 0,
+                "accepted p99 < 5 s": self.accepted_p99_ms < 5000,
+                "throughput >= 80% of peak": self.throughput_vs_peak >= 0.8,
+                "/readyz <= 1 s": self.readyz_max_ms <= 1000 and self.readyz_not_200 == 0,
+                "503s are JSON with Retry-After": self.rejected_json_with_retry_after >= 0.999 or self.rejected_503 == 0,
+                "no other errors": self.other_errors == 0}
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -86,39 +117,228 @@ def summarise(mode: str, clients: int, lat_s: list[float], errors: int, wall: fl
     ms = [x * 1000 for x in lat_s]
     return Cell(mode, clients, len(ms), errors, round(wall, 2), round(len(ms) / max(wall, 1e-9), 1),
                 round(percentile(ms, 0.5), 1), round(percentile(ms, 0.95), 1), round(percentile(ms, 0.99), 1),
-                round(statistics.fmean(ms), 1) if ms else float("nan"))
+                round(statistics.fmean(ms), 1) if ms else float("nan"), round(os.getloadavg()[0], 1))
 
 
 def body(user: int, k: int, mode: str) -> dict:
     return {"user_id": user, "k": k, "mode": mode}
 
 
-def paired(url: str, rec, mode: str, users: list[int], n: int, k: int) -> tuple[Cell, Cell]:
-    """Alternate one in-process call and one HTTP request, n times (one client)."""
-    import httpx
+# --------------------------------------------------------------------------- the load generator (own process)
 
+
+async def _load(spec: dict) -> dict:
+    """Closed-loop aiohttp clients; with `honour_retry_after` a 503 makes that client sleep
+    Retry-After seconds (what a well-behaved client does). Runs in a process of its own."""
+    import aiohttp
+
+    url, mode, clients, k, users = spec["url"], spec["mode"], spec["clients"], spec["k"], spec["users"]
+    ok: list[float] = []
+    rej: list[float] = []
+    retry: list[float] = []
+    errors, json_ok, sent, late, sample = 0, 0, 0, 0, []
+    stop = time.perf_counter() + spec["duration"]
+    conn = aiohttp.TCPConnector(limit=clients + 4)
+    async with aiohttp.ClientSession(url, connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as s:
+
+        split: dict[int, list] = {200: [], 503: []}  # (before the app, in the app) seconds, by status
+
+        async def post(user: int) -> tuple[int, float, dict, bytes]:
+            sent, t = time.time(), time.perf_counter()
+            async with s.post("/recommend", json=body(user, k, mode)) as r:
+                data = await r.read()
+                dt = time.perf_counter() - t
+                app = server_timing(r.headers.get("Server-Timing", ""))
+                if app and r.status in split:
+                    split[r.status].append((app[1] - sent, app[0]))
+                return r.status, dt, dict(r.headers), data
+
+        async def worker(w: int) -> None:
+            nonlocal errors, json_ok, sent, late
+            i = w
+            while time.perf_counter() < stop and sent < spec["max_requests"]:
+                sent += 1
+                try:
+                    status, dt, headers, data = await post(users[i % len(users)])
+                except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                    errors += 1
+                    sample.append(repr(e)[:200])
+                    continue
+                i += clients
+                if status == 200:
+                    ok.append(dt)
+                elif status == 503 and spec["honour_retry_after"]:
+                    rej.append(dt)
+                    ra = headers.get("Retry-After")
+                    try:
+                        well_formed = headers.get("Content-Type", "").startswith("application/json") and "request_id" in json.loads(data)
+                    except ValueError:
+                        well_formed = False
+                    json_ok += bool(well_formed and ra)
+                    late += b"could not start within" in data  # queued, then refused at its deadline
+                    wait = float(ra) if ra and ra.replace(".", "", 1).isdigit() else 1.0
+                    retry.append(wait)
+                    await asyncio.sleep(wait)
+                else:
+                    errors += 1
+                    sample.append(f"{status} {data[:200]!r}")
+
+        cpu0, t0 = _cpu_self(), time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(clients)))
+        wall, cpu = time.perf_counter() - t0, _cpu_self() - cpu0
+        recovery = []
+        for j in range(spec.get("recovery", 0)):  # one client, at once
+            status, dt, _, _ = await post(users[j % len(users)])
+            if status == 200:
+                recovery.append(dt)
+    return {"ok": ok, "rej": rej, "retry": retry, "errors": errors, "json_ok": json_ok, "sample": sample[:5],
+            "wall": wall, "cpu": cpu, "recovery": recovery, "late": late, "split": {str(k): v for k, v in split.items()}}
+
+
+def server_timing(header: str) -> tuple[float, float] | None:
+    """(seconds in the app, unix time it reached the app) from the app's Server-Timing header."""
+    parts = dict(p.strip().split(";", 1) for p in header.split(",") if ";" in p)
+    try:
+        return float(parts["app"].split("=", 1)[1]) / 1000, float(parts["arrive"].split("=", 1)[1])
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def where_time_went(split: list) -> dict:
+    """p50/p99 ms spent before the app (proxy, hop, the replica's event loop) and in it."""
+    before, inside = [b for b, _ in split], [a for _, a in split]
+    return {"before_app_p50_ms": round(percentile(before, 0.5) * 1000, 1), "before_app_p99_ms": round(percentile(before, 0.99) * 1000, 1),
+            "in_app_p50_ms": round(percentile(inside, 0.5) * 1000, 1), "in_app_p99_ms": round(percentile(inside, 0.99) * 1000, 1)}
+
+
+def _cpu_self() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_clients(spec: dict) -> dict:
+    """`_load(spec)` in a fresh Python process (its own interpreter and cores' share)."""
+    out = subprocess.run([sys.executable, __file__, "--client", json.dumps(spec)], capture_output=True, text=True,
+                         timeout=spec["duration"] + 300)
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- what the server spent
+
+
+class CpuMeter:
+    """CPU seconds of this Ray's Serve processes (descendants of this process), by group."""
+
+    GROUPS = (("ProxyActor", "proxy"), ("ServeController", "controller"), ("ServeReplica", None))
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.procs: dict[str, list] = {}
+        for p in psutil.Process(os.getpid()).children(recursive=True):
+            try:
+                title = " ".join(p.cmdline())
+            except psutil.Error:
+                continue
+            for key, name in self.GROUPS:
+                if key in title:
+                    # ray::ServeReplica:<app>:<Deployment>[.<method running now>]
+                    name = name or title.split("ServeReplica:", 1)[1].split(":", 1)[-1].split(".")[0].split()[0]
+                    self.procs.setdefault(name, []).append(p)
+
+    def snapshot(self) -> dict[str, float]:
+        out = {}
+        for name, procs in self.procs.items():
+            total = 0.0
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except Exception:  # noqa: BLE001 - a replica gone mid-run
+                    pass
+            out[name] = total
+        return out
+
+    @staticmethod
+    def per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
+        return {n: round((after[n] - before.get(n, 0.0)) * 1000 / max(requests, 1), 2) for n in after}
+
+
+class ReadyProbe(threading.Thread):
+    """Polls /readyz every `every` s on its own connection until stopped; (status, seconds)."""
+
+    def __init__(self, url: str, every: float = 0.5):
+        super().__init__(daemon=True)
+        self.host, self.port = url.removeprefix("http://").split(":")
+        self.every, self.results = every, []
+        self._stop_evt = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_evt.is_set():
+            t = time.perf_counter()
+            try:
+                c = http.client.HTTPConnection(self.host, int(self.port), timeout=30)
+                c.request("GET", "/readyz")
+                status = c.getresponse().status
+                c.close()
+            except OSError:
+                status = -1
+            self.results.append((status, time.perf_counter() - t))
+            self._stop_evt.wait(self.every)
+
+    def stop(self) -> list[tuple[int, float]]:
+        self._stop_evt.set()
+        self.join(timeout=35)
+        return self.results
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def paired(url: str, rec, mode: str, users: list[int], n: int, k: int, meter: CpuMeter) -> tuple[Cell, Cell]:
+    """Alternate one in-process call and one HTTP request, n times (one client, one keep-alive connection)."""
     from ttds.serve.recommender import Query
+
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+
+    split = []
+
+    def post(u: int) -> int:
+        sent = time.time()
+        conn.request("POST", "/recommend", json.dumps(body(u, k, mode)), {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        app = server_timing(r.getheader("Server-Timing", ""))
+        if app and r.status == 200:
+            split.append((app[1] - sent, app[0]))
+        return r.status
 
     local, remote = [], []
     errors = 0
-    with httpx.Client(base_url=url, timeout=120) as client:
-        for i in range(3):  # warm-up of both paths
-            rec.recommend_batch([Query(user_id=users[i], k=k, mode=mode)])
-            client.post("/recommend", json=body(users[i], k, mode))
-        t0 = time.perf_counter()
-        for i in range(n):
-            u = users[i % len(users)]
-            t = time.perf_counter()
-            rec.recommend_batch([Query(user_id=u, k=k, mode=mode)])
-            local.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            r = client.post("/recommend", json=body(u, k, mode))
-            if r.status_code == 200:
-                remote.append(time.perf_counter() - t)
-            else:
-                errors += 1
-        wall = time.perf_counter() - t0
-    return summarise(f"{mode} (in-process)", 1, local, 0, wall), summarise(f"{mode} (HTTP)", 1, remote, errors, wall)
+    for i in range(3):  # warm-up of both paths
+        rec.recommend_batch([Query(user_id=users[i], k=k, mode=mode)])
+        post(users[i])
+    cpu0 = meter.snapshot()
+    t0 = time.perf_counter()
+    for i in range(n):
+        u = users[i % len(users)]
+        t = time.perf_counter()
+        rec.recommend_batch([Query(user_id=u, k=k, mode=mode)])
+        local.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        if post(u) == 200:
+            remote.append(time.perf_counter() - t)
+        else:
+            errors += 1
+    wall = time.perf_counter() - t0
+    conn.close()
+    remote_cell = summarise(f"{mode} (HTTP)", 1, remote, errors, wall)
+    remote_cell.server_cpu_ms = CpuMeter.per_request(cpu0, meter.snapshot(), n)
+    remote_cell.split = where_time_went(split[3:])  # without the warm-up
+    return summarise(f"{mode} (in-process)", 1, local, 0, wall), remote_cell
 
 
 def in_process(rec, mode: str, clients: int, users: list[int], n: int, k: int) -> Cell:
@@ -137,104 +357,39 @@ def in_process(rec, mode: str, clients: int, users: list[int], n: int, k: int) -
     return cell
 
 
-async def http_cell(url: str, mode: str, clients: int, users: list[int], duration: float, max_requests: int, k: int) -> Cell:
-    import httpx
-
-    lat: list[float] = []
-    errors = 0
-    sent = 0
-    deadline = time.perf_counter() + duration
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-
-        async def worker(w: int) -> None:
-            nonlocal errors, sent
-            i = w
-            while time.perf_counter() < deadline and sent < max_requests:
-                sent += 1
-                t = time.perf_counter()
-                try:
-                    r = await client.post("/recommend", json=body(users[i % len(users)], k, mode))
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    lat.append(time.perf_counter() - t)
-                else:
-                    errors += 1
-                i += clients
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(clients)))
-        wall = time.perf_counter() - t0
-    return summarise(mode, clients, lat, errors, wall)
+def http_cell(url: str, mode: str, clients: int, users: list[int], duration: float, max_requests: int, k: int,
+              meter: CpuMeter) -> Cell:
+    cpu0 = meter.snapshot()
+    r = run_clients({"url": url, "mode": mode, "clients": clients, "users": users, "duration": duration,
+                     "max_requests": max_requests, "k": k, "honour_retry_after": False})
+    cell = summarise(f"{mode} (HTTP)", clients, r["ok"], r["errors"], r["wall"])
+    cell.client_cpu = round(r["cpu"] / max(r["wall"], 1e-9), 2)
+    cell.server_cpu_ms = CpuMeter.per_request(cpu0, meter.snapshot(), len(r["ok"]) + r["errors"])
+    cell.split = where_time_went(r["split"]["200"])
+    return cell
 
 
-async def overload(url: str, mode: str, clients: int, users: list[int], duration: float, k: int, peak: float) -> Overload:
+def overload(url: str, mode: str, clients: int, users: list[int], duration: float, k: int, peak: float,
+             meter: CpuMeter) -> Overload:
     """`clients` closed-loop clients that wait Retry-After seconds after a 503; /readyz polled."""
-    import httpx
-
-    acc, rej, errs, sample = [], [], 0, []
-    well_formed = 0
-    ready: list[tuple[int, float]] = []
-    stop_at = time.perf_counter() + duration
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-
-        async def worker(w: int) -> None:
-            nonlocal errs, well_formed
-            i = w
-            while time.perf_counter() < stop_at:
-                t = time.perf_counter()
-                try:
-                    r = await client.post("/recommend", json=body(users[i % len(users)], k, mode))
-                except httpx.HTTPError as e:
-                    errs += 1
-                    sample.append(repr(e)[:200])
-                    continue
-                dt = time.perf_counter() - t
-                i += clients
-                if r.status_code == 200:
-                    acc.append(dt)
-                elif r.status_code == 503:
-                    rej.append(dt)
-                    retry = r.headers.get("retry-after")
-                    try:
-                        ok = r.headers["content-type"].startswith("application/json") and "request_id" in r.json()
-                    except ValueError:
-                        ok = False
-                    well_formed += bool(ok and retry)
-                    await asyncio.sleep(float(retry or 1))
-                else:
-                    errs += 1
-                    sample.append(f"{r.status_code} {r.text[:200]}")
-
-        async def prober() -> None:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as probe:
-                while time.perf_counter() < stop_at:
-                    t = time.perf_counter()
-                    try:
-                        r = await probe.get("/readyz")
-                        ready.append((r.status_code, time.perf_counter() - t))
-                    except httpx.HTTPError:
-                        ready.append((-1, time.perf_counter() - t))
-                    await asyncio.sleep(0.5)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(prober(), *(worker(w) for w in range(clients)))
-        wall = time.perf_counter() - t0
-        rec_lat = []
-        for j in range(10):  # recovery: one client, at once
-            t = time.perf_counter()
-            r = await client.post("/recommend", json=body(users[j % len(users)], k, mode))
-            if r.status_code == 200:
-                rec_lat.append(time.perf_counter() - t)
-    rps = len(acc) / wall
+    probe = ReadyProbe(url)
+    cpu0 = meter.snapshot()
+    probe.start()
+    try:
+        r = run_clients({"url": url, "mode": mode, "clients": clients, "users": users, "duration": duration,
+                         "max_requests": 10**9, "k": k, "honour_retry_after": True, "recovery": 10})
+    finally:
+        ready = probe.stop()
+    acc, rej = r["ok"], r["rej"]
+    server = CpuMeter.per_request(cpu0, meter.snapshot(), len(acc) + len(rej) + r["errors"])
+    rps = len(acc) / r["wall"]
     ms = lambda xs, q: round(percentile([x * 1000 for x in xs], q), 1)  # noqa: E731
-    return Overload(clients, round(wall, 1), len(acc), len(rej), errs, round(well_formed / max(len(rej), 1), 3), round(rps, 1),
-                    round(peak, 1), round(rps / max(peak, 1e-9), 3), ms(acc, 0.5), ms(acc, 0.99), ms(rej, 0.5), ms(rej, 0.99),
+    return Overload(clients, round(r["wall"], 1), len(acc), len(rej), r["late"], r["errors"], round(r["json_ok"] / max(len(rej), 1), 3),
+                    round(rps, 1), round(peak, 1), round(rps / max(peak, 1e-9), 3), ms(acc, 0.5), ms(acc, 0.99), ms(rej, 0.5),
+                    ms(rej, 0.99), round(percentile(r["retry"], 0.5), 1), max(r["retry"], default=float("nan")),
                     len(ready), sum(1 for c, _ in ready if c != 200), round(max((d for _, d in ready), default=float("nan")) * 1000, 1),
-                    ms(rec_lat, 0.5), sample[:5])
+                    ms(r["recovery"], 0.5), round(os.getloadavg()[0], 1), round(r["cpu"] / max(r["wall"], 1e-9), 2), server,
+                    where_time_went(r["split"]["200"]), where_time_went(r["split"]["503"]), r["sample"])
 
 
 def free_port() -> int:
@@ -258,6 +413,10 @@ def shipped_app(model: str, threads: int, topology: str | None, batch_wait: floa
                 dep["user_config"]["batch_wait_timeout_s"] = batch_wait
     if app["args"].get("topology") == "composed" and not any(d["name"] == "UserEncoder" for d in app["deployments"]):
         app["deployments"].append({"name": "UserEncoder", "user_config": {"model_dir": model, "num_threads": threads}})
+    if app["args"].get("topology") == "single":
+        from ttds.serve.app import single_topology
+
+        app = single_topology(app)
     return app
 
 
@@ -295,9 +454,14 @@ def start_serve(app: dict) -> str:
 
 
 def table(cells: list[Cell], ratios: dict, ov: Overload | None) -> str:
-    lines = ["| mode | clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| mode | clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | before app / in app p50 ms | load avg "
+             "| client cores | server CPU ms/request |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for c in cells:
-        lines.append(f"| {c.mode} | {c.clients} | {c.requests} | {c.errors} | {c.rps} | {c.p50_ms} | {c.p95_ms} | {c.p99_ms} |")
+        cpu = ", ".join(f"{n} {v}" for n, v in c.server_cpu_ms.items())
+        split = f"{c.split['before_app_p50_ms']} / {c.split['in_app_p50_ms']}" if c.split else ""
+        lines.append(f"| {c.mode} | {c.clients} | {c.requests} | {c.errors} | {c.rps} | {c.p50_ms} | {c.p95_ms} | {c.p99_ms} | "
+                     f"{split} | {c.load_avg} | {c.client_cpu} | {cpu} |")
     lines.append("")
     lines.append("| mode | clients | HTTP p50 / in-process p50 |")
     lines.append("|---|---:|---:|")
@@ -305,11 +469,23 @@ def table(cells: list[Cell], ratios: dict, ov: Overload | None) -> str:
         for c, r in by_c.items():
             lines.append(f"| {mode} | {c} | {r:.2f}x |")
     if ov is not None:
-        lines += ["", f"overload: {ov.clients} clients (honouring Retry-After) for {ov.duration_s} s: accepted {ov.accepted_rps} req/s = "
-                  f"{ov.throughput_vs_peak:.0%} of peak {ov.peak_rps}; accepted p50/p99 {ov.accepted_p50_ms}/{ov.accepted_p99_ms} ms; "
-                  f"{ov.rejected_503} JSON 503s ({ov.rejected_json_with_retry_after:.0%} JSON with Retry-After), p50/p99 "
-                  f"{ov.rejected_p50_ms}/{ov.rejected_p99_ms} ms; other errors {ov.other_errors}; /readyz {ov.readyz_polls} polls, "
-                  f"{ov.readyz_not_200} not 200, worst {ov.readyz_max_ms} ms; recovery p50 {ov.recovery_p50_ms} ms"]
+        cpu = ", ".join(f"{n} {v}" for n, v in ov.server_cpu_ms.items())
+        lines += ["", f"overload: {ov.clients} clients honouring Retry-After for {ov.duration_s} s (load avg {ov.load_avg}, "
+                  f"client {ov.client_cpu} cores; server CPU ms/request: {cpu})",
+                  f"  accepted {ov.accepted} = {ov.accepted_rps} req/s = {ov.throughput_vs_peak:.0%} of peak {ov.peak_rps}; "
+                  f"accepted p50/p99 {ov.accepted_p50_ms}/{ov.accepted_p99_ms} ms",
+                  f"  {ov.rejected_503} 503s ({ov.rejected_late} late: queued, then refused at the deadline; "
+                  f"{ov.rejected_json_with_retry_after:.0%} JSON with Retry-After), p50/p99 "
+                  f"{ov.rejected_p50_ms}/{ov.rejected_p99_ms} ms; Retry-After p50 {ov.retry_after_p50_s} s, max {ov.retry_after_max_s} s; "
+                  f"other errors {ov.other_errors} {ov.errors_sample[:2]}",
+                  f"  where the time went (p50/p99 ms before reaching the app: proxy, hop, replica loop | inside the app): "
+                  f"accepted {ov.accepted_split.get('before_app_p50_ms')}/{ov.accepted_split.get('before_app_p99_ms')} | "
+                  f"{ov.accepted_split.get('in_app_p50_ms')}/{ov.accepted_split.get('in_app_p99_ms')}; 503s "
+                  f"{ov.rejected_split.get('before_app_p50_ms')}/{ov.rejected_split.get('before_app_p99_ms')} | "
+                  f"{ov.rejected_split.get('in_app_p50_ms')}/{ov.rejected_split.get('in_app_p99_ms')}",
+                  f"  /readyz {ov.readyz_polls} polls, {ov.readyz_not_200} not 200, worst {ov.readyz_max_ms} ms; "
+                  f"recovery p50 {ov.recovery_p50_ms} ms",
+                  "  targets: " + "; ".join(f"{k} {'OK' if v else 'MISSED'}" for k, v in ov.targets().items())]
     return "\n".join(lines)
 
 
@@ -326,11 +502,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads per replica (and in-process)")
     p.add_argument("--users", type=int, default=200, help="known users cycled through")
     p.add_argument("--batch-wait", type=float, default=None, help="override @serve.batch batch_wait_timeout_s (default: the code's)")
-    p.add_argument("--topology", choices=("fused", "composed"), default=None, help="default: the config's")
+    p.add_argument("--topology", choices=("single", "fused", "composed"), default=None, help="default: the config's")
     p.add_argument("--overload-clients", type=int, default=256, help="0 = no overload run")
     p.add_argument("--overload-duration", type=float, default=20.0)
+    p.add_argument("--serve-env", default="", help="KEY=VALUE,... set for every Ray process (Serve's tuning variables, "
+                   "e.g. RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0); compare runs with and without")
     p.add_argument("--out", default="runs/bench/serve_load.json")
     args = p.parse_args(argv)
+    serve_env = dict(kv.split("=", 1) for kv in args.serve_env.split(",") if kv)
+    os.environ.update(serve_env)  # before Ray starts: its processes inherit this environment
     model = str(Path(args.model).resolve())
     if not (Path(model) / "ttds.json").exists():
         print(f"error: {model} is not a TTDS model folder (no ttds.json)", file=sys.stderr)
@@ -346,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     users = list(range(min(args.users, rec.n_users)))
     app = shipped_app(model, args.threads, args.topology, args.batch_wait)
     url = start_serve(app)
+    meter = CpuMeter()
+    print(f"serving at {url}; Serve processes: {sorted(meter.procs)}; load avg {os.getloadavg()[0]:.1f}", flush=True)
     cells: list[Cell] = []
     ratios: dict[str, dict[int, float]] = {}
     ov = None
@@ -354,21 +536,24 @@ def main(argv: list[str] | None = None) -> int:
             ratios[mode] = {}
             for c in levels:
                 if c == 1:
-                    local, remote = paired(url, rec, mode, users, args.pairs, args.k)
+                    local, remote = paired(url, rec, mode, users, args.pairs, args.k, meter)
                 else:
                     local = in_process(rec, mode, c, users, args.batches, args.k)
-                    remote = asyncio.run(http_cell(url, mode, c, users, args.duration, args.max_requests, args.k))
+                    remote = http_cell(url, mode, c, users, args.duration, args.max_requests, args.k, meter)
                 cells += [local, remote]
                 ratios[mode][c] = round(remote.p50_ms / max(local.p50_ms, 1e-9), 2)
                 print(f"{mode:9s} clients={c:3d} in-process p50={local.p50_ms} ms, HTTP p50={remote.p50_ms} ms "
-                      f"({remote.rps} req/s, errors {remote.errors}) -> {ratios[mode][c]}x", flush=True)
+                      f"({remote.rps} req/s, errors {remote.errors}) -> {ratios[mode][c]}x; load avg {remote.load_avg}, "
+                      f"server CPU ms/request {remote.server_cpu_ms}, client {remote.client_cpu} cores; "
+                      f"before the app / in it p50 {remote.split.get('before_app_p50_ms')} / {remote.split.get('in_app_p50_ms')} ms", flush=True)
         if args.overload_clients:
             mode = modes[0]
-            probe = asyncio.run(http_cell(url, mode, 32, users, args.duration, 10**9, args.k))
+            probe = http_cell(url, mode, 32, users, args.duration, 10**9, args.k, meter)
             cells.append(probe)
-            peak = max(c.rps for c in cells if c.mode in (mode, f"{mode} (HTTP)"))  # HTTP cells of this mode, probe included
-            print(f"{mode:9s} clients= 32 {probe.rps} req/s p99={probe.p99_ms} ms; peak {peak} req/s", flush=True)
-            ov = asyncio.run(overload(url, mode, args.overload_clients, users, args.overload_duration, args.k, peak))
+            peak = max(c.rps for c in cells if c.mode == f"{mode} (HTTP)")  # HTTP cells of this mode, the 32-client run included
+            print(f"{mode:9s} clients= 32 {probe.rps} req/s p99={probe.p99_ms} ms; peak {peak} req/s; load avg {probe.load_avg}, "
+                  f"server CPU ms/request {probe.server_cpu_ms}, client {probe.client_cpu} cores", flush=True)
+            ov = overload(url, mode, args.overload_clients, users, args.overload_duration, args.k, peak, meter)
     finally:
         serve.shutdown()
         import ray
@@ -380,8 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "model": model, "k": args.k, "topology": app["args"].get("topology"), "cells": [asdict(c) for c in cells],
-        "ratio_p50": ratios, "overload": asdict(ov) if ov else None, "duration_s": args.duration, "threads": args.threads,
-        "batch_wait_timeout_s": args.batch_wait,
+        "ratio_p50": ratios, "overload": asdict(ov) if ov else None, "targets": ov.targets() if ov else None,
+        "duration_s": args.duration, "threads": args.threads, "batch_wait_timeout_s": args.batch_wait, "serve_env": serve_env,
         "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(), "python": platform.python_version()},
     }, indent=2))
     print(f"written to {out}")
@@ -389,4 +574,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--client":  # the load generator's own process (run_clients)
+        print(json.dumps(asyncio.run(_load(json.loads(sys.argv[2])))))
+        sys.exit(0)
     sys.exit(main())

@@ -597,18 +597,22 @@ class AdmissionConfig(Section):
     `user_config.admission`). `max_in_flight`: requests running downstream at once (per ingress
     replica); keep it at or below the ranking deployment's total `max_ongoing_requests` so status
     calls and batches are never queued behind it. `max_queue`: hard cap of waiting requests.
-    `deadline_s`: the longest a request may wait to start. `retry_after_s`: the Retry-After a
-    refusal carries."""
+    `deadline_s`: the longest a request may wait to start. `retry_after_s`: the smallest
+    Retry-After a refusal carries; it grows with the backlog (the time until the queue and the
+    clients refused before have drained) up to `max_retry_after_s`."""
 
     max_in_flight: int = 24
     max_queue: int = 256
     deadline_s: float = 2.0
     retry_after_s: int = 1
+    max_retry_after_s: int = 30
 
     def problems(self) -> list[str]:
         out = _at_least(self, ("max_in_flight",), 1) + _at_least(self, ("max_queue", "retry_after_s"), 0)
         if self.deadline_s <= 0:
             out.append(f"deadline_s={self.deadline_s}: expected a value > 0")
+        if self.max_retry_after_s < self.retry_after_s:
+            out.append(f"max_retry_after_s={self.max_retry_after_s}: expected >= retry_after_s ({self.retry_after_s})")
         return out
 
     @classmethod

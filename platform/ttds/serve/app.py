@@ -1,7 +1,8 @@
 """Ray Serve application of the TTDS recommender: an HTTP ingress in front of the ranking replicas.
 
-Two topologies, chosen by `args.topology` in serve_apps/config.yaml:
+Three topologies, chosen by `args.topology` in serve_apps/config.yaml:
 
+  single (tiny models, one hop)      Ingress(+model)                     the ingress replica holds the model
   fused (default; small models)      Ingress ─► Ranker                   resolve + rank in one batched call
   composed (large models)            Ingress ─► UserEncoder ─► Ranker    the encoder's response is handed
                                                                           on unresolved (no round trip)
@@ -10,12 +11,17 @@ The Ranker holds the whole `Recommender` and hands each batch to `Recommender.re
 (queries) or `Recommender.run` (states from the encoder), which route by mode; this module only
 adds transport, batching, admission, health and the mapping of results and failures to HTTP.
 
-Why two: every Serve hop costs a few milliseconds of serialisation and scheduling, which for a
-small model is most of a request (measured: three hops ~30 ms against ~5-10 ms of model time).
-Fused, a request crosses one internal hop. For a large backbone on GPUs the cheap CPU work of
+Why three: every Serve hop costs a few milliseconds of serialisation and scheduling, which for a
+small model is most of a request (measured: three hops ~30 ms against ~5-10 ms of model time;
+with fused, the Ingress -> Ranker part was half of what remained, the Server-Timing split in
+benchmarks/serve_load.py). Fused, a request crosses one internal hop after the proxy's; single,
+none: the Ingress replica runs the batched model calls itself (in a thread, so /healthz,
+/readyz and admission keep answering), each replica admitting for itself. Single gives up
+scaling the HTTP front apart from the model and keeping model work out of the process that
+answers health: for a tiny CPU model. For a large backbone on GPUs the cheap CPU work of
 resolving users (histories, user tower) is worth keeping off the GPU replicas: composed.
 
-The Ingress holds no model. It admits requests by time (`ttds.serve.admission`: start within a
+The Ingress holds no model in fused and composed. It admits requests by time (`ttds.serve.admission`: start within a
 deadline or a fast JSON 503 with Retry-After), answers /healthz (liveness) and /readyz (readiness)
 without queueing behind requests, and shapes every error as the one `ErrorResponse`.
 
@@ -69,7 +75,7 @@ from ttds.serve.schemas import (
 
 log = logging.getLogger("ray.serve")
 MODEL_ENV = "TTDS_MODEL_DIR"
-TOPOLOGIES = ("fused", "composed")
+TOPOLOGIES = ("single", "fused", "composed")
 
 
 # --------------------------------------------------------------------------- model holders
@@ -205,16 +211,10 @@ class UserEncoder(ModelHolder):
         return _as_values(self.current().resolve, query)
 
 
-@serve.deployment(
-    ray_actor_options={"num_cpus": 0.5},
-    max_ongoing_requests=32,
-    max_queued_requests=64,
-    autoscaling_config={"min_replicas": 2, "max_replicas": 4, "target_ongoing_requests": 16},
-    **_COMMON,
-)
-class Ranker(ModelHolder):
-    """The model replica: beam search and retrieval (and, fused, resolving users), batched
-    across concurrent requests; also item metadata and similar items."""
+class Ranking(ModelHolder):
+    """The model calls: beam search and retrieval (and, fused, resolving users), batched across
+    concurrent requests; also item metadata and similar items. The Ranker deployment is this;
+    in the single topology the Ingress is this too."""
 
     PARTS = ("generator", "retriever")
     BATCHED = "rank"
@@ -229,11 +229,11 @@ class Ranker(ModelHolder):
         # off the event loop: requests keep arriving (and forming the next batch), status answers
         return await asyncio.to_thread(rank_batch, rec, items)
 
-    async def item(self, item_id: int) -> dict | Failure:
+    async def item_info(self, item_id: int) -> dict | Failure:
         rec = self.current()
         return _as_values(lambda: {**rec.item_info(item_id), "model_version": rec.version})
 
-    async def similar(self, item_id: int, k: int) -> dict | Failure:
+    async def similar_items(self, item_id: int, k: int) -> dict | Failure:
         rec = self.current()
 
         def run() -> dict:
@@ -241,6 +241,36 @@ class Ranker(ModelHolder):
             return {"item_id": item_id, "items": [(i, s, rec.titles[i]) for i, s in items], "model_version": rec.version}
 
         return await asyncio.to_thread(_as_values, run)
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=32,
+    max_queued_requests=64,
+    autoscaling_config={"min_replicas": 2, "max_replicas": 4, "target_ongoing_requests": 16},
+    **_COMMON,
+)
+class Ranker(Ranking):
+    """The model replica (fused and composed topologies)."""
+
+
+class _Local:
+    """Stands in for a DeploymentHandle when the model lives in this replica (single topology):
+    `self.ranker.rank.remote(q)` becomes `await self.rank(q)`, so the routes are the same code."""
+
+    def __init__(self, target: Any):
+        self._target = target
+
+    def __getattr__(self, name: str) -> "_LocalMethod":
+        return _LocalMethod(getattr(self._target, name))
+
+
+class _LocalMethod:
+    def __init__(self, fn):
+        self._fn = fn
+
+    def remote(self, *args):
+        return self._fn(*args)  # a coroutine: the caller awaits it as it would a DeploymentResponse
 
 
 # --------------------------------------------------------------------------- HTTP: one error contract
@@ -269,9 +299,15 @@ class BodyTooLarge(HTTPException):  # FastAPI's class: its body reader re-raises
 
 
 class EdgeMiddleware:
-    """Outermost ASGI layer of the app: a request id on every response, and the body limit
-    (413 as the JSON ErrorResponse: Starlette's own limit answers text/plain). A declared
-    Content-Length over the limit is refused before reading; a streamed body when it passes it."""
+    """Outermost ASGI layer of the app: a request id on every response, a `Server-Timing`
+    header, and the body limit (413 as the JSON ErrorResponse: Starlette's own limit answers
+    text/plain). A declared Content-Length over the limit is refused before reading; a streamed
+    body when it passes it.
+
+    `Server-Timing: app;dur=<ms>, arrive;desc=<unix time>` says how long the app spent on the
+    request and when it reached the app: a client on the same host subtracts its send time to
+    see how long the request waited in front of the app (Serve's proxy, the hop, the replica's
+    event loop), which is where overload time went (benchmarks/serve_load.py reports it)."""
 
     def __init__(self, app):
         self.app = app
@@ -279,14 +315,16 @@ class EdgeMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        arrived, t0 = time.time(), time.perf_counter()
         request = Request(scope)
         incoming = safe_request_id(request.headers.get("x-request-id"))
         rid = _request_id(request)
 
         async def send_with_id(message):
-            if message["type"] == "http.response.start" and incoming is None:
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            if message["type"] == "http.response.start":
+                timing = f"app;dur={(time.perf_counter() - t0) * 1000:.2f}, arrive;desc={arrived:.6f}"
+                extra = [(b"server-timing", timing.encode())] + ([(b"x-request-id", rid.encode())] if incoming is None else [])
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         length = request.headers.get("content-length")
@@ -439,26 +477,38 @@ class ReadyView:
     **{**_COMMON, "graceful_shutdown_timeout_s": 60},
 )
 @serve.ingress(app)
-class Ingress:
-    """HTTP front: validation (pydantic), admission, health, error mapping. Holds no model."""
+class Ingress(Ranking):
+    """HTTP front: validation (pydantic), admission, health, error mapping. Holds no model,
+    except in the single topology (no `ranker` handle given), where it is the Ranker too."""
 
-    def __init__(self, ranker: DeploymentHandle, encoder: DeploymentHandle | None = None):
-        self.ranker, self.encoder = ranker, encoder
+    def __init__(self, ranker: DeploymentHandle | None = None, encoder: DeploymentHandle | None = None):
+        super().__init__()
+        self.local = ranker is None
+        self.ranker, self.encoder = (_Local(self) if self.local else ranker), encoder
         self.expected_model: str | None = None
         self.health_details = False
         self.admission = Admission()
         self.ready = ReadyView()
 
-    def reconfigure(self, config: dict) -> None:
+    async def reconfigure(self, config: dict) -> None:
         """`model_dir` (so /readyz can say a rollout is under way), `admission` (AdmissionConfig
-        fields) and `health_details` (show model paths and errors on /readyz: off by default)."""
+        fields) and `health_details` (show model paths and errors on /readyz: off by default).
+        Single topology: also the Ranker's keys (RecommenderConfig fields, batching), loaded here."""
         config = dict(config or {})
-        unknown = sorted(set(config) - {"model_dir", "admission", "health_details"})
-        if unknown:
-            raise ValueError(f"unknown Ingress user_config key(s) {unknown}; known: admission, health_details, model_dir")
+        mine = {k: config.pop(k) for k in ("admission", "health_details") if k in config}
+        if not self.local:
+            unknown = sorted(set(config) - {"model_dir"})
+            if unknown:
+                raise ValueError(f"unknown Ingress user_config key(s) {unknown}; known: admission, health_details, model_dir")
         self.expected_model = str(Path(config["model_dir"]).resolve()) if config.get("model_dir") else None
-        self.health_details = bool(config.get("health_details", False))
-        self.admission.configure(AdmissionConfig.from_dict(config.get("admission")))
+        self.health_details = bool(mine.get("health_details", False))
+        self.admission.configure(AdmissionConfig.from_dict(mine.get("admission")))
+        if self.local:
+            await super().reconfigure(config)
+
+    def check_health(self) -> None:
+        if self.local:  # the model is here: no model, no health (as a Ranker)
+            super().check_health()
 
     # ------------------------------------------------------------------ calls downstream
     def _components(self) -> dict[str, DeploymentHandle]:
@@ -487,10 +537,10 @@ class Ingress:
                             return error_response(request, 503, "a model replica failed while handling the request; retry",
                                                   headers=_retry_after(cfg.retry_after_s))
         except Overloaded as exc:
-            return error_response(request, 503, f"{exc.reason}; retry after {cfg.retry_after_s} s", headers=_retry_after(cfg.retry_after_s))
+            return error_response(request, 503, f"{exc.reason}; retry after {exc.retry_after_s} s", headers=_retry_after(exc.retry_after_s))
         except (BackPressureError, DeploymentUnavailableError) as exc:
             return error_response(request, 503, f"model replicas unavailable or saturated ({type(exc).__name__}); retry",
-                                  headers=_retry_after(cfg.retry_after_s))
+                                  headers=_retry_after(self.admission.retry_after_s()))
         except Exception as exc:  # noqa: BLE001 - never a traceback to the client
             log.error("request %s failed: %r", _request_id(request), exc, exc_info=exc)
             return error_response(request, 500, "internal error; the server log has the details under this request id")
@@ -521,7 +571,7 @@ class Ingress:
     @app.get("/items/{item_id}", response_model=ItemInfo, responses=ERRORS, dependencies=[strict_params(ints=("item_id",))])
     async def item(self, item_id: Annotated[int, PathParam(ge=0, le=MAX_ID)], request: Request):
         """Title and semantic ID of an item."""
-        out = await self._call(request, lambda: self.ranker.item.remote(item_id))
+        out = await self._call(request, lambda: self.ranker.item_info.remote(item_id))
         if isinstance(out, Failure):
             return error_response(request, out.status, out.message)
         return out
@@ -530,7 +580,7 @@ class Ingress:
     async def similar(self, item_id: Annotated[int, PathParam(ge=0, le=MAX_ID)], request: Request,
                       k: Annotated[int, QueryParam(ge=1, le=MAX_K)] = 10):
         """Nearest items by cosine over the items' X."""
-        out = await self._call(request, lambda: self.ranker.similar.remote(item_id, k))
+        out = await self._call(request, lambda: self.ranker.similar_items.remote(item_id, k))
         if isinstance(out, JSONResponse):
             return out
         if isinstance(out, Failure):
@@ -650,16 +700,35 @@ def compose(model_dir: str | None, options: dict[str, dict] | None = None, recom
             opts.setdefault("user_config", cfg)
         return dep.options(**opts) if opts else dep
 
+    ingress_cfg = {**({"model_dir": str(model_dir)} if model_dir else {}), **(ingress or {})} or None
+    if topology == "single":  # the Ingress is the Ranker: it takes the Ranker's user_config keys too
+        return bind(Ingress, "Ingress", {**(user_config or {}), **(ingress_cfg or {})} or None).bind()
     ranker = bind(Ranker, "Ranker", user_config).bind()
     encoder = bind(UserEncoder, "UserEncoder", user_config).bind() if topology == "composed" else None
-    ingress_cfg = {**({"model_dir": str(model_dir)} if model_dir else {}), **(ingress or {})} or None
     return bind(Ingress, "Ingress", ingress_cfg).bind(ranker, encoder)
+
+
+def single_topology(app_config: dict) -> dict:
+    """A config.yaml application (fused) turned into `topology: single`: the Ranker block folds
+    into the Ingress (its user_config keys, CPUs and replica counts; the Ingress keeps its
+    admission, health and request limits). What to do by hand in config.yaml; the benchmark
+    and the tests use this."""
+    app = {**app_config, "args": {**app_config.get("args", {}), "topology": "single"}}
+    deps = {d["name"]: dict(d) for d in app_config["deployments"]}
+    ingress, ranker = deps.pop("Ingress"), deps.pop("Ranker")
+    deps.pop("UserEncoder", None)
+    merged = {**ingress, "user_config": {**ranker.get("user_config", {}), **ingress.get("user_config", {})}}
+    for key in ("ray_actor_options", "autoscaling_config", "num_replicas"):
+        if key in ranker:
+            merged[key] = ranker[key]
+    app["deployments"] = [merged, *deps.values()]
+    return app
 
 
 def build_app(args: dict[str, Any] | None = None):
     """Application builder for `serve run serve_apps.app:build_app model_dir=...` and config files.
 
-    `args.topology`: fused (default) or composed. With a config file, `user_config.model_dir` of
+    `args.topology`: fused (default), single or composed. With a config file, `user_config.model_dir` of
     each deployment is what is served (and what a rollout changes); `args.model_dir` is only the
     default when a deployment has no user_config.
     """
