@@ -239,36 +239,31 @@ def job_console(run_dir: str | Path, verbose: bool = False, epoch_lines: bool = 
         return
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / LOG_FILE
+    saved: tuple[int, int] | None = None
     if verbose:
         con = Console(sys.stdout, None, bars=False, epoch_lines=False)  # the workers print their own epoch lines
-        _current = con
-        try:
-            yield con
-        finally:
-            con.stop()
-            _current = None
-        return
-    quiet_settings()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    stream = os.fdopen(os.dup(saved[0]), "w", buffering=1, encoding="utf-8", errors="replace")
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    con = Console(stream, log_path, bars=stream.isatty(), epoch_lines=epoch_lines)
+    else:
+        quiet_settings()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        log_fd = os.open(run_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        stream = os.fdopen(os.dup(saved[0]), "w", buffering=1, encoding="utf-8", errors="replace")
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        con = Console(stream, run_dir / LOG_FILE, bars=stream.isatty(), epoch_lines=epoch_lines)
     _current = con
     try:
         yield con
     finally:
         con.stop()
         _current = None
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-        stream.close()
+        if saved is not None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            con.stream.close()

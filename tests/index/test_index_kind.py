@@ -77,9 +77,14 @@ def check_outputs(art, out, kind, item_levels=3):
     return m
 
 
-@pytest.mark.parametrize("kind", ["lsh", "random"])
-def test_static_kinds_through_the_job(ray_session, synthetic_corpus, tmp_path, kind):
-    art = run_kind(synthetic_corpus, tmp_path, kind)
+# random IDs from LightGCN features: `index.features.source=lightgcn` feeds a tokenizer (one job run for both checks)
+LIGHTGCN = ["--index.features.source=lightgcn", "--index.features.lightgcn.epochs=2", "--index.features.lightgcn.dim=8"]
+
+
+@pytest.mark.parametrize("kind, extra, source", [("lsh", [], "collaborative"), ("random", LIGHTGCN, "lightgcn")])
+def test_static_kinds_through_the_job(ray_session, synthetic_corpus, tmp_path, kind, extra, source):
+    art = run_kind(synthetic_corpus, tmp_path, kind, extra)
+    assert art.metrics["source"] == source
     m = check_outputs(art, tmp_path, kind)
     assert m["diagnostics"]["item_spectrum"]["basis"] == "one_hot"
 
@@ -107,9 +112,3 @@ def test_learned_kinds_through_the_job(ray_session, synthetic_corpus, tmp_path, 
     f = load_features(tmp_path / "features.safetensors")
     assert np.array_equal(model.encode_items(torch.as_tensor(f.item_x)).numpy(), SemanticIDTable.load(tmp_path, "item").codes)
 
-
-@pytest.mark.slow
-def test_lightgcn_source_feeds_a_tokenizer(ray_session, synthetic_corpus, tmp_path):
-    art = run_kind(synthetic_corpus, tmp_path, "random", ["--index.features.source=lightgcn", "--index.features.lightgcn.epochs=2", "--index.features.lightgcn.dim=8"])
-    assert art.metrics["source"] == "lightgcn"
-    check_outputs(art, tmp_path, "random")

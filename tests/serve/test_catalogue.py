@@ -17,8 +17,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "jobs"))
 
-from test_serve_app import build_tiny_model  # noqa: E402
-
 
 def _digest(folder: Path) -> str:
     h = hashlib.sha1()
@@ -30,8 +28,8 @@ def _digest(folder: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def text_model(synthetic_corpus, tmp_path_factory) -> Path:
-    return build_tiny_model(synthetic_corpus, tmp_path_factory.mktemp("extend") / "model", seed=0, text_features=True)
+def text_model(tiny_model) -> Path:
+    return tiny_model(0, True)
 
 
 def _items_file(path: Path, corpus_dir: Path) -> Path:
@@ -85,7 +83,7 @@ def test_add_items_writes_a_new_version(text_model, synthetic_corpus, tmp_path):
     assert 400 <= err.value.status < 500
 
 
-def test_known_ids_and_non_text_models_are_refused(text_model, synthetic_corpus, tmp_path, capsys):
+def test_known_ids_and_non_text_models_are_refused(text_model, tiny_model, synthetic_corpus, tmp_path, capsys):
     import add_items
 
     from ttds.data.corpus import Corpus
@@ -96,7 +94,7 @@ def test_known_ids_and_non_text_models_are_refused(text_model, synthetic_corpus,
     assert add_items.main(["--model", str(text_model), "--items", str(known), "--out", str(tmp_path / "v")]) == 2
     assert "already in the model's catalogue" in capsys.readouterr().err and not (tmp_path / "v").exists()
 
-    collab = build_tiny_model(synthetic_corpus, tmp_path / "collab", seed=1, text_features=False)
+    collab = tiny_model(1, False)
     ok = tmp_path / "ok.jsonl"
     ok.write_text(json.dumps({"asin": "NEW-9", "title": "x y"}) + "\n")
     assert add_items.main(["--model", str(collab), "--items", str(ok)]) == 2

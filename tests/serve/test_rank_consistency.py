@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 import torch
 
-from test_serve_app import build_tiny_model  # the serving tests' model folders (tests/serve)
 from ttds.data.corpus import Corpus
 from ttds.serve.recommender import Failure, Query, Recommendation, Recommender, route
 
@@ -25,19 +24,18 @@ USERS = 40
 
 
 @pytest.fixture(scope="module")
-def folders(synthetic_corpus, tmp_path_factory) -> tuple[Path, Path, Path]:
-    """(text-featured model, the same with an item head, collaborative model without text)."""
-    root = tmp_path_factory.mktemp("rank_consistency")
-    a = build_tiny_model(synthetic_corpus, root / "a", seed=0, text_features=True)
-    head = root / "a_head"
+def folders(tiny_model, synthetic_corpus, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(text-featured model, the same with an item head, collaborative model without text):
+    the serving tests' tiny model folders (tests/serve/conftest.py)."""
+    a = tiny_model(0, True)
+    head = tmp_path_factory.mktemp("rank_consistency") / "a_head"
     shutil.copytree(a, head)
     from safetensors.torch import save_file
 
     torch.manual_seed(5)
     n_items = Corpus.open(synthetic_corpus).n_items
     save_file({"weight": torch.randn(n_items, 32) * 0.5}, str(head / "item_head.safetensors"))
-    b = build_tiny_model(synthetic_corpus, root / "b", seed=1, text_features=False)
-    return a, head, b
+    return a, head, tiny_model(1, False)
 
 
 def eval_lists(model_dir: Path, corpus: Corpus, rank_by: str, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from test_serve_app import app_config, build_tiny_model, deploy, free_port, ray_for_serve, wait_deployed, wait_ready  # noqa: F401 (fixture)
+from test_serve_app import app_config, deploy, wait_deployed, wait_ready
 
 httpx = pytest.importorskip("httpx")
 
@@ -53,25 +53,17 @@ def running_generators() -> int:
 
 
 @pytest.fixture(scope="module")
-def server_two_generators(ray_for_serve, synthetic_corpus, tmp_path_factory):
-    from ray import serve
-
-    model = build_tiny_model(synthetic_corpus, tmp_path_factory.mktemp("ft_model") / "m", seed=0, text_features=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = app_config(APP, "/", model)
+def server_two_generators(serve_url, tiny_model):
+    """The app with two Ranker replicas on the session's Serve (tests/serve/conftest.py)."""
+    app = app_config(APP, "/", tiny_model(0, False))
     for dep in app["deployments"]:
         if dep["name"] == GENERATOR:
             # the code's autoscaling_config applies when the config names none: pin it to 2
             dep.update(num_replicas=None, autoscaling_config={"min_replicas": 2, "max_replicas": 2, "initial_replicas": 2})
     deploy([app])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_deployed(APP, timeout=240)
-        wait_ready(url)
-        yield url
-    finally:
-        serve.shutdown()
+    wait_deployed(APP, timeout=240)
+    wait_ready(serve_url)
+    return serve_url
 
 
 class Clients:

@@ -6,10 +6,8 @@ training job: the tests are about serving a model folder, and a Ray Train run wo
 of the time budget on a 2-core machine. Set TTDS_SERVE_TEST_MODEL to a trained model folder to
 run the same tests against it (its copy is then the rollout target).
 
-One Serve instance for the module (serve_apps/config.yaml, deployed declaratively), torn down
-with `serve.shutdown()`. It runs on the session's
-Ray when one is up, else on its own loopback Ray (started with retries: on a saturated 2-core
-machine a raylet sometimes fails its 30 s start-up check) that it shuts down afterwards.
+One app for the module (serve_apps/config.yaml, deployed declaratively) on the session's Serve
+and Ray (tests/serve/conftest.py), which also builds the tiny model folders once per session.
 """
 
 from __future__ import annotations
@@ -107,16 +105,14 @@ def _build(corpus, corpus_dir: Path, out: Path, seed: int, text_features: bool) 
 
 
 @pytest.fixture(scope="module")
-def models(synthetic_corpus, tmp_path_factory) -> tuple[Path, Path]:
+def models(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
     """(A, B): B is the rollout target (another ID table, or a copy of a given trained model)."""
-    root = tmp_path_factory.mktemp("serve_models")
     given = os.environ.get("TTDS_SERVE_TEST_MODEL")
     if given:
-        b = root / "copy"
+        b = tmp_path_factory.mktemp("serve_models") / "copy"
         shutil.copytree(given, b)
         return Path(given), b
-    return build_tiny_model(synthetic_corpus, root / "a", seed=0, text_features=True), build_tiny_model(
-        synthetic_corpus, root / "b", seed=1, text_features=False)
+    return tiny_model(0, True), tiny_model(1, False)
 
 
 def free_port() -> int:
@@ -183,49 +179,20 @@ def wait_ready(url: str, version: str | None = None, timeout: float = 150) -> di
 
 
 @pytest.fixture(scope="module")
-def ray_for_serve():
-    import ray
-
-    from ttds.runtime import init_ray
-
-    if ray.is_initialized():
-        yield ray
-        return
-    for attempt in range(3):
-        try:
-            init_ray(num_cpus=2, object_store_mb=300)
-            break
-        except Exception:  # noqa: BLE001 - start-up timeouts under load; retried
-            ray.shutdown()
-            if attempt == 2:
-                raise
-            time.sleep(5)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def server(ray_for_serve, models):
-    """serve_apps/config.yaml deployed on a free loopback port (what `serve deploy` does);
-    yields (base url, model A, model B).
+def server(serve_url, models):
+    """serve_apps/config.yaml deployed on the session's Serve (tests/serve/conftest.py: one
+    loopback HTTP proxy for every serving module; what `serve deploy` does); yields (base url,
+    model A, model B).
 
     Declarative from the start, not `serve.run`: a rollout by user_config (reconfigure in
     place) needs a declaratively deployed app, and switching an imperative app over restarts
     every replica (~40 s here). `serve.run(compose(...))` is what benchmarks/serve_load.py runs.
     """
-    from ray import serve
-
     a, b = models
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     deploy([app_config("ttds", "/", a)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_deployed("ttds", timeout=240)
-        wait_ready(url)
-        yield url, a, b
-    finally:
-        serve.shutdown()
+    wait_deployed("ttds", timeout=240)
+    wait_ready(serve_url)
+    return serve_url, a, b
 
 
 @pytest.fixture(scope="module")

@@ -39,11 +39,4 @@ def test_two_workers_deepspeed_save_and_resume(ray_session, synthetic_corpus, tm
     assert again.codes.shape == items.codes.shape and np.isfinite(again.collision_rate)
 
 
-@pytest.mark.parametrize("kind", ["lsh", "random"])
-def test_static_indexers_through_the_job(ray_session, synthetic_corpus, tmp_path, kind):
-    from ttds.train.tokenizer_job import train_tokenizer
-
-    cfg = load_config(TokenizerJobConfig, None, [f"--data.corpus={synthetic_corpus}", f"--output_dir={tmp_path}", f"--index.kind={kind}", *TINY])
-    art = train_tokenizer(cfg)
-    art.items.assert_unique()
-    assert art.metrics["kind"] == kind and art.items.levels == 3
+# the static kinds (lsh, random) through this job: tests/index/test_index_kind.py

@@ -34,7 +34,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -242,17 +242,13 @@ def m_table(cfg: ScaleConfig, n: int) -> dict:
             "collision_rate": table.collision_rate, "max_suffix": table.max_suffix}
 
 
-def _trie_class():
+def m_trie(cfg: ScaleConfig, n: int) -> dict:
     from ttds.rank.trie import PrefixTrie
 
-    return PrefixTrie
-
-
-def m_trie(cfg: ScaleConfig, n: int) -> dict:
     table = _table(cfg, n)
     ids = _token_ids(cfg, table)
     t = time.perf_counter()
-    trie = _trie_class().from_sequences(ids, table.ids, _vocab(cfg, table))
+    trie = PrefixTrie.from_sequences(ids, table.ids, _vocab(cfg, table))
     return {"build_s": time.perf_counter() - t, "nodes": trie.num_nodes, "tensor_mb": _tensor_bytes(trie) / 2**20,
             "bytes_per_item": _tensor_bytes(trie) / n}
 
@@ -261,10 +257,11 @@ def m_beam(cfg: ScaleConfig, n: int) -> dict:
     import torch
 
     from ttds.rank.beam import BeamConfig, rank_beam
+    from ttds.rank.trie import PrefixTrie
 
     table = _table(cfg, n)
     ids = _token_ids(cfg, table)
-    trie = _trie_class().from_sequences(ids, table.ids, _vocab(cfg, table))
+    trie = PrefixTrie.from_sequences(ids, table.ids, _vocab(cfg, table))
     model = _backbone(cfg, _vocab(cfg, table)).eval()
     hist = _histories(cfg, n, cfg.users + 32)
     prompts = _prompts(ids, hist)

@@ -104,12 +104,6 @@ def leave_one_out_codes(user_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ---- pandas wrappers over the array functions (tests and small callers) ----
 
 
-def sort_by_time(df: pd.DataFrame) -> pd.DataFrame:
-    """Stable sort by (user, timestamp, file order)."""
-    rank = pd.factorize(df["user_key"], sort=True)[0]
-    return df.iloc[time_order(rank, df["timestamp"].to_numpy())].reset_index(drop=True)
-
-
 def k_core(df: pd.DataFrame, k: int, user_col: str = "user_key", item_col: str = "item_key") -> pd.DataFrame:
     """`k_core_mask` over a frame keyed by any hashable user/item columns."""
     keep = k_core_mask(pd.factorize(df[user_col])[0], pd.factorize(df[item_col])[0], k)

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ttds.index.collisions import assign_suffixes, collision_rate, final_keys, max_suffix
+from ttds.index.collisions import assign_suffixes, collision_rate, final_keys
 
 REINDEX_RULES = ("fresh", "sticky_last")  # see SemanticIDTable.with_codes
 

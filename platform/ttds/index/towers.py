@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ttds.index.kinds import build_tower, tower_config_from_dict
-from ttds.index.rq import RQConfig, RQOutput, RQTokenizer
+from ttds.index.rq import RQConfig, RQOutput
 
 __all__ = ["TwinTowerConfig", "TwinTowerTokenizer"]
 
