@@ -218,6 +218,9 @@ def profile_table(p: dict, label: str = "") -> str:
         tot_rows = sum(cnt[f"rows/{t}"] for t in tasks)
         tot_real = sum(cnt.get(f"real/{t}", 0) for t in tasks)
         lines.append(f"| all | {tot_rows * scale:.0f} | {tot_real / tot_rows:.1f} | {all_pad / tot_rows:.1f} | {100 * (1 - tot_real / all_pad):.0f}% | | 100% |")
+    lines.append("\nreplay rows are differences between separately timed plain-torch passes: on a loaded machine they are noise "
+                 "(a negative engine-vs-replay row says so); the inline sections and the per-step rows are direct timings")
+    if tasks:
         if "prompt_words" in cnt:
             lines.append(f"\ninstruction words (template text, BOS excluded) per row: {cnt['prompt_words'] / tot_rows:.1f} tokens")
     return "\n".join(lines)
