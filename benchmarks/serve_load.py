@@ -90,6 +90,7 @@ class Overload:
     load_avg: float
     client_cpu: float
     server_cpu_ms: dict = field(default_factory=dict)
+    processes_died: int = 0  # Serve processes that died during the run (replaced by Serve; not a clean run)
     accepted_split: dict = field(default_factory=dict)  # where_time_went of accepted requests
     rejected_split: dict = field(default_factory=dict)  # ... and of the 503s
     errors_sample: list = field(default_factory=list)
@@ -237,6 +238,8 @@ class CpuMeter:
         import psutil
 
         self.procs: dict[str, list] = {}
+        self.last: dict[int, float] = {}  # pid -> CPU seconds when last seen (kept once the process is gone)
+        self.gone: set[int] = set()  # processes that died during the run: say so, the figures undercount
         for p in psutil.Process(os.getpid()).children(recursive=True):
             try:
                 title = " ".join(p.cmdline())
@@ -255,9 +258,10 @@ class CpuMeter:
             for p in procs:
                 try:
                     t = p.cpu_times()
-                    total += t.user + t.system
-                except Exception:  # noqa: BLE001 - a replica gone mid-run
-                    pass
+                    self.last[p.pid] = t.user + t.system
+                except Exception:  # noqa: BLE001 - a replica gone mid-run (its replacement is not counted)
+                    self.gone.add(p.pid)
+                total += self.last.get(p.pid, 0.0)
             out[name] = total
         return out
 
@@ -389,7 +393,7 @@ def overload(url: str, mode: str, clients: int, users: list[int], duration: floa
                     ms(rej, 0.99), round(percentile(r["retry"], 0.5), 1), max(r["retry"], default=float("nan")),
                     len(ready), sum(1 for c, _ in ready if c != 200), round(max((d for _, d in ready), default=float("nan")) * 1000, 1),
                     ms(r["recovery"], 0.5), round(os.getloadavg()[0], 1), round(r["cpu"] / max(r["wall"], 1e-9), 2), server,
-                    where_time_went(r["split"]["200"]), where_time_went(r["split"]["503"]), r["sample"])
+                    len(meter.gone), where_time_went(r["split"]["200"]), where_time_went(r["split"]["503"]), r["sample"])
 
 
 def free_port() -> int:
@@ -469,6 +473,9 @@ def table(cells: list[Cell], ratios: dict, ov: Overload | None) -> str:
         for c, r in by_c.items():
             lines.append(f"| {mode} | {c} | {r:.2f}x |")
     if ov is not None:
+        if ov.processes_died:
+            lines += ["", f"WARNING: {ov.processes_died} Serve process(es) died during the run (see the Ray log: "
+                      "OOM kills, failed health checks): the figures below are not a clean measurement"]
         cpu = ", ".join(f"{n} {v}" for n, v in ov.server_cpu_ms.items())
         lines += ["", f"overload: {ov.clients} clients honouring Retry-After for {ov.duration_s} s (load avg {ov.load_avg}, "
                   f"client {ov.client_cpu} cores; server CPU ms/request: {cpu})",
