@@ -728,6 +728,9 @@ def _tuning_markdown(conf: dict) -> list[str]:
         if "error" in t:
             out.append(f"| `{name}` | – | – | failed: {t['error'][:200]} | – | – |")
             continue
+        if "pending" in t:  # a search stopped before its last trial: resumed by the same command
+            out.append(f"| `{name}` | {t.get('trials', '–')} | {_fmt(t.get('best_valid_NDCG@10'))} (so far) | not frozen: {t['pending']} | – | – |")
+            continue
         chosen = ", ".join(f"{k}={_value(v)}" for k, v in (t.get("params") or {}).items()) or "–"
         out.append(f"| `{name}` | {t.get('trials', '–')} | {_fmt(t.get('best_valid_NDCG@10'))} | {chosen} | {_fmt(t.get('wall_s'), 0)} "
                    f"| `{t.get('recipe', '–')}` |")
