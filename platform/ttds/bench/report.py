@@ -767,6 +767,8 @@ def readme_table(groups: list[dict], link: str) -> str:
     lines += ["", f"Generated from the benchmark runs in [{link}]({link}) (commit {', '.join(commits)}), with their machines and commands."]
     if _synthetic(groups):
         lines.append("Placeholder: a synthetic corpus, until the confirmatory protocol's runs replace it.")
+    if any(g["paired"] and g["paired"].get("best_ttds") is None for g in groups):
+        lines.append("No TTDS-family system in these figures yet: they support no claim about TTDS (the page says what is missing).")
     return "\n".join(lines)
 
 
