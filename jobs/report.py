@@ -30,14 +30,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/results.md", help="the page to write; charts go to a folder named after it")
     p.add_argument("--readme", help="also rewrite this README's table between the results markers")
     p.add_argument("--note", default="", help="a paragraph put under the page's heading (e.g. what the runs were for)")
+    p.add_argument("--note-file", default="", help="the same paragraph read from a file (a long note stays out of the page's command line)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     command = shlex.join(["python", "jobs/report.py", *(sys.argv[1:] if argv is None else argv)])
+    note = args.note
+    if args.note_file:
+        try:
+            note = "\n\n".join(x for x in (note, Path(args.note_file).read_text().strip()) if x)
+        except OSError as e:
+            print(f"error: --note-file: {e}", file=sys.stderr)
+            return 2
     try:
-        paths = write_document(args.runs, Path(args.out), command, Path(args.readme) if args.readme else None, args.note)
+        paths = write_document(args.runs, Path(args.out), command, Path(args.readme) if args.readme else None, note)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """Ray Tune sweep of the TTDS recommender over ID length, codebook size, loss weights and more.
 
-Each trial is a full train_ttds run (tokenizer warm-up → Ray Train → test evaluation) whose
-per-epoch validation NDCG@10 reaches Tune while it trains, so ASHA can stop weak trials early.
+Each trial is a train_ttds run (tokenizer warm-up → Ray Train) that stops at validation: its
+per-epoch validation NDCG@10 reaches Tune while it trains, so ASHA can stop weak trials early, and
+no trial reads the test split (only the chosen best.yaml is tested, when it is trained).
 Failed trials are tabled with their error; the sweep goes on.
 
 The sweep file (default configs/tune_default.yaml) holds the Tune settings, the fixed config

@@ -93,3 +93,29 @@ def test_results_hold_seeds_means_intervals_and_the_validation_chosen_comparison
 def test_seeds_and_train_seed_exclude_each_other(synthetic_corpus, tmp_path):
     with pytest.raises(ConfigError, match="seeds and train_seed"):
         _cfg(synthetic_corpus, tmp_path, train_seed=1)
+
+
+@pytest.mark.slow
+def test_a_ttds_recipe_is_tuned_and_frozen_the_same_way(ray_session, synthetic_corpus, tmp_path):
+    """The TTDS family gets the same search (configs/tune_default.yaml's space, here narrowed by a
+    tiny base config): its trials stop at validation and the winner is frozen as a recipe file
+    that loads as a TTDS job config."""
+    from ttds.bench.confirm import tune_and_freeze
+    from ttds.bench.harness import Harness
+    from ttds.config import TTDSJobConfig, load_config, load_recipe, save_config
+
+    from test_benchmark_harness import TINY_TTDS
+
+    base = tmp_path / "tiny.yaml"
+    save_config(load_config(TTDSJobConfig, None, [*TINY_TTDS, "--index.epochs=1"]), base)
+    h = Harness(BenchConfig(data=str(synthetic_corpus), systems=["tiger"], out=str(tmp_path / "out"), budget_epochs=1, tune_trials=1,
+                            ttds_config=str(base)))
+    frozen, info = tune_and_freeze(h, h.systems[0])
+    recipe = load_recipe(frozen.recipe_path)
+    assert recipe.kind == "ttds" and info["trials"] == 1 and set(info["params"]) >= {"optim.lr", "index.levels"}
+    cfg = recipe.ttds_config()
+    assert cfg.optim.lr == pytest.approx(info["params"]["optim.lr"]) and cfg.index.levels == info["params"]["index.levels"]
+    trial = next((tmp_path / "out" / "tune" / "tiger" / "trials").iterdir())
+    assert json.loads((trial / "metrics.json").read_text())["test"] is None and not (trial / "test_per_user.parquet").exists()
+    again, _ = tune_and_freeze(h, h.systems[0])  # frozen: reused, not tuned again
+    assert again.recipe_path == frozen.recipe_path and len(list((tmp_path / "out" / "tune" / "tiger" / "trials").iterdir())) == 1

@@ -728,6 +728,9 @@ def _tuning_markdown(conf: dict) -> list[str]:
         if "error" in t:
             out.append(f"| `{name}` | – | – | failed: {t['error'][:200]} | – | – |")
             continue
+        if "pending" in t:  # a search stopped before its last trial: resumed by the same command
+            out.append(f"| `{name}` | {t.get('trials', '–')} | {_fmt(t.get('best_valid_NDCG@10'))} (so far) | not frozen: {t['pending']} | – | – |")
+            continue
         chosen = ", ".join(f"{k}={_value(v)}" for k, v in (t.get("params") or {}).items()) or "–"
         out.append(f"| `{name}` | {t.get('trials', '–')} | {_fmt(t.get('best_valid_NDCG@10'))} | {chosen} | {_fmt(t.get('wall_s'), 0)} "
                    f"| `{t.get('recipe', '–')}` |")
@@ -764,6 +767,8 @@ def readme_table(groups: list[dict], link: str) -> str:
     lines += ["", f"Generated from the benchmark runs in [{link}]({link}) (commit {', '.join(commits)}), with their machines and commands."]
     if _synthetic(groups):
         lines.append("Placeholder: a synthetic corpus, until the confirmatory protocol's runs replace it.")
+    if any(g["paired"] and g["paired"].get("best_ttds") is None for g in groups):
+        lines.append("No TTDS-family system in these figures yet: they support no claim about TTDS (the page says what is missing).")
     return "\n".join(lines)
 
 
