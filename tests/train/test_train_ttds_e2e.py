@@ -88,9 +88,10 @@ def _check_weight_average(out, metrics):
     assert not torch.equal(average["id_head.weight"], live["weight"])  # the checkpoint's model is the live weights
 
 
-def _check_seen_exclusion(model_dir, corpus_dir, tmp_path):
+def _check_seen_exclusion(model_dir, corpus_dir, tmp_path, users: int = 100):
     """eval.exclude_seen through the Ray Data ranking actors: no user gets an item of its own
-    history, lists stay full, and the actors rank exactly as the in-process evaluation does."""
+    history, lists stay full, and the actors rank exactly as the in-process evaluation does
+    (on `users` of the test users: the actors' pick, ranked again in process)."""
     import numpy as np
 
     from ttds.data.corpus import Corpus
@@ -102,27 +103,30 @@ def _check_seen_exclusion(model_dir, corpus_dir, tmp_path):
     from ttds.llm.model_io import load_model, prompt_builder
 
     corpus = Corpus.open(corpus_dir)
-    uids, hists, targets = corpus.eval_arrays("test")
+    res = evaluate_model_dir(str(model_dir), corpus, "test", [0], beam_width=10, top_k=10, users=users, workers=1,
+                             per_user_path=tmp_path / "excl.parquet", exclude_seen=True)
+    assert res["exclude_seen"] is True and res["users"] == users
+    got = read_per_user(tmp_path / "excl.parquet").sort_values("user_id").reset_index(drop=True)
+    all_uids, all_hists, all_targets = corpus.eval_arrays("test")
+    pick = np.searchsorted(all_uids, got["user_id"].to_numpy())
+    assert (all_uids[pick] == got["user_id"].to_numpy()).all()
+    uids, hists, targets = all_uids[pick], [all_hists[i] for i in pick], all_targets[pick]
     m = load_model(model_dir)
     builder = prompt_builder(m)
-    local = rank_next_items(m.model.backbone, builder, build_trie(builder, len(m.tokenizer)), uids, hists, 0,
+    trie = build_trie(builder, len(m.tokenizer))
+    local = rank_next_items(m.model.backbone, builder, trie, uids, hists, 0,
                             BeamConfig(beam_width=10, top_k=10), int(m.meta["max_history"]), exclude_seen=True)
     assert (local >= 0).all()
     assert not any(set(r.tolist()) & set(h.tolist()) for r, h in zip(local, hists))
-    res = evaluate_model_dir(str(model_dir), corpus, "test", [0], beam_width=10, top_k=10, workers=1,
-                             per_user_path=tmp_path / "excl.parquet", exclude_seen=True)
-    assert res["exclude_seen"] is True and res["users"] == len(uids)
-    got = read_per_user(tmp_path / "excl.parquet").sort_values("user_id").reset_index(drop=True)
     want = per_user_table(uids, targets, [local]).sort_values("user_id").reset_index(drop=True)
     assert np.allclose(got["NDCG@10"], want["NDCG@10"]) and np.allclose(got["HR@10"], want["HR@10"])
 
     # the in-search popularity prior through the actors: the local ranking with the same bias,
     # and lists of less popular items than without it
     counts = corpus.item_popularity()
-    trie = build_trie(builder, len(m.tokenizer))
     prior = rank_next_items(m.model.backbone, builder, trie, uids, hists, 0, BeamConfig(beam_width=10, top_k=10), int(m.meta["max_history"]),
                             exclude_seen=True, node_bias=trie.prior_bias(counts + 1.0, 1.0))
-    res = evaluate_model_dir(str(model_dir), corpus, "test", [0], beam_width=10, top_k=10, workers=1,
+    res = evaluate_model_dir(str(model_dir), corpus, "test", [0], beam_width=10, top_k=10, users=users, workers=1,
                              per_user_path=tmp_path / "prior.parquet", exclude_seen=True, popularity_prior=1.0)
     assert res["popularity_prior"] == 1.0
     got = read_per_user(tmp_path / "prior.parquet").set_index("user_id").loc[uids]

@@ -109,8 +109,10 @@ def test_two_trial_sweep_with_one_failure(ray_session, synthetic_corpus, tmp_pat
         "sweep_only: {eval: {test_users: 100}, train: {max_failures: 0}}\n"
         "space:\n  index.codebook_size: {type: grid, values: [16, 0]}\n"
     )
-    # 2 tokenizer epochs (TINY has 6): this test checks the sweep, not the tokenizer's quality
-    pins = [f"--data.corpus={synthetic_corpus}", "--optim.epochs=2", *[p for p in TINY if "codebook_size" not in p], "--index.epochs=2"]
+    # 2 tokenizer epochs (TINY has 6), one 32-wide layer, 50 validation users: this test checks
+    # the sweep, not what the model learns
+    pins = [f"--data.corpus={synthetic_corpus}", "--optim.epochs=2", *[p for p in TINY if "codebook_size" not in p], "--index.epochs=2",
+            "--backbone.hidden_size=32", "--backbone.num_layers=1", "--backbone.intermediate_size=64", "--eval.valid_users=50"]
     spec = load_sweep(sweep_file, pins=pins, tune_overrides={"output_dir": str(out)})
     assert list(spec.space) == ["index.codebook_size"] and count_trials(spec) == 2
     outcome = run_sweep(spec)
