@@ -165,15 +165,15 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = (), profile_steps:
     t1 = time.time()
     n_test = len(corpus.eval_arrays("test")[2])
     with stage("ranking", total=min(cfg.eval.test_users or n_test, n_test), unit="user") as bar:
-        test = evaluate_model_dir(str(out / "model"), corpus, "test", templates, cfg.eval.beam_width, cfg.eval.top_k, cfg.eval.test_users, cfg.eval.workers,
+        test_fig = evaluate_model_dir(str(out / "model"), corpus, "test", templates, cfg.eval.beam_width, cfg.eval.top_k, cfg.eval.test_users, cfg.eval.workers,
                                   cfg.eval.batch_size, use_gpu=cfg.train.use_gpu, per_user_path=out / PER_USER_FILE, exclude_seen=cfg.eval.exclude_seen,
                                   rank_by=cfg.eval.rank_by)
-        bar.set(int(test.get("users") or bar.total or 0))
-    pop = test.pop("popularity")  # same users as the TTDS row
+        bar.set(int(test_fig.get("users") or bar.total or 0))
+    pop = test_fig.pop("popularity")  # same users as the TTDS row
     metrics = {
         "corpus": corpus.name,
         "source": facts.source,
-        "test": test,
+        "test": test_fig,
         "popularity_test": pop,
         "history": history,
         "best_epoch": json.loads((out / "model" / "ttds.json").read_text())["epoch"],
@@ -183,7 +183,7 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = (), profile_steps:
         "config": to_dict(cfg),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-    (out / "results.md").write_text(results_table(corpus.name, {"TTDS": test, "Popularity": pop}))
+    (out / "results.md").write_text(results_table(corpus.name, {"TTDS": test_fig, "Popularity": pop}))
     metrics["out_dir"] = str(out)
     return metrics
 
