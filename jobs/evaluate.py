@@ -38,10 +38,14 @@ def main(argv: list[str] | None = None) -> int:
                         "top-10 slots outside the 5%% most bought items 8.5%% -> 10.7%%)")
     p.add_argument("--rank-by", choices=["beam", "item_head"], help="beam: trie-constrained beam search over IDs; item_head: the item head's "
                    "logits, one forward (models trained with --loss.item_head_weight > 0; default: the model's eval.rank_by)")
+    p.add_argument("--new-item-share", type=float, metavar="E",
+                   help="beam search over a model with items added after training (jobs/add_items.py): the largest share of "
+                        "each top 10 that new items sharing a result's ID prefix may take (ttds.rank.new_items; default: "
+                        "eval.new_item_share, 0.1; 0 = plain beam search)")
     p.add_argument("--out", help="where to write eval.json / eval.md (default: the model folder)")
     args = p.parse_args(argv)
 
-    from ttds.config import migrate_model_meta
+    from ttds.config import EvalConfig, migrate_model_meta
     from ttds.data.corpus import Corpus
     from ttds.data.rejects import DataError
     from ttds.eval.distributed import check_rank_by, evaluate_model_dir
@@ -74,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     per_user = out / f"{args.split}_per_user.parquet"  # for paired comparisons (jobs/analyze.py paired)
     exclude = args.exclude_seen or bool(meta["exclude_seen"])
     res = evaluate_model_dir(str(model_dir), corpus, args.split, templates, args.beam, 10, args.users, args.workers, args.batch_size,
-                             per_user_path=per_user, exclude_seen=exclude, popularity_prior=args.popularity_prior, rank_by=rank_by)
+                             per_user_path=per_user, exclude_seen=exclude, popularity_prior=args.popularity_prior, rank_by=rank_by,
+                             new_item_share=EvalConfig().new_item_share if args.new_item_share is None else args.new_item_share)
     res["wall_s"] = round(time.time() - t0, 1)
     res["users_per_s"] = round(res["users"] * len(templates) / res["wall_s"], 1)
     pop = res.pop("popularity")

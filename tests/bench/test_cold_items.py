@@ -109,7 +109,12 @@ def test_content_knn_and_ttds_rank_cold_items_and_the_split_is_reported(ray_sess
     tcfg = TTDSJobConfig()
     tcfg.eval.test_users, tcfg.eval.templates, tcfg.eval.workers, tcfg.eval.beam_width = 80, 1, 1, 20
     fig = cold_figures("ttds", sysdir, split, True, tcfg)
-    assert fig["cold"]["users"] + fig["warm"]["users"] == 80 and "extended" in fig["note"]
+    assert fig["cold"]["users"] + fig["warm"]["users"] == 80 and "extended" in fig["note"] and "new-item rule" in fig["note"]
+    plain = fig["rankers"]["beam-plain"]
+    assert plain["cold"]["users"] == fig["cold"]["users"] and "no new-item rule" in plain["note"]
     lists = np.stack(read_per_user(sysdir / "cold_per_user.parquet")["top10"].to_numpy())
-    assert (lists >= split.n_warm).any(), "beam search over the extended trie never produced a cold item"
+    plain_lists = np.stack(read_per_user(sysdir / plain["per_user"])["top10"].to_numpy())
+    # the rule (share 0.1: one slot of ten) only adds cold items: never fewer than plain beam search, and every row has one
+    assert ((lists >= split.n_warm).sum(1) >= (plain_lists >= split.n_warm).sum(1)).all()
+    assert ((lists >= split.n_warm).sum(1) >= 1).mean() > 0.9, "the new-item rule left most top 10s without a cold item"
     assert json.loads((sysdir / "model-cold" / "ttds.json").read_text())["catalogue"]["items"] == split.full.n_items

@@ -11,10 +11,14 @@ rest (warm):
   and a cold item in a history is one they cannot read);
 - content kNN ranks the full catalogue by text (`ttds.baselines.content_knn`);
 - a TTDS-family model is extended with the cold items' text (`ttds.serve.catalogue`: IDs from the
-  item tower, added to the trie) and evaluated by its own ranker over the extended catalogue:
-  beam search over the extended trie; a model ranked by its item head scores a cold item by
-  the row it got from its semantic neighbours (the mean of the rows of trained items sharing its
-  longest code prefix), since no row was ever trained for it.
+  item tower, added to the trie) and evaluated over the extended catalogue by its own ranker
+  (its row) and by beam search with and without the new-item rule (extra rows, "name (beam)"
+  and "name (beam-plain)"): beam search gives a cold item the LLM's probability of its ID, which
+  is low for an ID never seen as a target, so the rule (`ttds.rank.new_items`) opens a share of
+  the top 10 to cold items sharing a result's ID prefix; a model ranked by its item head scores
+  a cold item by the row it got from its semantic neighbours (the mean of the rows of trained
+  items sharing its longest code prefix), since no row was ever trained for it. Each TTDS row's
+  cold-target users are compared with content kNN's, paired over users (HR@10).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from ttds.bench.paired import paired_comparison, paired_sentence
 from ttds.data.cold_items import ColdSplit
 from ttds.eval.distributed import evaluate_model_dir
 from ttds.eval.per_user import read_per_user
-from ttds.serve.catalogue import ExtendConfig, extend_model
+from ttds.serve.catalogue import HEAD_RULE, ExtendConfig, extend_model
 
 log = logging.getLogger(__name__)
 
@@ -75,37 +79,62 @@ def cold_figures(kind: str, sysdir: Path, split: ColdSplit, exclude_seen: bool, 
         ext = sysdir / "model-cold"
         if not (ext / "ttds.json").exists():
             extend_model(ExtendConfig(model_dir=str(sysdir / "model"), out_dir=str(ext)), items=split.cold_items())
-        templates = list(range(3)) if tcfg.eval.templates == 0 else list(range(tcfg.eval.templates))
-        evaluate_model_dir(str(ext), split.full, "test", templates, tcfg.eval.beam_width, tcfg.eval.top_k, tcfg.eval.test_users,
-                           tcfg.eval.workers, tcfg.eval.batch_size, use_gpu=use_gpu, per_user_path=sysdir / COLD_PER_USER,
-                           exclude_seen=exclude_seen, rank_by=tcfg.eval.rank_by)
         meta = json.loads((ext / "ttds.json").read_text())["catalogue"]
-        how = ("beam search over the trie extended with the cold items' IDs" if tcfg.eval.rank_by == "beam" else
-               "the item head; a cold item's row: " + str(meta.get("item_rows")))
-        out = {**split_per_user(read_per_user(sysdir / COLD_PER_USER), split),
-               "note": f"model extended with the cold items' text ({meta['encoder']}; {len(meta['old_ids_changed'])} trained IDs gained a "
-                       f"suffix), ranked by {how}"}
+        runs = _ttds_rankings(tcfg)
+        figs = {}
+        for label, (rank_by, share, how) in runs.items():
+            path = sysdir / (COLD_PER_USER if not figs else f"cold_per_user_{label}.parquet")
+            if not path.exists():
+                templates = list(range(3)) if tcfg.eval.templates == 0 else list(range(tcfg.eval.templates))
+                evaluate_model_dir(str(ext), split.full, "test", templates, tcfg.eval.beam_width, tcfg.eval.top_k, tcfg.eval.test_users,
+                                   tcfg.eval.workers, tcfg.eval.batch_size, use_gpu=use_gpu, per_user_path=path,
+                                   exclude_seen=exclude_seen, rank_by=rank_by, new_item_share=share)
+            figs[label] = {**split_per_user(read_per_user(path), split), "per_user": path.name,
+                           "note": f"model extended with the cold items' text ({meta['encoder']}; {len(meta['old_ids_changed'])} trained "
+                                   f"IDs gained a suffix), ranked by {how}"}
+        first, *more = figs
+        out = {**figs[first], "rankers": {label: figs[label] for label in more}}
     else:
         return {"note": "not measured for this kind of system"}
     cache.write_text(json.dumps(out, indent=2))
     return out
 
 
+def _ttds_rankings(tcfg) -> dict[str, tuple[str, float, str]]:
+    """{label: (rank_by, new_item_share, how)}: the recipe's own ranker first (its figures are the
+    system's row), then beam search with and without the new-item rule (`ttds.rank.new_items`),
+    so the table shows what the rule changes on cold and on warm users."""
+    share = tcfg.eval.new_item_share
+    rule = f"beam search over the extended trie + the new-item rule (share {share:g} of the top 10, ttds.rank.new_items)"
+    plain = "plain beam search over the extended trie (no new-item rule)"
+    if tcfg.eval.rank_by == "item_head":
+        return {"item_head": ("item_head", 0.0, "the item head; a cold item's row: " + HEAD_RULE),
+                "beam": ("beam", share, rule), "beam-plain": ("beam", 0.0, plain)}
+    return {"beam": ("beam", share, rule), "beam-plain": ("beam", 0.0, plain)}
+
+
 def cold_summary(split: ColdSplit, figures: dict[str, dict], details: dict[str, dict]) -> dict:
     """results.json's "cold_items": the protocol, every system's figures, and each TTDS-family
     system vs content kNN on the cold-target users (paired over users, HR@10)."""
+    systems = {}
+    for name, f in figures.items():
+        systems[name] = {k: v for k, v in f.items() if k != "rankers"}
+        for label, g in f.get("rankers", {}).items():
+            systems[f"{name} ({label})"] = g
     out = {"fraction": split.full.manifest.get("cold_items", {}).get("fraction"), "rule": split.rule, "cold_items": split.n_cold,
-           "warm_items": split.n_warm, "test_users_cold_target": cold_targets(split), "systems": figures}
+           "warm_items": split.n_warm, "test_users_cold_target": cold_targets(split), "systems": systems}
     knn = details.get("content-knn")
     if knn and (Path(knn["out_dir"]) / COLD_PER_USER).exists():
         base = read_per_user(Path(knn["out_dir"]) / COLD_PER_USER)
         base = base[split.is_cold(base["target"].to_numpy())]
         paired = {}
         for name, d in details.items():
-            p = Path(d["out_dir"]) / COLD_PER_USER
-            if d.get("kind") == "ttds" and p.exists():
-                mine = read_per_user(p)
-                paired[name] = paired_comparison(mine[split.is_cold(mine["target"].to_numpy())], base, metric="HR@10")
+            if d.get("kind") != "ttds":
+                continue
+            for label, f in systems.items():
+                if (label == name or label.startswith(f"{name} (")) and f.get("per_user") and (Path(d["out_dir"]) / f["per_user"]).exists():
+                    mine = read_per_user(Path(d["out_dir"]) / f["per_user"])
+                    paired[label] = paired_comparison(mine[split.is_cold(mine["target"].to_numpy())], base, metric="HR@10")
         if paired:
             out["paired_vs_content_knn_cold"] = paired
     return out

@@ -398,9 +398,15 @@ class EvalConfig(Section):
     # beam (trie-constrained beam search over IDs, the paper's) | item_head (the item head's logits, one
     # forward; needs loss.item_head_weight > 0). Used for validation (model selection) and the test.
     rank_by: RankBy = "beam"
+    # Beam search over a model with items added after training (jobs/add_items.py, --cold-items): the
+    # largest share of a top k that new items sharing a result's ID prefix may take (ttds.rank.new_items;
+    # TIGER's epsilon). A declared prior: validation never has a new item as its target. 0 = off.
+    new_item_share: float = 0.1
 
     def problems(self) -> list[str]:
         out = []
+        if not 0.0 <= self.new_item_share <= 1.0:
+            out.append(f"new_item_share={self.new_item_share}: expected a share in [0, 1]")
         if self.beam_width < self.top_k:
             out.append(f"beam_width={self.beam_width} must be >= top_k={self.top_k}")
         if self.top_k < 10:
@@ -577,9 +583,12 @@ class RecommenderConfig(Section):
     device: Device = "auto"
     num_threads: int = 0  # >0: torch.set_num_threads (a replica with a fractional CPU wants 1)
     corpus_dir: str = ""  # "" = the corpus named in the model's ttds.json
+    new_item_share: float = 0.1  # beam search: top-k share open to items added after training (eval.new_item_share)
 
     def problems(self) -> list[str]:
         out = _at_least(self, ("beam_width", "max_beam_width", "max_k", "max_request_history", "max_text_chars", "batch_size"), 1)
+        if not 0.0 <= self.new_item_share <= 1.0:
+            out.append(f"new_item_share={self.new_item_share}: expected a share in [0, 1]")
         out += _at_least(self, ("template", "num_threads"), 0)
         if self.beam_width > self.max_beam_width:
             out.append(f"beam_width={self.beam_width} must be <= max_beam_width={self.max_beam_width}")

@@ -6,6 +6,7 @@ driver only sums metrics, so the evaluation scales with the number of actors.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from ttds.eval.metrics import MetricAccumulator, check_user_count
 from ttds.eval.per_user import per_user_table, write_per_user
 from ttds.llm.model_io import load_model, prompt_builder
 from ttds.rank.beam import BeamConfig
+from ttds.rank.new_items import first_new_item, new_item_rule
 from ttds.rank.next_item import rank_next_items
 from ttds.rank.popularity import rank_popularity
 from ttds.rank.trie import build_trie
@@ -24,7 +26,8 @@ from ttds.rank.trie import build_trie
 
 class _Ranker:
     def __init__(self, model_dir: str, templates: list[int], beam_width: int, top_k: int, batch_size: int, threads: int = 1, use_gpu: bool = False,
-                 exclude_seen: bool = False, popularity_prior: float = 0.0, corpus_dir: str | None = None, rank_by: str = "beam"):
+                 exclude_seen: bool = False, popularity_prior: float = 0.0, corpus_dir: str | None = None, rank_by: str = "beam",
+                 new_item_share: float = 0.0):
         import torch
 
         torch.set_num_threads(threads)
@@ -37,6 +40,7 @@ class _Ranker:
         self.max_history = int(m.meta["max_history"])
         self.templates, self.batch_size, self.exclude_seen = templates, batch_size, exclude_seen
         self.beam = BeamConfig(beam_width=beam_width, top_k=top_k)
+        self.new_items = new_item_rule(self.trie, m.items.levels, len(m.items), first_new_item(m.meta), new_item_share)
         self.node_bias = None
         if popularity_prior:  # log P(ID | prompt) - g log(1 + training count), applied inside the search
             # counted here from the corpus folder: a catalogue-sized list as a constructor argument would
@@ -51,7 +55,8 @@ class _Ranker:
         with torch.no_grad():
             for t in self.templates:
                 ranked = rank_next_items(self.backbone, self.builder, self.trie, batch["user_id"], batch["history"], t, self.beam, self.max_history, self.batch_size,
-                                         exclude_seen=self.exclude_seen, node_bias=self.node_bias, item_head=self.item_head)
+                                         exclude_seen=self.exclude_seen, node_bias=self.node_bias, item_head=self.item_head,
+                                         new_items=self.new_items)
                 out[f"ranked_{t}"] = list(ranked)
         return pd.DataFrame(out)
 
@@ -88,6 +93,7 @@ def evaluate_model_dir(
     exclude_seen: bool = False,
     popularity_prior: float = 0.0,
     rank_by: str = "beam",
+    new_item_share: float = 0.0,
 ) -> dict:
     """HR@1/5/10, NDCG@5/10 averaged over templates, plus each template's figures.
 
@@ -98,6 +104,8 @@ def evaluate_model_dir(
     beam search (`PrefixTrie.prior_bias`): trades head accuracy for coverage of less popular items.
     `rank_by`: "beam" (constrained beam search over IDs) or "item_head" (the model's item head,
     `ttds.rank.item_head`; the model must have been trained with `loss.item_head_weight` > 0).
+    `new_item_share`: beam search's top-k share open to items added after training
+    (`ttds.rank.new_items`; eval.new_item_share); no effect on a model without added items.
     """
     check_rank_by(rank_by, model_dir, popularity_prior)
     import ray.data
@@ -114,6 +122,7 @@ def evaluate_model_dir(
         _Ranker,
         fn_constructor_kwargs={"model_dir": str(model_dir), "templates": templates, "beam_width": beam_width, "top_k": top_k, "batch_size": batch_size, "use_gpu": use_gpu,
                                "exclude_seen": exclude_seen, "popularity_prior": popularity_prior, "rank_by": rank_by,
+                               "new_item_share": new_item_share,
                                "corpus_dir": str(Path(corpus.root).resolve())},
         batch_size=256,
         batch_format="pandas",
@@ -130,6 +139,8 @@ def evaluate_model_dir(
     result["split"] = split
     result["exclude_seen"] = exclude_seen
     result["rank_by"] = rank_by
+    if rank_by == "beam" and first_new_item(json.loads((Path(model_dir) / "ttds.json").read_text())) is not None:
+        result["new_item_share"] = new_item_share
     if popularity_prior:
         result["popularity_prior"] = popularity_prior
     if per_user_path is not None:

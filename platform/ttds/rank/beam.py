@@ -46,6 +46,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
+from ttds.rank.new_items import NewItemRule, surface_new_items
 from ttds.rank.pad import left_pad
 from ttds.rank.seen import exclusion_table
 from ttds.rank.ties import query_keys, tie_values, top_k
@@ -329,13 +330,16 @@ def rank_beam(
     batch_size: int = 64,
     seen: Sequence[Sequence[int]] | None = None,
     node_bias: torch.Tensor | None = None,
+    new_items: NewItemRule | None = None,
 ) -> Ranked:
     """Top-``cfg.top_k`` items of each prompt by beam search (the ranker evaluation and serving share).
 
     Batches of ``batch_size`` prompts sorted by length (little padding; a prompt's result does not
     depend on its batch), left-padded with ``pad_id``. ``seen[i]``: item ids prompt ``i`` must not
     get (masked inside the search), or None. ``node_bias``: see :func:`beam_search`. Ties: the
-    prompts' query keys (``ttds.rank.ties``).
+    prompts' query keys (``ttds.rank.ties``). ``new_items``: items added after training get up to
+    their share of each top k by ID prefix (``ttds.rank.new_items``; the search then returns its
+    whole width to draw prefixes from), or None.
     """
     if seen is not None and len(seen) != len(prompts):
         raise ValueError(f"seen has {len(seen)} rows for {len(prompts)} prompts")
@@ -344,13 +348,17 @@ def rank_beam(
     items = np.full((len(prompts), cfg.top_k), -1, dtype=np.int64)
     scores = np.full((len(prompts), cfg.top_k), -np.inf, dtype=np.float32)
     keys = query_keys(prompts)
+    # the new-item rule draws prefixes from the whole width, then cuts to top_k itself
+    search = cfg if new_items is None else BeamConfig(beam_width=cfg.beam_width, top_k=cfg.beam_width, constrained=cfg.constrained)
     order = np.argsort([len(p) for p in prompts], kind="stable")
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         ids, mask, _ = left_pad([prompts[i] for i in idx], pad_id)
         rows = [seen[i] for i in idx] if seen is not None else None
         banned = exclusion_table(rows, n_items) if rows is not None and any(len(r) for r in rows) else None
-        res = beam_search(model, ids, mask, trie, cfg, banned, node_bias, keys[idx])
-        items[idx] = res.items.cpu().numpy()
-        scores[idx] = res.scores.float().cpu().numpy()
+        res = beam_search(model, ids, mask, trie, search, banned, node_bias, keys[idx])
+        got, got_scores = res.items.cpu().numpy(), res.scores.float().cpu().numpy()
+        if new_items is not None:
+            got, got_scores = surface_new_items(got, got_scores, new_items, cfg.top_k, keys[idx], rows)
+        items[idx], scores[idx] = got, got_scores
     return Ranked(items, scores)

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ttds.rank.beam import BeamConfig, rank_beam
 from ttds.rank.item_head import rank_item_head
+from ttds.rank.new_items import NewItemRule
 from ttds.rank.trie import PrefixTrie
 
 __all__ = ["next_item_prompts", "rank_next_items"]
@@ -40,11 +41,13 @@ def rank_next_items(
     exclude_seen: bool = False,
     node_bias: torch.Tensor | None = None,
     item_head: torch.nn.Module | None = None,
+    new_items: NewItemRule | None = None,
 ) -> np.ndarray:
     """Top-`beam.top_k` item ids per user (int64 [n, k], -1 = empty) by beam search, or by the
     model's `item_head` when given (then `trie` and `node_bias` are unused).
     `exclude_seen`: each user's whole history is kept out. `node_bias`: an in-search popularity
-    prior (`PrefixTrie.prior_bias`), or None."""
+    prior (`PrefixTrie.prior_bias`), or None. `new_items`: beam search's rule for items added after
+    training (`ttds.rank.new_items`), or None."""
     prompts = next_item_prompts(builder, user_ids, histories, template, max_history)
     seen = [np.asarray(h) for h in histories] if exclude_seen else None
     if item_head is not None:
@@ -55,5 +58,6 @@ def rank_next_items(
     step = max(batch_size * 8, 1)
     for s in tqdm(range(0, len(prompts), step), desc=f"ranking (template {template})", disable=not progress, unit_scale=step):
         out[s : s + step] = rank_beam(backbone, prompts[s : s + step], trie, beam, pad_id=builder.pad_id, batch_size=batch_size,
-                                      seen=seen[s : s + step] if seen is not None else None, node_bias=node_bias).items
+                                      seen=seen[s : s + step] if seen is not None else None, node_bias=node_bias,
+                                      new_items=new_items).items
     return out

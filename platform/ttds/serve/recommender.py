@@ -42,6 +42,7 @@ from ttds.llm.model_io import load_model, prompt_builder
 from ttds.rank.beam import BeamConfig, rank_beam
 from ttds.rank.item_head import rank_item_head
 from ttds.rank.item_index import ItemIndex
+from ttds.rank.new_items import first_new_item, new_item_rule
 from ttds.rank.retrieval import pool_of, rank_retrieval
 from ttds.rank.ties import query_keys
 from ttds.rank.trie import build_trie
@@ -174,6 +175,9 @@ class Recommender:
         self.n_items = len(lm.items)
         self.max_history = int(lm.meta.get("max_history", 20))
         self.trie = build_trie(self.builder, len(lm.tokenizer)).to(self.device) if "generator" in parts else None
+        # items added after training (jobs/add_items.py): their share of a beam's top k (ttds.rank.new_items)
+        self.new_items = (new_item_rule(self.trie, lm.items.levels, self.n_items, first_new_item(lm.meta), cfg.new_item_share)
+                          if self.trie is not None else None)
         self._load_features(model_dir)
         self._load_corpus(cfg.corpus_dir or lm.meta.get("corpus_dir", ""))
         self.pool = pool_of(lm.meta)
@@ -405,7 +409,8 @@ class Recommender:
         for (width, top_k), rows in groups.items():
             group = [states[i] for i in rows]
             res = rank_beam(self.backbone, [self.prompt_ids(s) for s in group], self.trie, BeamConfig(beam_width=width, top_k=top_k),
-                            pad_id=self.builder.pad_id, batch_size=self.cfg.batch_size, seen=self._seen(group))
+                            pad_id=self.builder.pad_id, batch_size=self.cfg.batch_size, seen=self._seen(group),
+                            new_items=self.new_items)
             for r, i in enumerate(rows):
                 out[i] = self._finish(states[i], res.items[r], res.scores[r], "beam")
         return out  # type: ignore[return-value]

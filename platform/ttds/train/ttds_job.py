@@ -167,7 +167,7 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = (), profile_steps:
     with stage("ranking", total=min(cfg.eval.test_users or n_test, n_test), unit="user") as bar:
         test_fig = evaluate_model_dir(str(out / "model"), corpus, "test", templates, cfg.eval.beam_width, cfg.eval.top_k, cfg.eval.test_users, cfg.eval.workers,
                                   cfg.eval.batch_size, use_gpu=cfg.train.use_gpu, per_user_path=out / PER_USER_FILE, exclude_seen=cfg.eval.exclude_seen,
-                                  rank_by=cfg.eval.rank_by)
+                                  rank_by=cfg.eval.rank_by, new_item_share=cfg.eval.new_item_share)
         bar.set(int(test_fig.get("users") or bar.total or 0))
     pop = test_fig.pop("popularity")  # same users as the TTDS row
     metrics = {
