@@ -9,16 +9,22 @@ from ttds.llm.model import TTDSModel, item_head_loss
 
 
 class _Backbone(torch.nn.Module):
-    """Embedding-only stand-in with the HF output fields TTDSModel reads (loss, logits, hidden_states)."""
+    """Embedding-only stand-in with what TTDSModel reads of an HF model: its last hidden states (no
+    body: `ttds.llm.backbone.last_hidden_states` falls back to `output_hidden_states`) and an output
+    embedding, here all zero and frozen, so L_LLM is a constant that moves nothing."""
 
     def __init__(self, vocab: int = 16, hidden: int = 8):
         super().__init__()
         self.emb = torch.nn.Embedding(vocab, hidden)
+        self.head = torch.nn.Linear(hidden, vocab, bias=False).requires_grad_(False)
+        torch.nn.init.zeros_(self.head.weight)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None, output_hidden_states=False):
-        h = self.emb(input_ids)
+    def get_output_embeddings(self):
+        return self.head
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False, output_hidden_states=False, logits_to_keep=0):
         out = type("Out", (), {})()
-        out.loss, out.logits, out.hidden_states = h.pow(2).mean() * 0, None, (h,)
+        out.hidden_states = (self.emb(input_ids),)
         return out
 
 

@@ -133,18 +133,11 @@ def test_a_batch_without_next_item_rows_still_gives_the_head_a_gradient():
     """Data-parallel ranks must reduce the same gradients: the head gets a (zero) one on every step."""
     from ttds.llm.model import TTDSModel
 
-    class _Backbone(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb = torch.nn.Embedding(10, 4)
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-        def forward(self, input_ids, attention_mask, position_ids, labels=None, output_hidden_states=False):
-            h = self.emb(input_ids)
-            out = type("Out", (), {})()
-            out.loss, out.logits, out.hidden_states = h.pow(2).mean(), None, (h,)
-            return out
-
-    model = TTDSModel(_Backbone(), torch.nn.Module(), 4, 3, n_items=6)
+    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=10, hidden_size=4, intermediate_size=8, num_hidden_layers=1,
+                                        num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=16))
+    model = TTDSModel(tiny, torch.nn.Module(), 4, 3, n_items=6)
     ids = torch.tensor([[1, 2, 3]])
     mask = torch.ones_like(ids)
     out = model(ids, mask, ids, item_positions=torch.zeros(0, 2, dtype=torch.long), item_targets=torch.zeros(0, dtype=torch.long), item_weight=1.0)

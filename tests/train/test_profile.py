@@ -32,15 +32,15 @@ def test_table_scales_a_bounded_profile_to_the_epoch():
 
 
 def test_model_forward_sections_are_timed_only_when_a_profiler_is_set():
-    class Tiny(torch.nn.Module):
-        def forward(self, input_ids, attention_mask, position_ids, labels, output_hidden_states):
-            logits = torch.zeros(*input_ids.shape, 4, requires_grad=True)
-            return type("Out", (), {"loss": logits.sum(), "logits": logits, "hidden_states": None})()
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=4, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16))
 
     class NoTowers(torch.nn.Module):
         user = None
 
-    m = TTDSModel(Tiny(), NoTowers(), 8, 4)
+    m = TTDSModel(tiny, NoTowers(), 8, 4)
     ids = torch.ones(2, 3, dtype=torch.long)
     m(ids, ids, ids)
     m.profiler = t = StageTimer()

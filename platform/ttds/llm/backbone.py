@@ -416,6 +416,23 @@ def encode_texts(
     return out
 
 
+def last_hidden_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       position_ids: torch.Tensor) -> torch.Tensor:
+    """[B, T, H] final hidden states (what the LM head reads) of one pass, without the LM head when
+    the model exposes its body (`_decoder_of`).
+
+    Why: the head's [B, T, vocab] logits are a step's largest tensor and, for the tiny built-in
+    backbone, about as much compute as its two layers; the training losses need logits only where
+    a label is (`ttds.llm.model.causal_lm_loss`) or none at all (L_ID's pooled state). Models that
+    do not expose a body fall back to `output_hidden_states` with one position of logits.
+    """
+    decoder = _decoder_of(model)
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "use_cache": False}
+    if decoder is not None:
+        return decoder(**inputs).last_hidden_state
+    return model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+
+
 def _decoder_of(model: torch.nn.Module) -> torch.nn.Module | None:
     """The transformer body under the LM head, or None when the model does not expose one.
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ttds.llm.backbone import last_hidden_states
+
 
 def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """Positions that start at 0 on the first real token of each left-padded row."""
@@ -26,8 +28,7 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def id_alignment_loss(backbone, head: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, target_x: torch.Tensor) -> torch.Tensor:
     """L_ID: pooled last hidden state of the ID sequence, projected to X's space, vs X."""
-    out = backbone(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), output_hidden_states=True)
-    pooled = masked_mean(out.hidden_states[-1], mask)
+    pooled = masked_mean(last_hidden_states(backbone, input_ids, mask, position_ids_from_mask(mask)), mask)
     return F.mse_loss(head(pooled).float(), target_x.float())
 
 

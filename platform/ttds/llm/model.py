@@ -14,18 +14,28 @@ from torch import nn
 
 from ttds.index.towers import TwinTowerTokenizer
 from ttds.llm import dmvae
+from ttds.llm.backbone import last_hidden_states
 from ttds.llm.queries import retrieval_loss
 
 
-def smoothed_lm_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Next-token cross-entropy with label smoothing, the same shift and ignore index as HF's loss.
+def causal_lm_loss(backbone: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """L_LLM: next-token cross-entropy over the full vocabulary, HF's shift and ignore index (-100),
+    mean over labelled tokens, computed from the final hidden states at labelled positions only.
 
-    Why: a generative recommender ranks the top-K items by sequence probability; a model that
-    is trained to put all mass on one code is sharp at rank 1 and poor at depth (HR@10).
+    Why only there: most tokens of a row carry no label (instruction words, the history's text,
+    padding), and the LM head's logits over the whole vocabulary at every position were the
+    largest tensor of a step; the loss is the same number (tests/llm/test_lm_loss.py). Label
+    smoothing (`loss.label_smoothing`): a generative recommender ranks the top-K items by sequence
+    probability, and a model trained to put all mass on one code is sharp at rank 1 and poor at
+    depth (HR@10).
     """
-    shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-    shift_labels = labels[:, 1:].reshape(-1).to(shift_logits.device)
-    return nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=-100, label_smoothing=smoothing)
+    shift_labels = labels[:, 1:].to(hidden.device)
+    keep = shift_labels != -100
+    logits = backbone.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    cap = getattr(getattr(backbone, "config", None), "final_logit_softcapping", None)
+    if cap:  # models whose head soft-caps its logits (Gemma 2): as their own forward does
+        logits = torch.tanh(logits / cap) * cap
+    return nn.functional.cross_entropy(logits, shift_labels[keep], label_smoothing=smoothing)
 
 
 def item_head_loss(hidden: torch.Tensor, head: nn.Linear, positions: torch.Tensor, targets: torch.Tensor,
@@ -117,15 +127,9 @@ class TTDSModel(nn.Module):
         use_item_head = item_weight > 0 and self.item_head is not None
         timed = self.profiler.section if self.profiler is not None else _untimed
         with timed("fwd/backbone"):
-            out = self.backbone(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=dmvae.position_ids_from_mask(attention_mask),
-                labels=labels if label_smoothing == 0 else None,
-                output_hidden_states=use_item_head,
-            )
+            hidden = last_hidden_states(self.backbone, input_ids, attention_mask, dmvae.position_ids_from_mask(attention_mask))
         with timed("fwd/lm_loss"):
-            llm = out.loss if label_smoothing == 0 else smoothed_lm_loss(out.logits, labels, label_smoothing)
+            llm = causal_lm_loss(self.backbone, hidden, labels, label_smoothing)
         l_id = l_token = None
         if alpha > 0 and id_input_ids is not None:
             with timed("fwd/dmvae_id"):
@@ -148,7 +152,7 @@ class TTDSModel(nn.Module):
                 l_item = self.item_head.weight.sum() * 0.0
             else:
                 with timed("fwd/item_head"):
-                    l_item = item_head_loss(out.hidden_states[-1], self.item_head, item_positions, item_targets, item_negatives)
+                    l_item = item_head_loss(hidden, self.item_head, item_positions, item_targets, item_negatives)
             loss = loss + item_weight * l_item
         zero = llm.detach() * 0
         return {
