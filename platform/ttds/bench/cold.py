@@ -67,7 +67,9 @@ def cold_figures(kind: str, sysdir: Path, split: ColdSplit, exclude_seen: bool, 
     """One system's cold/warm figures (cached in `sysdir/cold.json`: a reused system is not re-run)."""
     cache = sysdir / COLD_FILE
     if cache.exists():
-        return json.loads(cache.read_text())
+        cached = json.loads(cache.read_text())
+        if kind != "ttds" or cached.get("new_item_share") == tcfg.eval.new_item_share:
+            return cached
 
     if kind in ("popularity", "seq"):
         warm = read_per_user(sysdir)  # the main run: its test users are exactly the warm-target users
@@ -81,10 +83,11 @@ def cold_figures(kind: str, sysdir: Path, split: ColdSplit, exclude_seen: bool, 
             extend_model(ExtendConfig(model_dir=str(sysdir / "model"), out_dir=str(ext)), items=split.cold_items())
         meta = json.loads((ext / "ttds.json").read_text())["catalogue"]
         runs = _ttds_rankings(tcfg)
+        cached_share = json.loads(cache.read_text()).get("new_item_share") if cache.exists() else None
         figs = {}
         for label, (rank_by, share, how) in runs.items():
             path = sysdir / (COLD_PER_USER if not figs else f"cold_per_user_{label}.parquet")
-            if not path.exists():
+            if not path.exists() or (rank_by == "beam" and share > 0 and cached_share not in (None, share)):
                 templates = list(range(3)) if tcfg.eval.templates == 0 else list(range(tcfg.eval.templates))
                 evaluate_model_dir(str(ext), split.full, "test", templates, tcfg.eval.beam_width, tcfg.eval.top_k, tcfg.eval.test_users,
                                    tcfg.eval.workers, tcfg.eval.batch_size, use_gpu=use_gpu, per_user_path=path,
@@ -93,7 +96,7 @@ def cold_figures(kind: str, sysdir: Path, split: ColdSplit, exclude_seen: bool, 
                            "note": f"model extended with the cold items' text ({meta['encoder']}; {len(meta['old_ids_changed'])} trained "
                                    f"IDs gained a suffix), ranked by {how}"}
         first, *more = figs
-        out = {**figs[first], "rankers": {label: figs[label] for label in more}}
+        out = {**figs[first], "rankers": {label: figs[label] for label in more}, "new_item_share": tcfg.eval.new_item_share}
     else:
         return {"note": "not measured for this kind of system"}
     cache.write_text(json.dumps(out, indent=2))

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 __all__ = ["BenchConfig", "run_benchmark"]
 
 # index fields that only matter during joint training, not to the warm-up tokenizer
+_COLD_ONLY = ("new_item_share",)  # eval fields read only by the cold-item figures (cached with their value, ttds.bench.cold)
 _JOINT_ONLY = ("dynamic", "reindex_every", "reindex_rule", "max_suffix_tokens", "reencode_text", "joint_lr_scale")
 
 
@@ -298,6 +299,8 @@ class Harness:
             tcfg = dataclasses.replace(tcfg, tokenizer_dir=str(shared))
         cfg_dict = to_dict(tcfg)
         keyed = {k: v for k, v in cfg_dict.items() if k != "tokenizer_dir"}
+        # knobs that change no figure of the main run (it has no added items): not part of its identity
+        keyed["eval"] = {k: v for k, v in keyed["eval"].items() if k not in _COLD_ONLY}
         key = config_key(keyed)
         sysdir, done = self._prepare_dir(s.name, keyed)
         self.ttds_cfgs[s.name] = tcfg

@@ -27,7 +27,7 @@ VERSION_KEY = "config_version"
 
 # Version 1 is the first written into files; files without a version are version 0. Its step
 # holds every field added before versions existed (they were kept in three places before).
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 
 # version -> {dotted path in a job config (TTDSJobConfig / TokenizerJobConfig): earlier behaviour}
 STEPS: dict[int, dict[str, Any]] = {
@@ -46,6 +46,12 @@ STEPS: dict[int, dict[str, Any]] = {
         "optim.ema_epochs": 0.0,  # the average's span was given by ema_decay only
         "loss.item_head_negatives": 0,  # the item head took the full softmax
         "train.log_every": 100,  # the TTDS worker's progress line every 100 steps
+    },
+    2: {
+        "tasks.instruction_words": True,  # prompts carried the templates' words
+        "optim.length_group_steps": 1,  # batches in data order
+        "train.deepspeed_when_alone": True,  # one worker stepped through DeepSpeed ZeRO too
+        "eval.new_item_share": 0.0,  # beam search gave added items no slots (plain search)
     },
 }
 
