@@ -100,6 +100,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cold-items", type=float, default=0.0, metavar="F",
                    help="hold a fraction F of the items out of every training input and test them as candidates; reports HR/NDCG@10 "
                         "on cold-target vs warm-target test users in cold_items.md (ttds.data.cold_items; add content-knn to --systems)")
+    p.add_argument("--cold-reference", default="", metavar="DIR",
+                   help="with --cold-items: the --out folder of a run of the same systems without --cold-items; each TTDS row's "
+                        "warm-target users are compared with that system's run there (paired NDCG@10, in cold_items.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic corpus (--data synthetic) and of the --cold-items draw")
     p.add_argument("--train-seed", type=int, default=None,
                    help="training seed of every trained system (TTDS optim.seed, a baseline's seed; a --set still wins). "
@@ -158,7 +161,7 @@ def _bench_config(args: argparse.Namespace, systems: list[str], use_gpu: bool):
         perf=args.perf, ttds_config=args.ttds_config, sets=args.sets, retrieval_weight=args.retrieval_weight,
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, fresh=args.fresh, seed=args.seed, train_seed=args.train_seed, exclude_seen=args.exclude_seen,
         perf_users=args.perf_users, perf_rows=args.perf_rows, perf_repeats=args.perf_repeats, perf_train_repeats=args.perf_train_repeats,
-        perf_reference_items=args.perf_reference_items, use_gpu=use_gpu, cold_items=args.cold_items,
+        perf_reference_items=args.perf_reference_items, use_gpu=use_gpu, cold_items=args.cold_items, cold_reference=args.cold_reference,
         seeds=args.seeds, tune_trials=args.tune_trials,
     )
 

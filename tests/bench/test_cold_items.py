@@ -118,3 +118,17 @@ def test_content_knn_and_ttds_rank_cold_items_and_the_split_is_reported(ray_sess
     assert ((lists >= split.n_warm).sum(1) >= (plain_lists >= split.n_warm).sum(1)).all()
     assert ((lists >= split.n_warm).sum(1) >= 1).mean() > 0.9, "the new-item rule left most top 10s without a cold item"
     assert json.loads((sysdir / "model-cold" / "ttds.json").read_text())["catalogue"]["items"] == split.full.n_items
+
+    # --cold-reference: the warm-target users against the same system's run without cold items (here its own lists)
+    from ttds.bench.cold import cold_summary, cold_table
+    from ttds.eval.per_user import PER_USER_FILE
+
+    ref = tmp_path / "ref" / "systems" / "ttds"
+    ref.mkdir(parents=True)
+    (ref / "result.json").write_text("{}")
+    (ref / PER_USER_FILE).write_bytes((sysdir / "cold_per_user.parquet").read_bytes())
+    summary = cold_summary(split, {"ttds": fig}, {"ttds": {"kind": "ttds", "out_dir": str(sysdir)}}, tmp_path / "ref")
+    warm = summary["paired_warm_vs_reference"]
+    assert set(warm) == {"ttds", "ttds (beam-plain)"} and "ttds (beam-plain)" in summary["systems"]
+    assert warm["ttds"]["users"] == fig["warm"]["users"] and warm["ttds"]["diff"] == 0.0
+    assert "trained without cold items" in cold_table(summary)

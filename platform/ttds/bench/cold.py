@@ -116,9 +116,12 @@ def _ttds_rankings(tcfg) -> dict[str, tuple[str, float, str]]:
     return {"beam": ("beam", share, rule), "beam-plain": ("beam", 0.0, plain)}
 
 
-def cold_summary(split: ColdSplit, figures: dict[str, dict], details: dict[str, dict]) -> dict:
-    """results.json's "cold_items": the protocol, every system's figures, and each TTDS-family
-    system vs content kNN on the cold-target users (paired over users, HR@10)."""
+def cold_summary(split: ColdSplit, figures: dict[str, dict], details: dict[str, dict], reference: str | Path | None = None) -> dict:
+    """results.json's "cold_items": the protocol, every system's figures, each TTDS-family
+    system vs content kNN on the cold-target users (paired over users, HR@10), and with
+    `reference` (a benchmark folder of the same systems trained without cold items) each TTDS
+    row's warm-target users vs that system's main run there (paired NDCG@10; user ids are the
+    same in both corpora, `ttds.data.cold_items`)."""
     systems = {}
     for name, f in figures.items():
         systems[name] = {k: v for k, v in f.items() if k != "rankers"}
@@ -140,6 +143,20 @@ def cold_summary(split: ColdSplit, figures: dict[str, dict], details: dict[str, 
                     paired[label] = paired_comparison(mine[split.is_cold(mine["target"].to_numpy())], base, metric="HR@10")
         if paired:
             out["paired_vs_content_knn_cold"] = paired
+    if reference:
+        out["reference"] = str(reference)
+        warm_paired = {}
+        for name, d in details.items():
+            ref_dir = Path(reference) / "systems" / name
+            if d.get("kind") != "ttds" or not (ref_dir / "result.json").exists():
+                continue
+            ref = read_per_user(ref_dir)
+            for label, f in systems.items():
+                if (label == name or label.startswith(f"{name} (")) and f.get("per_user") and (Path(d["out_dir"]) / f["per_user"]).exists():
+                    mine = read_per_user(Path(d["out_dir"]) / f["per_user"])
+                    warm_paired[label] = paired_comparison(mine[~split.is_cold(mine["target"].to_numpy())], ref, metric="NDCG@10")
+        if warm_paired:
+            out["paired_warm_vs_reference"] = warm_paired
     return out
 
 
@@ -159,4 +176,7 @@ def cold_table(summary: dict) -> str:
 
     for name, p in summary.get("paired_vs_content_knn_cold", {}).items():
         lines += ["", f"- cold-target users, {paired_sentence(name, 'content-knn', p)}"]
+    for name, p in summary.get("paired_warm_vs_reference", {}).items():
+        lines += ["", f"- warm-target users, {paired_sentence(name, 'the same recipe trained without cold items', p)} "
+                      f"(reference: {summary['reference']})"]
     return "\n".join(lines) + "\n"

@@ -424,7 +424,7 @@ class Harness:
         if diagnostics:
             out["diagnostics"] = diagnostics
         if self.cold is not None:
-            out["cold_items"] = cold_summary(self.cold, self.cold_rows, details)
+            out["cold_items"] = cold_summary(self.cold, self.cold_rows, details, self.cfg.cold_reference or None)
         return out, details
 
     def diagnostics(self, details: dict) -> dict:

@@ -518,6 +518,9 @@ class BenchConfig(Section):
     perf_reference_items: int = 10_000  # items of the reference decoding setting (0 = skip it)
     rss_interval_s: float = 0.5
     cold_items: float = 0.0  # > 0: hold this fraction of items out of training, test them as candidates (ttds.bench.cold)
+    # with cold_items: a benchmark folder of the same systems trained without cold items; each TTDS row's
+    # warm-target users are compared with that system's run there (paired NDCG@10: what holding items out cost)
+    cold_reference: str = ""
     seeds: int = 0  # > 0: the confirmatory protocol, every system trained with seeds 0..seeds-1 (ttds.bench.confirm)
     tune_trials: int = 0  # > 0: a Ray Tune search of this many trials per trained system on validation, frozen as a recipe
 
@@ -527,6 +530,8 @@ class BenchConfig(Section):
             out.append("seeds and train_seed exclude each other: --seeds N trains every system with seeds 0..N-1")
         if not 0.0 <= self.cold_items < 1.0:
             out.append(f"cold_items={self.cold_items}: expected a fraction in [0, 1)")
+        if self.cold_reference and not self.cold_items:
+            out.append("cold_reference compares a --cold-items run with a run without: it needs cold_items > 0")
         out += _at_least(self, ("perf_users", "perf_batch", "perf_rows", "perf_repeats", "perf_train_repeats"), 1)
         if self.cpus_per_worker <= 0:
             out.append(f"cpus_per_worker={self.cpus_per_worker}: expected a value > 0")
