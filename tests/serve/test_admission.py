@@ -184,3 +184,50 @@ def test_waiters_start_in_arrival_order():
         return order
 
     assert asyncio.run(main()) == list(range(6))
+
+
+def test_arrivals_judged_at_the_edge_count_until_they_reach_acquire():
+    """The HTTP edge judges a request before its body is read (`arrive`): arrivals not yet at
+    `acquire` count as ahead of later ones (a burst judged against the same queue would all
+    pass otherwise), one that leaves early (refused by validation) frees its place, and a
+    waiter's deadline runs from its arrival, not from `acquire`."""
+
+    async def main():
+        adm = Admission(AdmissionConfig(max_in_flight=2, max_queue=100, deadline_s=1.0))
+        adm.service_s = 0.2  # as if learned: 10 requests/s with 2 in flight; half the deadline = 5 queued at most
+        burst, refused = [], 0
+        for _ in range(20):  # a burst: nothing reaches acquire yet
+            try:
+                burst.append(adm.arrive())
+            except Overloaded as e:
+                refused += 1
+                assert "would wait" in e.reason
+        passed = len(burst)
+        adm.leave(burst.pop())  # refused by validation: its place is free again
+        again = adm.arrive()
+        assert adm.arriving == passed
+        for a in [*burst, again]:
+            adm.leave(a)
+        adm.leave(again)  # leaving twice is harmless
+        assert adm.arriving == 0
+
+        hold = asyncio.Event()
+
+        async def holder():
+            async with adm.slot():
+                await hold.wait()
+
+        holders = [asyncio.create_task(holder()) for _ in range(2)]
+        await asyncio.sleep(0)
+        arrival = adm.arrive()  # judged at once; its body takes longer than the deadline to arrive
+        arrival.at -= 2 * adm.cfg.deadline_s
+        with pytest.raises(Overloaded, match="could not start within"):
+            await adm.acquire(arrival)
+        hold.set()
+        await asyncio.gather(*holders)
+        return adm, passed, refused
+
+    adm, passed, refused = asyncio.run(main())
+    # 2 start at once, 5 queue (a predicted wait up to 0.5 s at 10/s), the 8th would wait 0.6 s
+    assert passed == 7 and refused == 13, (passed, refused)
+    assert adm.in_flight == 0 and adm.queued == 0 and adm.arriving == 0
