@@ -63,6 +63,7 @@ class Cell:
     client_cpu: float = float("nan")  # the load generator's CPU seconds per wall second (1.0 = one core)
     server_cpu_ms: dict = field(default_factory=dict)  # CPU ms per request, by Serve process group
     split: dict = field(default_factory=dict)  # where_time_went (concurrent cells)
+    server_cores: float = float("nan")  # CPU seconds per wall second of all Serve processes (concurrent cells)
 
 
 @dataclass
@@ -96,6 +97,8 @@ class Overload:
     accepted_split: dict = field(default_factory=dict)  # where_time_went of accepted requests
     rejected_split: dict = field(default_factory=dict)  # ... and of the 503s
     errors_sample: list = field(default_factory=list)
+    server_cores: float = float("nan")  # CPU seconds per wall second of all Serve processes
+    server_cpu_per_accepted_ms: float = float("nan")  # all Serve CPU (refusals included) per accepted request
 
     def targets(self) -> dict[str, bool]:
         """The issue's overload targets."""
@@ -276,6 +279,12 @@ class CpuMeter:
         return out
 
     @staticmethod
+    def cores(before: dict, after: dict, wall_s: float) -> float:
+        """CPU seconds all Serve processes got per wall second: on a shared host, what the
+        neighbours left them (throughput against the peak is only fair at similar figures)."""
+        return round((sum(after.values()) - sum(before.values())) / max(wall_s, 1e-9), 2)
+
+    @staticmethod
     def per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
         return {n: round((after[n] - before.get(n, 0.0)) * 1000 / max(requests, 1), 2) for n in after}
 
@@ -401,7 +410,9 @@ def http_cell(url: str, mode: str, clients: int, users: list[int], duration: flo
                      "max_requests": max_requests, "k": k, "honour_retry_after": False})
     cell = summarise(f"{mode} (HTTP)", clients, r["ok"], r["errors"], r["wall"])
     cell.client_cpu = round(r["cpu"] / max(r["wall"], 1e-9), 2)
-    cell.server_cpu_ms = CpuMeter.per_request(cpu0, meter.snapshot(), len(r["ok"]) + r["errors"])
+    cpu1 = meter.snapshot()
+    cell.server_cpu_ms = CpuMeter.per_request(cpu0, cpu1, len(r["ok"]) + r["errors"])
+    cell.server_cores = CpuMeter.cores(cpu0, cpu1, r["wall"])
     cell.split = where_time_went(r["split"]["200"])
     return cell
 
@@ -418,7 +429,8 @@ def overload(url: str, mode: str, clients: int, users: list[int], duration: floa
     finally:
         ready = probe.stop()
     acc, rej = r["ok"], r["rej"]
-    server = CpuMeter.per_request(cpu0, meter.snapshot(), len(acc) + len(rej) + r["errors"])
+    cpu1 = meter.snapshot()
+    server = CpuMeter.per_request(cpu0, cpu1, len(acc) + len(rej) + r["errors"])
     rps = len(acc) / r["wall"]
     ms = lambda xs, q: round(percentile([x * 1000 for x in xs], q), 1)  # noqa: E731
     return Overload(clients, round(r["wall"], 1), len(acc), len(rej), r["late"], r["errors"], round(r["json_ok"] / max(len(rej), 1), 3),
@@ -428,7 +440,8 @@ def overload(url: str, mode: str, clients: int, users: list[int], duration: floa
                     ms(r["recovery"], 0.5), round(os.getloadavg()[0], 1), round(r["cpu"] / max(r["wall"], 1e-9), 2), server,
                     len(meter.gone), round(percentile([d * 1000 for _, d in probe.livez], 0.5), 1),
                     round(max((d for _, d in probe.livez), default=float("nan")) * 1000, 1),
-                    where_time_went(r["split"]["200"]), where_time_went(r["split"]["503"]), r["sample"])
+                    where_time_went(r["split"]["200"]), where_time_went(r["split"]["503"]), r["sample"],
+                    CpuMeter.cores(cpu0, cpu1, r["wall"]), round((sum(cpu1.values()) - sum(cpu0.values())) * 1000 / max(len(acc), 1), 1))
 
 
 def free_port() -> int:
@@ -517,7 +530,8 @@ def table(cells: list[Cell], ratios: dict, ov: Overload | None, floors: dict | N
                       "OOM kills, failed health checks): the figures below are not a clean measurement"]
         cpu = ", ".join(f"{n} {v}" for n, v in ov.server_cpu_ms.items())
         lines += ["", f"overload: {ov.clients} clients honouring Retry-After for {ov.duration_s} s (load avg {ov.load_avg}, "
-                  f"client {ov.client_cpu} cores; server CPU ms/request: {cpu})",
+                  f"client {ov.client_cpu} cores; server CPU ms/request: {cpu}; Serve got {ov.server_cores} cores, "
+                  f"{ov.server_cpu_per_accepted_ms} CPU ms per accepted request)",
                   f"  accepted {ov.accepted} = {ov.accepted_rps} req/s = {ov.throughput_vs_peak:.0%} of peak {ov.peak_rps}; "
                   f"accepted p50/p99 {ov.accepted_p50_ms}/{ov.accepted_p99_ms} ms",
                   f"  {ov.rejected_503} 503s ({ov.rejected_late} late: queued, then refused at the deadline; "
@@ -608,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(probe)
             peak = max(c.rps for c in cells if c.mode == f"{mode} (HTTP)")  # HTTP cells of this mode, the 32-client run included
             print(f"{mode:9s} clients= 32 {probe.rps} req/s p99={probe.p99_ms} ms; peak {peak} req/s; load avg {probe.load_avg}, "
-                  f"server CPU ms/request {probe.server_cpu_ms}, client {probe.client_cpu} cores", flush=True)
+                  f"server CPU ms/request {probe.server_cpu_ms} ({probe.server_cores} cores), client {probe.client_cpu} cores", flush=True)
             ov = overload(url, mode, args.overload_clients, users, args.overload_duration, args.k, peak, meter)
     finally:
         serve.shutdown()

@@ -4,11 +4,14 @@ Why not Serve's `max_queued_requests` alone: that bound is a count, checked by e
 against a slightly stale view (measured: 187 queued for a cap of 128), and a request under it
 may still wait 14-38 s; the 503 it gives is the proxy's text/plain, outside the error contract.
 Here one event loop owns the count, so the cap is exact, and a request is refused on arrival
-when the queue ahead of it would not drain within HALF the deadline at the rate requests are
-finishing now (so a refusal costs microseconds, not a wait). The other half of the deadline
-absorbs a wrong guess: a request admitted to the queue that still has not started at its
-deadline is refused then, late (measured with no margin: most 503s came after the full 2 s
-deadline, because the queue filled exactly to the predicted limit). Work in flight is capped
+when the queue ahead of it would not drain within a QUARTER of the deadline (ADMIT_SHARE) at
+the rate requests are finishing now (so a refusal costs microseconds, not a wait). The rest of
+the deadline absorbs a wrong guess: a request admitted to the queue that still has not started
+at its deadline is refused then, late, after the whole deadline, which makes the 503s' p99 the
+deadline once over 1% of them are late (measured with no margin: most 503s came after the full
+2 s deadline, the queue filled exactly to the predicted limit; with half the deadline as the
+margin, 5% were late at a load average of 85 on 2 cores, where the drain rate swings with the
+neighbours' load). Work in flight is capped
 below what the ranking replicas take at once, so batches stay full and nothing piles up
 behind them.
 
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 from ttds.config import AdmissionConfig
 
 
-ADMIT_SHARE = 0.5  # an arrival joins the queue only if its predicted wait is within this share of the deadline
+ADMIT_SHARE = 0.25  # an arrival joins the queue only if its predicted wait is within this share of the deadline
 RETRY_SHARE = 0.25  # refused clients are scheduled to come back at this share of the drain rate, in all
 
 

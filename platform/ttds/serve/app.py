@@ -40,10 +40,8 @@ import gc
 import logging
 import os
 import re
-import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,39 +82,6 @@ TOPOLOGIES = ("single", "fused", "composed")
 
 
 BATCH_KEYS = ("max_batch_size", "batch_wait_timeout_s")  # serving-layer keys of user_config
-MODEL_NICE = 5  # default `model_nice`: how much lower the model threads' CPU priority is (see ModelThreads)
-
-
-class ModelThreads:
-    """The threads that run model calls (batches, similar items), at a lower CPU priority than
-    the replica's event loops: `nice` higher (Linux nice values are per thread).
-
-    Why: on a CPU-bound host the model work and the request plumbing (Serve's proxy, the
-    Ingress's event loop, each replica's RPC loop) share the cores, and at equal priority an
-    overloaded host makes every refusal, health probe and hand-off wait behind beam searches
-    (measured at 256 clients on 2 cores: a 503 decided in microseconds took ~1.3 s at p99).
-    With the model threads niced, the plumbing runs first and the model takes the rest; the
-    model's throughput is what the rest allows, the same CPU either way. An unprivileged process
-    can raise its nice value but not lower it back: a smaller `nice` after a larger one takes
-    effect on fresh threads only (the pool is replaced). 0 = the replica's own priority."""
-
-    def __init__(self, nice: int = MODEL_NICE, workers: int = 2):
-        self.nice = int(nice)
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model", initializer=self._lower_priority)
-
-    def _lower_priority(self) -> None:
-        if self.nice > 0:
-            tid = threading.get_native_id()
-            try:
-                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + self.nice))
-            except OSError as e:  # not Linux, or not allowed: run at the replica's priority
-                log.warning("model threads keep the replica's priority (%s)", e)
-
-    async def run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-
-    def shutdown(self) -> None:
-        self.pool.shutdown(wait=False)
 
 
 def parse_user_config(config: dict | None) -> tuple[str, RecommenderConfig]:
@@ -149,15 +114,10 @@ class ModelHolder:
         self._key: tuple | None = None
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
-        self.threads = ModelThreads()
 
     async def reconfigure(self, config: dict) -> None:
         config = dict(config or {})
         batching = {k: config.pop(k) for k in BATCH_KEYS if k in config}
-        nice = int(config.pop("model_nice", MODEL_NICE))
-        if nice != self.threads.nice:
-            old_threads, self.threads = self.threads, ModelThreads(nice)
-            old_threads.shutdown()
         if self.BATCHED:
             method = getattr(self, self.BATCHED)
             if "max_batch_size" in batching:
@@ -267,7 +227,7 @@ class Ranking(ModelHolder):
     async def rank(self, items: list[Query | PromptState | Failure]) -> list[Recommendation | Failure]:
         rec = self.current()
         # off the event loop: requests keep arriving (and forming the next batch), status answers
-        return await self.threads.run(rank_batch, rec, items)
+        return await asyncio.to_thread(rank_batch, rec, items)
 
     async def item_info(self, item_id: int) -> dict | Failure:
         rec = self.current()
@@ -280,7 +240,7 @@ class Ranking(ModelHolder):
             items = rec.similar_items(item_id, k)
             return {"item_id": item_id, "items": [(i, s, rec.titles[i]) for i, s in items], "model_version": rec.version}
 
-        return await self.threads.run(_as_values, run)
+        return await asyncio.to_thread(_as_values, run)
 
 
 @serve.deployment(
