@@ -99,6 +99,8 @@ class Overload:
     errors_sample: list = field(default_factory=list)
     server_cores: float = float("nan")  # CPU seconds per wall second of all Serve processes
     server_cpu_per_accepted_ms: float = float("nan")  # all Serve CPU (refusals included) per accepted request
+    peak_cpu_per_request_ms: float = float("nan")  # ... at the peak: the ratio of the two is what overload wastes
+    peak_cores: float = float("nan")  # CPU the Serve processes got in the peak's cell
 
     def targets(self) -> dict[str, bool]:
         """The issue's overload targets."""
@@ -533,7 +535,9 @@ def table(cells: list[Cell], ratios: dict, ov: Overload | None, floors: dict | N
                   f"client {ov.client_cpu} cores; server CPU ms/request: {cpu}; Serve got {ov.server_cores} cores, "
                   f"{ov.server_cpu_per_accepted_ms} CPU ms per accepted request)",
                   f"  accepted {ov.accepted} = {ov.accepted_rps} req/s = {ov.throughput_vs_peak:.0%} of peak {ov.peak_rps}; "
-                  f"accepted p50/p99 {ov.accepted_p50_ms}/{ov.accepted_p99_ms} ms",
+                  f"accepted p50/p99 {ov.accepted_p50_ms}/{ov.accepted_p99_ms} ms; Serve CPU per accepted request "
+                  f"{ov.server_cpu_per_accepted_ms} ms vs {ov.peak_cpu_per_request_ms} ms at the peak (the rest of the "
+                  f"shortfall is CPU the host did not give: {ov.server_cores} cores now, {ov.peak_cores} at the peak)",
                   f"  {ov.rejected_503} 503s ({ov.rejected_late} late: queued, then refused at the deadline; "
                   f"{ov.rejected_json_with_retry_after:.0%} JSON with Retry-After), p50/p99 "
                   f"{ov.rejected_p50_ms}/{ov.rejected_p99_ms} ms; Retry-After p50 {ov.retry_after_p50_s} s, max {ov.retry_after_max_s} s; "
@@ -624,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mode:9s} clients= 32 {probe.rps} req/s p99={probe.p99_ms} ms; peak {peak} req/s; load avg {probe.load_avg}, "
                   f"server CPU ms/request {probe.server_cpu_ms} ({probe.server_cores} cores), client {probe.client_cpu} cores", flush=True)
             ov = overload(url, mode, args.overload_clients, users, args.overload_duration, args.k, peak, meter)
+            best = max((c for c in cells if c.mode == f"{mode} (HTTP)"), key=lambda c: c.rps)
+            ov.peak_cpu_per_request_ms, ov.peak_cores = round(sum(best.server_cpu_ms.values()), 1), best.server_cores
     finally:
         serve.shutdown()
         import ray
