@@ -11,9 +11,9 @@ at its deadline is refused then, late, after the whole deadline, which makes the
 deadline once over 1% of them are late (measured with no margin: most 503s came after the full
 2 s deadline, the queue filled exactly to the predicted limit; with half the deadline as the
 margin, 5% were late at a load average of 85 on 2 cores, where the drain rate swings with the
-neighbours' load). Work in flight is capped
-below what the ranking replicas take at once, so batches stay full and nothing piles up
-behind them.
+neighbours' load). Work in flight is capped below what the ranking replicas take at once, so
+batches stay full and nothing piles up behind them. Arrivals over HTTP are judged at the app's
+edge, before their body is read (`arrive`, then `acquire`).
 
 Retry-After grows with the backlog: each refused client is given its own return time on a
 virtual schedule, after the queue ahead has drained and after every client refused before it,
