@@ -63,6 +63,7 @@ class Cell:
     client_cpu: float = float("nan")  # the load generator's CPU seconds per wall second (1.0 = one core)
     server_cpu_ms: dict = field(default_factory=dict)  # CPU ms per request, by Serve process group
     split: dict = field(default_factory=dict)  # where_time_went (concurrent cells)
+    server_cores: float = float("nan")  # CPU seconds per wall second of all Serve processes (concurrent cells)
 
 
 @dataclass
@@ -91,9 +92,15 @@ class Overload:
     client_cpu: float
     server_cpu_ms: dict = field(default_factory=dict)
     processes_died: int = 0  # Serve processes that died during the run (replaced by Serve; not a clean run)
+    healthz_p50_ms: float = float("nan")  # GET /healthz polled during the overload: the path outside the app, no work in it
+    healthz_max_ms: float = float("nan")
     accepted_split: dict = field(default_factory=dict)  # where_time_went of accepted requests
     rejected_split: dict = field(default_factory=dict)  # ... and of the 503s
     errors_sample: list = field(default_factory=list)
+    server_cores: float = float("nan")  # CPU seconds per wall second of all Serve processes
+    server_cpu_per_accepted_ms: float = float("nan")  # all Serve CPU (refusals included) per accepted request
+    peak_cpu_per_request_ms: float = float("nan")  # ... at the peak: the ratio of the two is what overload wastes
+    peak_cores: float = float("nan")  # CPU the Serve processes got in the peak's cell
 
     def targets(self) -> dict[str, bool]:
         """The issue's overload targets."""
@@ -151,7 +158,7 @@ async def _load(spec: dict) -> dict:
                 dt = time.perf_counter() - t
                 app = server_timing(r.headers.get("Server-Timing", ""))
                 if app and r.status in split:
-                    split[r.status].append((app[1] - sent, app[0]))
+                    split[r.status].append((app[1] - sent, app[0], dt))
                 return r.status, dt, dict(r.headers), data
 
         async def worker(w: int) -> None:
@@ -206,10 +213,18 @@ def server_timing(header: str) -> tuple[float, float] | None:
 
 
 def where_time_went(split: list) -> dict:
-    """p50/p99 ms spent before the app (proxy, hop, the replica's event loop) and in it."""
-    before, inside = [b for b, _ in split], [a for _, a in split]
-    return {"before_app_p50_ms": round(percentile(before, 0.5) * 1000, 1), "before_app_p99_ms": round(percentile(before, 0.99) * 1000, 1),
-            "in_app_p50_ms": round(percentile(inside, 0.5) * 1000, 1), "in_app_p99_ms": round(percentile(inside, 0.99) * 1000, 1)}
+    """p50/p99 ms of a request's time by where it went, from (before the app, in the app,
+    client-measured total) seconds per request: `before_app` (the proxy, the hop, the replica
+    before the app's middleware: the clocks of client and app are the same host's), `in_app`
+    (the app's own Server-Timing: admission, validation, the model call) and `outside` (total
+    minus in_app: everything the app cannot shape, the way in and the way back through Serve's
+    proxy). The p99 of each part is taken on its own (they need not come from one request)."""
+    out = {}
+    for name, xs in (("before_app", [x[0] for x in split]), ("in_app", [x[1] for x in split]),
+                     ("outside", [x[2] - x[1] for x in split if len(x) > 2])):
+        out[f"{name}_p50_ms"] = round(percentile(xs, 0.5) * 1000, 1)
+        out[f"{name}_p99_ms"] = round(percentile(xs, 0.99) * 1000, 1)
+    return out
 
 
 def _cpu_self() -> float:
@@ -266,43 +281,60 @@ class CpuMeter:
         return out
 
     @staticmethod
+    def cores(before: dict, after: dict, wall_s: float) -> float:
+        """CPU seconds all Serve processes got per wall second: on a shared host, what the
+        neighbours left them (throughput against the peak is only fair at similar figures)."""
+        return round((sum(after.values()) - sum(before.values())) / max(wall_s, 1e-9), 2)
+
+    @staticmethod
     def per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
         return {n: round((after[n] - before.get(n, 0.0)) * 1000 / max(requests, 1), 2) for n in after}
 
 
 class ReadyProbe(threading.Thread):
-    """Polls /readyz every `every` s on its own connection until stopped; (status, seconds)."""
+    """Polls /readyz, then /healthz, every `every` s on a new connection each until stopped;
+    (status, seconds) of each in `results` and `livez`. /healthz does no work in the app (its
+    time there is microseconds), so its latency under the overload is what any request, a 503
+    included, pays outside the app: the proxy and the hops on a busy host."""
 
     def __init__(self, url: str, every: float = 0.5):
         super().__init__(daemon=True)
         self.host, self.port = url.removeprefix("http://").split(":")
-        self.every, self.results = every, []
+        self.every, self.results, self.livez = every, [], []
         self._stop_evt = threading.Event()
+
+    def _get(self, path: str) -> tuple[int, float]:
+        t = time.perf_counter()
+        try:
+            c = http.client.HTTPConnection(self.host, int(self.port), timeout=30)
+            c.request("GET", path)
+            status = c.getresponse().status
+            c.close()
+        except OSError:
+            status = -1
+        return status, time.perf_counter() - t
 
     def run(self) -> None:
         while not self._stop_evt.is_set():
-            t = time.perf_counter()
-            try:
-                c = http.client.HTTPConnection(self.host, int(self.port), timeout=30)
-                c.request("GET", "/readyz")
-                status = c.getresponse().status
-                c.close()
-            except OSError:
-                status = -1
-            self.results.append((status, time.perf_counter() - t))
+            self.results.append(self._get("/readyz"))
+            self.livez.append(self._get("/healthz"))
             self._stop_evt.wait(self.every)
 
     def stop(self) -> list[tuple[int, float]]:
         self._stop_evt.set()
-        self.join(timeout=35)
+        self.join(timeout=65)
         return self.results
 
 
 # --------------------------------------------------------------------------- cells
 
 
-def paired(url: str, rec, mode: str, users: list[int], n: int, k: int, meter: CpuMeter) -> tuple[Cell, Cell]:
-    """Alternate one in-process call and one HTTP request, n times (one client, one keep-alive connection)."""
+def paired(url: str, rec, mode: str, users: list[int], n: int, k: int, meter: CpuMeter) -> tuple[Cell, Cell, Cell]:
+    """Alternate one in-process call, one HTTP request and one GET /healthz, n times (one client,
+    one keep-alive connection). /healthz is the floor: the same path (client, Serve's proxy, the
+    hop into the Ingress replica, its middleware and FastAPI) doing no model work, so the HTTP
+    latency less the floor is what the app and the model add. Returns (in-process, HTTP, floor);
+    the HTTP cell's server CPU includes the interleaved /healthz requests."""
     from ttds.serve.recommender import Query
 
     host, port = url.removeprefix("http://").split(":")
@@ -320,11 +352,18 @@ def paired(url: str, rec, mode: str, users: list[int], n: int, k: int, meter: Cp
             split.append((app[1] - sent, app[0]))
         return r.status
 
-    local, remote = [], []
+    def livez() -> int:
+        conn.request("GET", "/healthz")
+        r = conn.getresponse()
+        r.read()
+        return r.status
+
+    local, remote, floor = [], [], []
     errors = 0
     for i in range(3):  # warm-up of both paths
         rec.recommend_batch([Query(user_id=users[i], k=k, mode=mode)])
         post(users[i])
+        livez()
     cpu0 = meter.snapshot()
     t0 = time.perf_counter()
     for i in range(n):
@@ -337,12 +376,17 @@ def paired(url: str, rec, mode: str, users: list[int], n: int, k: int, meter: Cp
             remote.append(time.perf_counter() - t)
         else:
             errors += 1
+        t = time.perf_counter()
+        if livez() == 200:
+            floor.append(time.perf_counter() - t)
+        else:
+            errors += 1
     wall = time.perf_counter() - t0
     conn.close()
     remote_cell = summarise(f"{mode} (HTTP)", 1, remote, errors, wall)
     remote_cell.server_cpu_ms = CpuMeter.per_request(cpu0, meter.snapshot(), n)
     remote_cell.split = where_time_went(split[3:])  # without the warm-up
-    return summarise(f"{mode} (in-process)", 1, local, 0, wall), remote_cell
+    return summarise(f"{mode} (in-process)", 1, local, 0, wall), remote_cell, summarise("floor (GET /healthz)", 1, floor, 0, wall)
 
 
 def in_process(rec, mode: str, clients: int, users: list[int], n: int, k: int) -> Cell:
@@ -368,7 +412,9 @@ def http_cell(url: str, mode: str, clients: int, users: list[int], duration: flo
                      "max_requests": max_requests, "k": k, "honour_retry_after": False})
     cell = summarise(f"{mode} (HTTP)", clients, r["ok"], r["errors"], r["wall"])
     cell.client_cpu = round(r["cpu"] / max(r["wall"], 1e-9), 2)
-    cell.server_cpu_ms = CpuMeter.per_request(cpu0, meter.snapshot(), len(r["ok"]) + r["errors"])
+    cpu1 = meter.snapshot()
+    cell.server_cpu_ms = CpuMeter.per_request(cpu0, cpu1, len(r["ok"]) + r["errors"])
+    cell.server_cores = CpuMeter.cores(cpu0, cpu1, r["wall"])
     cell.split = where_time_went(r["split"]["200"])
     return cell
 
@@ -385,7 +431,8 @@ def overload(url: str, mode: str, clients: int, users: list[int], duration: floa
     finally:
         ready = probe.stop()
     acc, rej = r["ok"], r["rej"]
-    server = CpuMeter.per_request(cpu0, meter.snapshot(), len(acc) + len(rej) + r["errors"])
+    cpu1 = meter.snapshot()
+    server = CpuMeter.per_request(cpu0, cpu1, len(acc) + len(rej) + r["errors"])
     rps = len(acc) / r["wall"]
     ms = lambda xs, q: round(percentile([x * 1000 for x in xs], q), 1)  # noqa: E731
     return Overload(clients, round(r["wall"], 1), len(acc), len(rej), r["late"], r["errors"], round(r["json_ok"] / max(len(rej), 1), 3),
@@ -393,7 +440,10 @@ def overload(url: str, mode: str, clients: int, users: list[int], duration: floa
                     ms(rej, 0.99), round(percentile(r["retry"], 0.5), 1), max(r["retry"], default=float("nan")),
                     len(ready), sum(1 for c, _ in ready if c != 200), round(max((d for _, d in ready), default=float("nan")) * 1000, 1),
                     ms(r["recovery"], 0.5), round(os.getloadavg()[0], 1), round(r["cpu"] / max(r["wall"], 1e-9), 2), server,
-                    len(meter.gone), where_time_went(r["split"]["200"]), where_time_went(r["split"]["503"]), r["sample"])
+                    len(meter.gone), round(percentile([d * 1000 for _, d in probe.livez], 0.5), 1),
+                    round(max((d for _, d in probe.livez), default=float("nan")) * 1000, 1),
+                    where_time_went(r["split"]["200"]), where_time_went(r["split"]["503"]), r["sample"],
+                    CpuMeter.cores(cpu0, cpu1, r["wall"]), round((sum(cpu1.values()) - sum(cpu0.values())) * 1000 / max(len(acc), 1), 1))
 
 
 def free_port() -> int:
@@ -435,7 +485,9 @@ def start_serve(app: dict) -> str:
 
     for attempt in range(3):  # a saturated machine sometimes misses the raylet's start-up deadline
         try:
-            init_ray(num_cpus=os.cpu_count() or 2, object_store_mb=300)
+            # log_to_driver=False: this process does not echo every replica's access-log line (thousands
+            # a second under overload, CPU a deployment's driver does not spend; the logs stay in files)
+            init_ray(num_cpus=os.cpu_count() or 2, object_store_mb=300, log_to_driver=False)
             break
         except Exception:  # noqa: BLE001
             ray.shutdown()
@@ -457,7 +509,7 @@ def start_serve(app: dict) -> str:
     raise RuntimeError("the app did not become ready within 600 s")
 
 
-def table(cells: list[Cell], ratios: dict, ov: Overload | None) -> str:
+def table(cells: list[Cell], ratios: dict, ov: Overload | None, floors: dict | None = None, less_floor: dict | None = None) -> str:
     lines = ["| mode | clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms | before app / in app p50 ms | load avg "
              "| client cores | server CPU ms/request |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -467,33 +519,41 @@ def table(cells: list[Cell], ratios: dict, ov: Overload | None) -> str:
         lines.append(f"| {c.mode} | {c.clients} | {c.requests} | {c.errors} | {c.rps} | {c.p50_ms} | {c.p95_ms} | {c.p99_ms} | "
                      f"{split} | {c.load_avg} | {c.client_cpu} | {cpu} |")
     lines.append("")
-    lines.append("| mode | clients | HTTP p50 / in-process p50 |")
-    lines.append("|---|---:|---:|")
+    floors, less_floor = floors or {}, less_floor or {}
+    lines.append("| mode | clients | HTTP p50 / in-process p50 | floor p50 ms (GET /healthz) | (HTTP - floor) / in-process |")
+    lines.append("|---|---:|---:|---:|---:|")
     for mode, by_c in ratios.items():
         for c, r in by_c.items():
-            lines.append(f"| {mode} | {c} | {r:.2f}x |")
+            extra = f"{floors[mode]} | {less_floor[mode]:.2f}x" if c == 1 and mode in floors else " | "
+            lines.append(f"| {mode} | {c} | {r:.2f}x | {extra} |")
     if ov is not None:
         if ov.processes_died:
             lines += ["", f"WARNING: {ov.processes_died} Serve process(es) died during the run (see the Ray log: "
                       "OOM kills, failed health checks): the figures below are not a clean measurement"]
         cpu = ", ".join(f"{n} {v}" for n, v in ov.server_cpu_ms.items())
         lines += ["", f"overload: {ov.clients} clients honouring Retry-After for {ov.duration_s} s (load avg {ov.load_avg}, "
-                  f"client {ov.client_cpu} cores; server CPU ms/request: {cpu})",
+                  f"client {ov.client_cpu} cores; server CPU ms/request: {cpu}; Serve got {ov.server_cores} cores, "
+                  f"{ov.server_cpu_per_accepted_ms} CPU ms per accepted request)",
                   f"  accepted {ov.accepted} = {ov.accepted_rps} req/s = {ov.throughput_vs_peak:.0%} of peak {ov.peak_rps}; "
-                  f"accepted p50/p99 {ov.accepted_p50_ms}/{ov.accepted_p99_ms} ms",
+                  f"accepted p50/p99 {ov.accepted_p50_ms}/{ov.accepted_p99_ms} ms; Serve CPU per accepted request "
+                  f"{ov.server_cpu_per_accepted_ms} ms vs {ov.peak_cpu_per_request_ms} ms at the peak (the rest of the "
+                  f"shortfall is CPU the host did not give: {ov.server_cores} cores now, {ov.peak_cores} at the peak)",
                   f"  {ov.rejected_503} 503s ({ov.rejected_late} late: queued, then refused at the deadline; "
                   f"{ov.rejected_json_with_retry_after:.0%} JSON with Retry-After), p50/p99 "
                   f"{ov.rejected_p50_ms}/{ov.rejected_p99_ms} ms; Retry-After p50 {ov.retry_after_p50_s} s, max {ov.retry_after_max_s} s; "
                   f"other errors {ov.other_errors} {ov.errors_sample[:2]}",
-                  f"  where the time went (p50/p99 ms before reaching the app: proxy, hop, replica loop | inside the app): "
-                  f"accepted {ov.accepted_split.get('before_app_p50_ms')}/{ov.accepted_split.get('before_app_p99_ms')} | "
-                  f"{ov.accepted_split.get('in_app_p50_ms')}/{ov.accepted_split.get('in_app_p99_ms')}; 503s "
-                  f"{ov.rejected_split.get('before_app_p50_ms')}/{ov.rejected_split.get('before_app_p99_ms')} | "
-                  f"{ov.rejected_split.get('in_app_p50_ms')}/{ov.rejected_split.get('in_app_p99_ms')}",
+                  f"  where the time went (p50/p99 ms; before the app: proxy, hop, replica loop | inside the app (server side) | "
+                  f"outside the app in all (client total less server side: proxy and hops both ways)): "
+                  f"accepted {_parts(ov.accepted_split)}; 503s {_parts(ov.rejected_split)}",
                   f"  /readyz {ov.readyz_polls} polls, {ov.readyz_not_200} not 200, worst {ov.readyz_max_ms} ms; "
-                  f"recovery p50 {ov.recovery_p50_ms} ms",
+                  f"recovery p50 {ov.recovery_p50_ms} ms; /healthz (no work in the app) p50 {ov.healthz_p50_ms} ms, "
+                  f"worst {ov.healthz_max_ms} ms",
                   "  targets: " + "; ".join(f"{k} {'OK' if v else 'MISSED'}" for k, v in ov.targets().items())]
     return "\n".join(lines)
+
+
+def _parts(split: dict) -> str:
+    return " | ".join(f"{split.get(f'{k}_p50_ms')}/{split.get(f'{k}_p99_ms')}" for k in ("before_app", "in_app", "outside"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -537,20 +597,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"serving at {url}; Serve processes: {sorted(meter.procs)}; load avg {os.getloadavg()[0]:.1f}", flush=True)
     cells: list[Cell] = []
     ratios: dict[str, dict[int, float]] = {}
+    floors: dict[str, float] = {}  # one client: p50 ms of GET /healthz (the HTTP path doing no model work)
+    less_floor: dict[str, float] = {}  # one client: (HTTP p50 - floor p50) / in-process p50
     ov = None
     try:
         for mode in modes:
             ratios[mode] = {}
             for c in levels:
+                floor_note = ""
                 if c == 1:
-                    local, remote = paired(url, rec, mode, users, args.pairs, args.k, meter)
+                    local, remote, floor = paired(url, rec, mode, users, args.pairs, args.k, meter)
+                    cells += [local, remote, floor]
+                    floors[mode] = floor.p50_ms
+                    less_floor[mode] = round((remote.p50_ms - floor.p50_ms) / max(local.p50_ms, 1e-9), 2)
+                    floor_note = f" (floor GET /healthz p50={floor.p50_ms} ms; less the floor {less_floor[mode]}x)"
                 else:
                     local = in_process(rec, mode, c, users, args.batches, args.k)
                     remote = http_cell(url, mode, c, users, args.duration, args.max_requests, args.k, meter)
-                cells += [local, remote]
+                    cells += [local, remote]
                 ratios[mode][c] = round(remote.p50_ms / max(local.p50_ms, 1e-9), 2)
                 print(f"{mode:9s} clients={c:3d} in-process p50={local.p50_ms} ms, HTTP p50={remote.p50_ms} ms "
-                      f"({remote.rps} req/s, errors {remote.errors}) -> {ratios[mode][c]}x; load avg {remote.load_avg}, "
+                      f"({remote.rps} req/s, errors {remote.errors}) -> {ratios[mode][c]}x{floor_note}; load avg {remote.load_avg}, "
                       f"server CPU ms/request {remote.server_cpu_ms}, client {remote.client_cpu} cores; "
                       f"before the app / in it p50 {remote.split.get('before_app_p50_ms')} / {remote.split.get('in_app_p50_ms')} ms", flush=True)
         if args.overload_clients:
@@ -559,20 +626,22 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(probe)
             peak = max(c.rps for c in cells if c.mode == f"{mode} (HTTP)")  # HTTP cells of this mode, the 32-client run included
             print(f"{mode:9s} clients= 32 {probe.rps} req/s p99={probe.p99_ms} ms; peak {peak} req/s; load avg {probe.load_avg}, "
-                  f"server CPU ms/request {probe.server_cpu_ms}, client {probe.client_cpu} cores", flush=True)
+                  f"server CPU ms/request {probe.server_cpu_ms} ({probe.server_cores} cores), client {probe.client_cpu} cores", flush=True)
             ov = overload(url, mode, args.overload_clients, users, args.overload_duration, args.k, peak, meter)
+            best = max((c for c in cells if c.mode == f"{mode} (HTTP)"), key=lambda c: c.rps)
+            ov.peak_cpu_per_request_ms, ov.peak_cores = round(sum(best.server_cpu_ms.values()), 1), best.server_cores
     finally:
         serve.shutdown()
         import ray
 
         ray.shutdown()
-    text = table(cells, ratios, ov)
+    text = table(cells, ratios, ov, floors, less_floor)
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "model": model, "k": args.k, "topology": app["args"].get("topology"), "cells": [asdict(c) for c in cells],
-        "ratio_p50": ratios, "overload": asdict(ov) if ov else None, "targets": ov.targets() if ov else None,
+        "ratio_p50": ratios, "floor_p50_ms": floors, "ratio_p50_less_floor": less_floor, "overload": asdict(ov) if ov else None, "targets": ov.targets() if ov else None,
         "duration_s": args.duration, "threads": args.threads, "batch_wait_timeout_s": args.batch_wait, "serve_env": serve_env,
         "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(), "python": platform.python_version()},
     }, indent=2))

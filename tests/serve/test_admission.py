@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ttds.serve.admission import RETRY_SHARE, Admission, AdmissionConfig, Overloaded
+from ttds.serve.admission import ADMIT_SHARE, RETRY_SHARE, Admission, AdmissionConfig, Overloaded
 
 
 async def _work(adm: Admission, seconds: float, log: list) -> str:
@@ -49,7 +49,7 @@ def test_cap_is_exact_and_refusals_are_fast():
 
 def test_refused_on_arrival_when_the_queue_would_not_drain_in_time():
     async def main():
-        adm = Admission(AdmissionConfig(max_in_flight=1, max_queue=100, deadline_s=0.7))
+        adm = Admission(AdmissionConfig(max_in_flight=1, max_queue=100, deadline_s=0.35 / ADMIT_SHARE))
         log: list = []
         await _work(adm, 0.1, log)  # teaches it a service time of ~0.1 s (more on a busy machine)
         learned = adm.service_s
@@ -57,13 +57,13 @@ def test_refused_on_arrival_when_the_queue_would_not_drain_in_time():
         return adm, out, log, learned
 
     adm, out, log, learned = asyncio.run(main())
-    # one runs at once, ~3 more queue (a predicted wait within half the deadline, 0.35 s: the
-    # other half is the margin for a wrong guess); the rest are told so at once, none late
+    # one runs at once, ~3 more queue (a predicted wait within ADMIT_SHARE of the deadline, 0.35 s:
+    # the rest is the margin for a wrong guess); the rest are told so at once, none late
     expected = 1 + int(0.35 / learned + 1e-9)
     assert expected - 1 <= out.count("ok") <= expected + 1, (out, learned)
     assert all("would wait" in o for o in out if o != "ok"), out
     assert all(dt < 0.01 for kind, dt in log if kind == "refused")
-    assert max(dt for kind, dt in log if kind == "start") < 0.7
+    assert max(dt for kind, dt in log if kind == "start") < 0.35 / ADMIT_SHARE
 
 
 def test_waiter_past_its_deadline_is_refused_then_recovery_is_immediate():
@@ -110,7 +110,7 @@ def test_retry_after_grows_with_the_backlog():
         holders = [asyncio.create_task(holder()) for _ in range(2)]
         await asyncio.sleep(0.01)
         refusals, queued = [], []
-        for _ in range(150):  # arrivals one after another: the first two queue, the rest are refused
+        for _ in range(150):  # arrivals one after another: the first queue (within ADMIT_SHARE of the deadline), the rest are refused
             task = asyncio.create_task(adm.acquire())
             await asyncio.sleep(0)
             if task.done():
@@ -184,3 +184,50 @@ def test_waiters_start_in_arrival_order():
         return order
 
     assert asyncio.run(main()) == list(range(6))
+
+
+def test_arrivals_judged_at_the_edge_count_until_they_reach_acquire():
+    """The HTTP edge judges a request before its body is read (`arrive`): arrivals not yet at
+    `acquire` count as ahead of later ones (a burst judged against the same queue would all
+    pass otherwise), one that leaves early (refused by validation) frees its place, and a
+    waiter's deadline runs from its arrival, not from `acquire`."""
+
+    async def main():
+        adm = Admission(AdmissionConfig(max_in_flight=2, max_queue=100, deadline_s=0.5 / ADMIT_SHARE))
+        adm.service_s = 0.2  # as if learned: 10 requests/s with 2 in flight; ADMIT_SHARE of the deadline = 5 queued at most
+        burst, refused = [], 0
+        for _ in range(20):  # a burst: nothing reaches acquire yet
+            try:
+                burst.append(adm.arrive())
+            except Overloaded as e:
+                refused += 1
+                assert "would wait" in e.reason
+        passed = len(burst)
+        adm.leave(burst.pop())  # refused by validation: its place is free again
+        again = adm.arrive()
+        assert adm.arriving == passed
+        for a in [*burst, again]:
+            adm.leave(a)
+        adm.leave(again)  # leaving twice is harmless
+        assert adm.arriving == 0
+
+        hold = asyncio.Event()
+
+        async def holder():
+            async with adm.slot():
+                await hold.wait()
+
+        holders = [asyncio.create_task(holder()) for _ in range(2)]
+        await asyncio.sleep(0)
+        arrival = adm.arrive()  # judged at once; its body takes longer than the deadline to arrive
+        arrival.at -= 2 * adm.cfg.deadline_s
+        with pytest.raises(Overloaded, match="could not start within"):
+            await adm.acquire(arrival)
+        hold.set()
+        await asyncio.gather(*holders)
+        return adm, passed, refused
+
+    adm, passed, refused = asyncio.run(main())
+    # 2 start at once, 5 queue (a predicted wait up to 0.5 s at 10/s), the 8th would wait 0.6 s
+    assert passed == 7 and refused == 13, (passed, refused)
+    assert adm.in_flight == 0 and adm.queued == 0 and adm.arriving == 0

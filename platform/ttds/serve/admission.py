@@ -4,13 +4,16 @@ Why not Serve's `max_queued_requests` alone: that bound is a count, checked by e
 against a slightly stale view (measured: 187 queued for a cap of 128), and a request under it
 may still wait 14-38 s; the 503 it gives is the proxy's text/plain, outside the error contract.
 Here one event loop owns the count, so the cap is exact, and a request is refused on arrival
-when the queue ahead of it would not drain within HALF the deadline at the rate requests are
-finishing now (so a refusal costs microseconds, not a wait). The other half of the deadline
-absorbs a wrong guess: a request admitted to the queue that still has not started at its
-deadline is refused then, late (measured with no margin: most 503s came after the full 2 s
-deadline, because the queue filled exactly to the predicted limit). Work in flight is capped
-below what the ranking replicas take at once, so batches stay full and nothing piles up
-behind them.
+when the queue ahead of it would not drain within a QUARTER of the deadline (ADMIT_SHARE) at
+the rate requests are finishing now (so a refusal costs microseconds, not a wait). The rest of
+the deadline absorbs a wrong guess: a request admitted to the queue that still has not started
+at its deadline is refused then, late, after the whole deadline, which makes the 503s' p99 the
+deadline once over 1% of them are late (measured with no margin: most 503s came after the full
+2 s deadline, the queue filled exactly to the predicted limit; with half the deadline as the
+margin, 5% were late at a load average of 85 on 2 cores, where the drain rate swings with the
+neighbours' load). Work in flight is capped below what the ranking replicas take at once, so
+batches stay full and nothing piles up behind them. Arrivals over HTTP are judged at the app's
+edge, before their body is read (`arrive`, then `acquire`).
 
 Retry-After grows with the backlog: each refused client is given its own return time on a
 virtual schedule, after the queue ahead has drained and after every client refused before it,
@@ -32,11 +35,12 @@ import asyncio
 import math
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from ttds.config import AdmissionConfig
 
 
-ADMIT_SHARE = 0.5  # an arrival joins the queue only if its predicted wait is within this share of the deadline
+ADMIT_SHARE = 0.25  # an arrival joins the queue only if its predicted wait is within this share of the deadline
 RETRY_SHARE = 0.25  # refused clients are scheduled to come back at this share of the drain rate, in all
 
 
@@ -47,6 +51,14 @@ class Overloaded(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after_s = retry_after_s
+
+
+@dataclass
+class Arrival:
+    """A request judged at the edge: when it arrived, and whether it has left the edge's count."""
+
+    at: float
+    gone: bool = False
 
 
 class Admission:
@@ -65,6 +77,7 @@ class Admission:
         self.refused = 0
         self.admitted = 0
         self._next_return = 0.0  # monotonic time of the next free slot on the retry schedule
+        self.arriving = 0  # judged at the edge (`arrive`), not yet at `acquire`
 
     @property
     def queued(self) -> int:
@@ -108,22 +121,57 @@ class Admission:
                 self.in_flight += 1
                 f.set_result(None)
 
-    async def acquire(self) -> None:
+    def arrive(self) -> Arrival:
+        """Judge an arrival now: raise the refusal it gets (the queue would pass its cap, or the
+        predicted wait is beyond ADMIT_SHARE of the deadline), else hold its place and return it.
+
+        The HTTP edge calls this before reading the request body and hands the Arrival to
+        `acquire` once the request is parsed. Why: under Serve the body is fetched from the proxy
+        after the request reaches the replica, then parsed and validated; under overload those
+        steps took most of a 503's time in the app (p50 ~0.4 s at 256 clients) for a decision
+        that takes microseconds. Requests between the edge and `acquire` count as ahead of later
+        arrivals (else a burst, all judged against the same queue, would all pass), and the
+        deadline runs from arrival. `leave` drops an arrival that never reaches `acquire` (a
+        request refused by validation)."""
         cfg = self.cfg
+        ahead = self.queued + self.arriving - max(0, cfg.max_in_flight - self.in_flight)
+        if ahead >= 0:  # no free slot for it: it would queue behind `ahead` others
+            if ahead >= cfg.max_queue:
+                raise self._refuse(f"overloaded: {ahead} requests already waiting (cap {cfg.max_queue})")
+            wait = self.expected_wait_s(ahead)
+            if wait > cfg.deadline_s * ADMIT_SHARE:
+                raise self._refuse(f"overloaded: a new request would wait about {wait:.1f} s to start (deadline {cfg.deadline_s:g} s)")
+        self.arriving += 1
+        return Arrival(time.monotonic())
+
+    def leave(self, arrival: Arrival) -> None:
+        """The arrival goes no further than the edge (or has reached `acquire`): drop its place."""
+        if not arrival.gone:
+            arrival.gone = True
+            self.arriving -= 1
+
+    async def acquire(self, arrival: Arrival | None = None) -> None:
+        """Wait for a slot, FIFO, until the deadline (from `arrival`, judged at the edge by
+        `arrive`; without one the request is judged here, on arrival)."""
+        cfg = self.cfg
+        if arrival is not None:
+            self.leave(arrival)
         if self.in_flight < cfg.max_in_flight and not self._waiters:
             self.in_flight += 1
             self.admitted += 1
             return
-        queued = self.queued
-        if queued >= cfg.max_queue:
-            raise self._refuse(f"overloaded: {queued} requests already waiting (cap {cfg.max_queue})")
-        wait = self.expected_wait_s(queued)
-        if wait > cfg.deadline_s * ADMIT_SHARE:
-            raise self._refuse(f"overloaded: a new request would wait about {wait:.1f} s to start (deadline {cfg.deadline_s:g} s)")
+        if arrival is None:
+            arrival = self.arrive()
+            self.leave(arrival)
+        elif self.queued >= cfg.max_queue:  # judged at the edge, but the cap is exact
+            raise self._refuse(f"overloaded: {self.queued} requests already waiting (cap {cfg.max_queue})")
+        remaining = arrival.at + cfg.deadline_s - time.monotonic()
+        if remaining <= 0:
+            raise self._refuse(f"overloaded: the request could not start within {cfg.deadline_s:g} s")
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         try:
-            await asyncio.wait_for(asyncio.shield(fut), cfg.deadline_s)
+            await asyncio.wait_for(asyncio.shield(fut), remaining)
         except asyncio.TimeoutError:
             if fut.done() and not fut.cancelled():  # granted at the last moment: give the slot back
                 self.release()
@@ -148,22 +196,23 @@ class Admission:
             self.service_s = ran_s if self.service_s <= 0 else 0.8 * self.service_s + 0.2 * ran_s
         self._wake()
 
-    def slot(self) -> "_Slot":
-        return _Slot(self)
+    def slot(self, arrival: Arrival | None = None) -> "_Slot":
+        return _Slot(self, arrival)
 
     def stats(self) -> dict:
-        return {"in_flight": self.in_flight, "queued": self.queued, "service_ms": round(self.service_s * 1000, 1),
+        return {"in_flight": self.in_flight, "queued": self.queued, "arriving": self.arriving, "service_ms": round(self.service_s * 1000, 1),
                 "retry_after_s": max(0, math.ceil(self._next_return - time.monotonic())),
                 "admitted": self.admitted, "refused": self.refused}
 
 
 class _Slot:
-    def __init__(self, admission: Admission):
+    def __init__(self, admission: Admission, arrival: Arrival | None = None):
         self.admission = admission
+        self.arrival = arrival
         self.t0 = 0.0
 
     async def __aenter__(self) -> None:
-        await self.admission.acquire()
+        await self.admission.acquire(self.arrival)
         self.t0 = time.perf_counter()
 
     async def __aexit__(self, *exc) -> None:
