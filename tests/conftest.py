@@ -68,3 +68,78 @@ def synthetic_corpus(tmp_path_factory) -> Path:
     raw, _ = generate(SyntheticConfig(n_items=120, n_users=300, n_clusters=10, seed=0))
     prepare_corpus(raw, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(synthetic_corpus, tmp_path_factory):
+    """`tiny_tokenizer(index)`: a tokenizer folder for the IndexConfig `index` on the synthetic
+    corpus, in the layout jobs/train_tokenizer.py writes, built once per index config.
+
+    Why: the tokenizer warm-up is its own Ray Train run (~40 s here); tests whose subject comes
+    after it (the item head, worker-kill resume, the benchmark harness) pass this folder as
+    `tokenizer_dir`. Its towers are k-means-initialised in-process (the first training forward),
+    which already gives usable IDs. tests/train/test_train_ttds_e2e.py keeps the trained warm-up.
+    The folder is read-only for the jobs that use it (they read tables and features, never write)."""
+    import json
+
+    import torch
+
+    from ttds import checkpoint as ckpt_io
+    from ttds.config import to_dict
+    from ttds.data.corpus import Corpus
+    from ttds.features.build import build_features
+    from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
+    from ttds.train.tokenizer_job import save_features, tables_from_model
+
+    built: dict[str, Path] = {}
+
+    def get(index) -> Path:
+        key = json.dumps(to_dict(index), sort_keys=True, default=str)
+        if key in built:
+            return built[key]
+        out = tmp_path_factory.mktemp("tokenizer")
+        feats = build_features(Corpus.open(synthetic_corpus), index.features)
+        save_features(feats, out / "features.safetensors")
+        towers = index.towers(feats.item_x.shape[1], feats.user_x.shape[1])
+        model = TwinTowerTokenizer(TwinTowerConfig.from_dict(towers))
+        model.train()
+        torch.manual_seed(0)
+        model.item(torch.as_tensor(feats.item_x))  # the first training forward k-means-initialises the codebooks
+        model.user(torch.as_tensor(feats.user_x))
+        model.eval()
+        items, users = tables_from_model(model, feats, index)
+        items.save(out)
+        users.save(out)
+        ckpt_io.save_state(out, model.state_dict(), {"towers": towers, "epoch": 9}, "tokenizer")
+        built[key] = out
+        return out
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def ttds_tuned(ray_session, synthetic_corpus, tmp_path_factory):
+    """One Ray Tune sweep of a TTDS-family system through the confirmatory protocol's
+    `tune_and_freeze`, shared by tests/tune (the sweep: its table, a failed trial, best config and
+    model) and tests/bench/test_confirm.py (the frozen recipe).
+
+    Why one: both used to run their own sweep of the same tiny model (~60-90 s each). The space is
+    configs/tune_default.yaml's with index.codebook_size as a grid of [16, 0]: the second value is
+    rejected by the RQ tokenizer, so one trial trains (2 epochs) and one fails, and the sweep must
+    still finish and freeze the good one."""
+    from types import SimpleNamespace
+
+    from ttds.bench.confirm import ttds_space, tune_and_freeze
+    from ttds.bench.harness import Harness
+    from ttds.config import BenchConfig, TTDSJobConfig, load_config, save_config
+
+    from tiny import TINY_TTDS
+
+    tmp = tmp_path_factory.mktemp("ttds_tuned")
+    base = tmp / "tiny.yaml"
+    save_config(load_config(TTDSJobConfig, None, TINY_TTDS), base)
+    h = Harness(BenchConfig(data=str(synthetic_corpus), systems=["tiger"], out=str(tmp / "out"), budget_epochs=2, tune_trials=1,
+                            ttds_config=str(base)))
+    space = {**ttds_space(), "index.codebook_size": {"type": "grid", "values": [16, 0]}}
+    frozen, info = tune_and_freeze(h, h.systems[0], space=space)
+    return SimpleNamespace(harness=h, system=h.systems[0], frozen=frozen, info=info, sweep_dir=Path(h.out) / "tune" / "tiger")

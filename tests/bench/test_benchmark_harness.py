@@ -17,16 +17,10 @@ from ttds.config import BenchConfig
 from ttds.bench.harness import parse_sets
 from ttds.bench.report import METRICS, PAPER_INSTRUMENTS
 
+from tiny import TINY_TTDS  # one 32-wide layer: these tests check the harness's plumbing and outputs, not what the model learns
+
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMS = ["popularity", "sasrec", "ttds", "ttds-retrieval"]
-TINY_TTDS = [
-    "--index.levels=3", "--index.user_levels=2", "--index.codebook_size=16", "--index.code_dim=16",
-    "--index.hidden_dims=[32]", "--index.epochs=2", "--index.features.source=collaborative",
-    # one 32-wide layer: these tests check the harness's plumbing and outputs, not what the model learns
-    "--backbone.hidden_size=32", "--backbone.num_layers=1", "--backbone.num_heads=2", "--backbone.num_kv_heads=1",
-    "--backbone.intermediate_size=64", "--optim.batch_size=32", "--optim.lr=3e-3",
-    "--eval.valid_users=50", "--eval.templates=1", "--eval.workers=1", "--eval.beam_width=10",
-]
 
 
 def bench_config(corpus, out: Path, ttds_yaml: Path) -> BenchConfig:
@@ -37,12 +31,15 @@ def bench_config(corpus, out: Path, ttds_yaml: Path) -> BenchConfig:
 
 
 @pytest.fixture(scope="module")
-def bench(ray_session, synthetic_corpus, tmp_path_factory):
+def bench(ray_session, synthetic_corpus, tiny_tokenizer, tmp_path_factory):
+    """The harness run the module reads. Its TTDS system starts from the session's tokenizer
+    (tests/conftest.py `tiny_tokenizer`): the warm-up's own Ray Train run is tested in tests/train."""
     from ttds.config import TTDSJobConfig, load_config, save_config
 
     tmp = tmp_path_factory.mktemp("bench")
     yaml_path = tmp / "tiny_ttds.yaml"
-    save_config(load_config(TTDSJobConfig, None, TINY_TTDS), yaml_path)
+    tiny = load_config(TTDSJobConfig, None, TINY_TTDS)
+    save_config(load_config(TTDSJobConfig, None, [*TINY_TTDS, f"--tokenizer_dir={tiny_tokenizer(tiny.index)}"]), yaml_path)
     cfg = bench_config(synthetic_corpus, tmp / "out", yaml_path)
     return cfg, run_benchmark(cfg)
 

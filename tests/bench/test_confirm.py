@@ -96,26 +96,25 @@ def test_seeds_and_train_seed_exclude_each_other(synthetic_corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_ttds_recipe_is_tuned_and_frozen_the_same_way(ray_session, synthetic_corpus, tmp_path):
-    """The TTDS family gets the same search (configs/tune_default.yaml's space, here narrowed by a
-    tiny base config): its trials stop at validation and the winner is frozen as a recipe file
-    that loads as a TTDS job config."""
-    from ttds.bench.confirm import tune_and_freeze
-    from ttds.bench.harness import Harness
-    from ttds.config import TTDSJobConfig, load_config, load_recipe, save_config
+def test_a_ttds_recipe_is_tuned_and_frozen_the_same_way(ttds_tuned):
+    """The TTDS family gets the same search (configs/tune_default.yaml's space, here with
+    index.codebook_size a grid of [16, 0] so that one of the 2 trials fails; the session's sweep,
+    tests/conftest.py `ttds_tuned`, whose table tests/tune checks): its trials stop at validation
+    and the winner is frozen as a recipe file that loads as a TTDS job config."""
+    from ttds.bench.confirm import ttds_space, tune_and_freeze
+    from ttds.config import load_recipe
 
-    from test_benchmark_harness import TINY_TTDS
-
-    base = tmp_path / "tiny.yaml"
-    save_config(load_config(TTDSJobConfig, None, [*TINY_TTDS, "--index.epochs=1"]), base)
-    h = Harness(BenchConfig(data=str(synthetic_corpus), systems=["tiger"], out=str(tmp_path / "out"), budget_epochs=1, tune_trials=1,
-                            ttds_config=str(base)))
-    frozen, info = tune_and_freeze(h, h.systems[0])
+    h, frozen, info = ttds_tuned.harness, ttds_tuned.frozen, ttds_tuned.info
     recipe = load_recipe(frozen.recipe_path)
-    assert recipe.kind == "ttds" and info["trials"] == 1 and set(info["params"]) >= {"optim.lr", "index.levels"}
+    assert recipe.kind == "ttds" and info["trials"] == 2 and set(info["params"]) == set(ttds_space())
     cfg = recipe.ttds_config()
     assert cfg.optim.lr == pytest.approx(info["params"]["optim.lr"]) and cfg.index.levels == info["params"]["index.levels"]
-    trial = next((tmp_path / "out" / "tune" / "tiger" / "trials").iterdir())
-    assert json.loads((trial / "metrics.json").read_text())["test"] is None and not (trial / "test_per_user.parquet").exists()
-    again, _ = tune_and_freeze(h, h.systems[0])  # frozen: reused, not tuned again
-    assert again.recipe_path == frozen.recipe_path and len(list((tmp_path / "out" / "tune" / "tiger" / "trials").iterdir())) == 1
+    assert cfg.index.codebook_size == info["params"]["index.codebook_size"] == 16  # the trial that trained
+    trials = ttds_tuned.sweep_dir / "trials"
+    for trial in trials.iterdir():  # validation only: no test figures, no per-user test file
+        if (trial / "metrics.json").exists():
+            assert json.loads((trial / "metrics.json").read_text())["test"] is None
+        assert not (trial / "test_per_user.parquet").exists()
+    n_trials = len(list(trials.iterdir()))
+    again, _ = tune_and_freeze(h, ttds_tuned.system)  # frozen: reused, not tuned again
+    assert again.recipe_path == frozen.recipe_path and len(list(trials.iterdir())) == n_trials >= 1

@@ -63,10 +63,11 @@ def test_left_padded_positions():
 
 
 @pytest.mark.slow
-def test_item_head_trains_ranks_and_evaluates_through_ray(ray_session, synthetic_corpus, tmp_path):
+def test_item_head_trains_ranks_and_evaluates_through_ray(ray_session, synthetic_corpus, tiny_tokenizer, tmp_path):
     """Trained jointly (Ray Train + DeepSpeed), selected and tested by the item head, with the
     head's vectors tied to per-item input vectors (backbone.item_embedding=tied); beats
-    popularity; the Ray Data actors rank exactly as the in-process ranker; seen items stay out."""
+    popularity; the Ray Data actors rank exactly as the in-process ranker; seen items stay out.
+    The IDs come from the session's tokenizer (tests/conftest.py): the warm-up is not under test."""
     from test_train_ttds_e2e import tiny_config
 
     from ttds.data.corpus import Corpus
@@ -77,8 +78,10 @@ def test_item_head_trains_ranks_and_evaluates_through_ray(ray_session, synthetic
     from ttds.train.ttds_job import train_ttds
 
     out = tmp_path / "run"
+    tok = tiny_tokenizer(tiny_config(synthetic_corpus, out, epochs=2).index)
     m = train_ttds(tiny_config(synthetic_corpus, out, epochs=2, extra=[
-        "--loss.item_head_weight=1.0", "--eval.rank_by=item_head", "--eval.exclude_seen=true", "--backbone.item_embedding=tied"]))
+        "--loss.item_head_weight=1.0", "--eval.rank_by=item_head", "--eval.exclude_seen=true", "--backbone.item_embedding=tied",
+        f"--tokenizer_dir={tok}"]))
     ttds, pop = m["test"]["NDCG@10"], m["popularity_test"]["NDCG@10"]
     assert m["test"]["rank_by"] == "item_head"
     assert ttds > 2 * pop and ttds - pop > 0.05, (ttds, pop)

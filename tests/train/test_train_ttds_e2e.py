@@ -8,13 +8,7 @@ import pytest
 
 from ttds.config import TTDSJobConfig, load_config
 
-TINY = [
-    "--index.levels=3", "--index.user_levels=2", "--index.codebook_size=16", "--index.code_dim=16",
-    "--index.hidden_dims=[32]", "--index.epochs=6", "--index.features.source=collaborative",
-    "--backbone.hidden_size=64", "--backbone.num_layers=2", "--backbone.num_heads=2", "--backbone.num_kv_heads=1",
-    "--backbone.intermediate_size=128", "--optim.batch_size=32", "--optim.lr=3e-3",
-    "--eval.valid_users=150", "--eval.templates=1", "--eval.workers=1", "--eval.beam_width=10",
-]
+from tiny import TINY
 
 
 def tiny_config(corpus, out, epochs: int, extra=()):

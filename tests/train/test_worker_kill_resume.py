@@ -50,32 +50,9 @@ def job_config(corpus: Path, tok_dir: Path, out: Path) -> TTDSJobConfig:
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(synthetic_corpus, tmp_path_factory) -> Path:
-    """A tokenizer folder in the layout jobs/train_tokenizer.py writes, towers fitted in-process."""
-    import torch
-
-    from ttds.data.corpus import Corpus
-    from ttds.features.build import build_features
-    from ttds.index.towers import TwinTowerConfig, TwinTowerTokenizer
-    from ttds import checkpoint as ckpt_io
-    from ttds.train.tokenizer_job import save_features, tables_from_model
-
-    out = tmp_path_factory.mktemp("tokenizer")
-    index = job_config(synthetic_corpus, out, out).index
-    feats = build_features(Corpus.open(synthetic_corpus), index.features)
-    save_features(feats, out / "features.safetensors")
-    towers = index.towers(feats.item_x.shape[1], feats.user_x.shape[1])
-    model = TwinTowerTokenizer(TwinTowerConfig.from_dict(towers))
-    model.train()
-    torch.manual_seed(0)
-    model.item(torch.as_tensor(feats.item_x))  # the first training forward k-means-initialises the codebooks
-    model.user(torch.as_tensor(feats.user_x))
-    model.eval()
-    items, users = tables_from_model(model, feats, index)
-    items.save(out)
-    users.save(out)
-    ckpt_io.save_state(out, model.state_dict(), {"towers": towers, "epoch": 9}, "tokenizer")
-    return out
+def tokenizer_dir(synthetic_corpus, tiny_tokenizer) -> Path:
+    """The session's tokenizer folder for this config (tests/conftest.py: towers fitted in-process)."""
+    return tiny_tokenizer(job_config(synthetic_corpus, Path("unused"), Path("unused")).index)
 
 
 def registered_checkpoint(run_dir: Path) -> dict | None:

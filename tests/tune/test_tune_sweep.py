@@ -1,5 +1,6 @@
 """Ray Tune sweeps of the TTDS job: the sweep file, the CLI checks, and a 2-trial sweep end to end
-where one trial fails on a bad config value and the sweep still finishes with a best config."""
+where one trial fails on a bad config value and the sweep still finishes with a best config (the
+session's sweep, tests/conftest.py `ttds_tuned`, which tests/bench/test_confirm.py also reads)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ttds.config import ConfigError, TTDSJobConfig, load_config
 from ttds.tune.space import count_trials, load_sweep, param_space
@@ -18,14 +20,6 @@ from ttds.tune.space import count_trials, load_sweep, param_space
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "configs" / "tune_default.yaml"
 
-# the TINY model of tests/train/test_train_ttds_e2e.py (trains an epoch in seconds)
-TINY = [
-    "--index.levels=3", "--index.user_levels=2", "--index.codebook_size=16", "--index.code_dim=16",
-    "--index.hidden_dims=[32]", "--index.epochs=6", "--index.features.source=collaborative",
-    "--backbone.hidden_size=64", "--backbone.num_layers=2", "--backbone.num_heads=2", "--backbone.num_kv_heads=1",
-    "--backbone.intermediate_size=128", "--optim.batch_size=32", "--optim.lr=3e-3",
-    "--eval.valid_users=150", "--eval.templates=1", "--eval.workers=1", "--eval.beam_width=10",
-]
 
 
 def test_default_sweep_file_loads_and_covers_the_issue_space():
@@ -97,25 +91,16 @@ def test_error_summary_names_the_root_error():
 
 
 @pytest.mark.slow
-def test_two_trial_sweep_with_one_failure(ray_session, synthetic_corpus, tmp_path):
-    """Trial 1 trains (codebook 16); trial 2 asks for codebook_size=0, which the RQ tokenizer
-    rejects. The sweep must finish, table both, and hand back a loadable best config."""
-    from ttds.tune.sweep import STATUS_DONE, STATUS_ERROR, run_sweep
+def test_two_trial_sweep_with_one_failure(ttds_tuned):
+    """The session's TTDS sweep (tests/conftest.py `ttds_tuned`, configs/tune_default.yaml's space
+    with index.codebook_size a grid of [16, 0]): trial 1 trains (codebook 16); trial 2 asks for
+    codebook_size=0, which the RQ tokenizer rejects. The sweep must finish, table both, and hand
+    back a loadable best config and the best trial's model."""
+    from ttds.tune.sweep import STATUS_DONE, STATUS_ERROR
 
-    out = tmp_path / "sweep"
-    sweep_file = tmp_path / "sweep.yaml"
-    sweep_file.write_text(
-        "tune: {num_samples: 1, max_concurrent: 1, scheduler: asha}\n"
-        "sweep_only: {eval: {test_users: 100}, train: {max_failures: 0}}\n"
-        "space:\n  index.codebook_size: {type: grid, values: [16, 0]}\n"
-    )
-    # 2 tokenizer epochs (TINY has 6), one 32-wide layer, 50 validation users: this test checks
-    # the sweep, not what the model learns
-    pins = [f"--data.corpus={synthetic_corpus}", "--optim.epochs=2", *[p for p in TINY if "codebook_size" not in p], "--index.epochs=2",
-            "--backbone.hidden_size=32", "--backbone.num_layers=1", "--backbone.intermediate_size=64", "--eval.valid_users=50"]
-    spec = load_sweep(sweep_file, pins=pins, tune_overrides={"output_dir": str(out)})
-    assert list(spec.space) == ["index.codebook_size"] and count_trials(spec) == 2
-    outcome = run_sweep(spec)
+    out = ttds_tuned.sweep_dir
+    spec = yaml.safe_load((out / "sweep.yaml").read_text())  # what run_sweep was asked to run
+    assert spec["space"]["index.codebook_size"] == {"type": "grid", "values": [16, 0]} and spec["tune"]["num_samples"] == 1
 
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert len(rows) == 2, rows
@@ -133,12 +118,13 @@ def test_two_trial_sweep_with_one_failure(ray_session, synthetic_corpus, tmp_pat
 
     best = load_config(TTDSJobConfig, out / "best.yaml")
     assert best.index.codebook_size == 16 and best.optim.epochs == 2 and best.output_dir == ""
+    assert best.index.levels == int(good["index.levels"]) and best.optim.lr == pytest.approx(float(good["optim.lr"]))
     assert best.train.max_failures == TTDSJobConfig().train.max_failures  # sweep-only knobs left out
     assert (out / "best_model" / "ttds.json").exists()
     assert (out / "ndcg_vs_params.png").stat().st_size > 1000
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_trial"] == good["trial_id"] and summary["by_status"][STATUS_ERROR] == 1
-    assert outcome.best["trial_id"] == good["trial_id"]
+    assert ttds_tuned.info["best_trial"] == good["trial_id"]
     # per-epoch results reached Tune while the trial ran (what ASHA acts on)
     progress = list((out / "tune").glob(f"{good['trial_id']}/progress.csv"))
     assert progress and len(progress[0].read_text().strip().splitlines()) == 1 + 2

@@ -68,9 +68,11 @@ def tune_settings(h, name: str, epochs: int) -> TuneSettings:
                         output_dir=str(h.out / TUNE / name))
 
 
-def tune_and_freeze(h, s: System) -> tuple[System, dict]:
+def tune_and_freeze(h, s: System, space: dict | None = None) -> tuple[System, dict]:
     """`s` with its frozen recipe (tuning it first when it has none and --tune-trials asks), and
-    what the tuning found (for the report); a system that is not trained, or not tuned, as it is."""
+    what the tuning found (for the report); a system that is not trained, or not tuned, as it is.
+    `space` replaces the TTDS family's search space (default `ttds_space()`): the test suite runs
+    one small sweep, with a trial that must fail, for both the sweep's and the protocol's tests."""
     path = h.out / RECIPES / f"{s.name}.yaml"
     info_path = h.out / TUNE / s.name / "frozen.json"
     if path.is_file():
@@ -91,7 +93,7 @@ def tune_and_freeze(h, s: System) -> tuple[System, dict]:
         config = {**s.recipe.config, **{k: _plain(v) for k, v in (outcome.best or {}).items() if k in spec.space}}
     else:
         tcfg = h.ttds_config(s, sweep_dir / "base")
-        spec = ttds_sweep(to_dict(tcfg), tune_settings(h, s.name, tcfg.optim.epochs), ttds_space())
+        spec = ttds_sweep(to_dict(tcfg), tune_settings(h, s.name, tcfg.optim.epochs), ttds_space() if space is None else space)
         with console.stage(f"tune {s.name}", total=h.cfg.tune_trials, unit="trial") as bar:
             outcome = run_sweep(spec, resume=resume)
             bar.set(len(outcome.rows))
