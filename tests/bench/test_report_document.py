@@ -111,3 +111,20 @@ def test_a_copy_without_git_records_the_commit_it_is_given(tmp_path, monkeypatch
     assert git_commit(tmp_path) == {"commit": "abc123", "dirty": None}
     monkeypatch.delenv("TTDS_COMMIT")
     assert git_commit(tmp_path) == {"commit": None, "dirty": None}
+
+
+def test_a_cold_item_run_is_a_protocol_of_its_own_with_its_cold_table(tmp_path):
+    """Its main rows rank the warm items only: never averaged with full-catalogue runs; the cold/warm table is rendered."""
+    full = _fake_run(tmp_path / "full", "Tiny", 0, 0.02)
+    cold = _fake_run(tmp_path / "cold", "Tiny", 1, 0.02)
+    res = json.loads((cold / "results.json").read_text())
+    fig = {"cold": {"users": 20, "HR@10": 0.05, "NDCG@10": 0.02}, "warm": {"users": 180, "HR@10": 0.1, "NDCG@10": 0.05}}
+    res["cold_items"] = {"fraction": 0.1, "rule": "seeded draw", "cold_items": 5, "warm_items": 45, "test_users_cold_target": 20,
+                         "systems": {"ttds-ihe": {**fig, "note": "extended"}}}
+    (cold / "results.json").write_text(json.dumps(res))
+    out = tmp_path / "results.md"
+    write_document([full, cold], out, "cmd")
+    page = out.read_text()
+    assert "## Tiny, seen items excluded\n" in page and "## Tiny, seen items excluded, 10% of the items cold (held out of training)" in page
+    assert page.count("| `sasrec` | 1 (") == 2  # one row per protocol, not one row over both runs
+    assert "#### Cold items (5 of 50 items held out of training, seeded draw" in page and "| ttds-ihe | 0.0500 | 0.0200 | 20 |" in page

@@ -465,8 +465,14 @@ def _older_provenance(folder: Path) -> dict:
 _PROTOCOLS = {True: ("seen items excluded", "exclude-seen"), False: ("every item ranked (the paper's protocol)", "all-items")}
 
 
+def _cold_fraction(run: BenchRun) -> float:
+    """--cold-items of the run (0: none): its main rows are then over the warm items only, another protocol."""
+    return float((run.results.get("cold_items") or {}).get("fraction") or 0.0)
+
+
 def _protocol(run: BenchRun) -> str:
-    return _PROTOCOLS[bool(run.run.get("exclude_seen"))][0]
+    cold = _cold_fraction(run)
+    return _PROTOCOLS[bool(run.run.get("exclude_seen"))][0] + (f", {cold:.0%} of the items cold (held out of training)" if cold else "")
 
 
 def combine_runs(runs: list[BenchRun]) -> list[dict]:
@@ -474,12 +480,12 @@ def combine_runs(runs: list[BenchRun]) -> list[dict]:
     each test metric over them, the 95% interval of test NDCG@10 over runs and users
     (`recipe_interval`), the mean validation NDCG@10, and each other system paired with the strongest
     baseline, chosen on VALIDATION, over all runs and users (`recipe_comparison`); see `group_summary`."""
-    groups: dict[tuple[str, bool], list[BenchRun]] = {}
+    groups: dict[tuple[str, bool, float], list[BenchRun]] = {}
     for r in runs:
-        groups.setdefault((r.dataset, bool(r.run.get("exclude_seen"))), []).append(r)
+        groups.setdefault((r.dataset, bool(r.run.get("exclude_seen")), _cold_fraction(r)), []).append(r)
     out = []
-    for (dataset, exclude_seen), rs in groups.items():
-        protocol, protocol_slug = _PROTOCOLS[exclude_seen]
+    for (dataset, exclude_seen, cold), rs in groups.items():
+        protocol, protocol_slug = _protocol(rs[0]), _PROTOCOLS[exclude_seen][1] + (f"-cold{round(100 * cold)}" if cold else "")
         entries: dict[str, list[tuple[BenchRun, dict]]] = {}
         for r in rs:
             for name, figures in r.results["systems"].items():
@@ -664,6 +670,9 @@ def results_document(groups: list[dict], command: str, charts: dict[str, dict[st
                      f"| {p.get('written_utc') or '–'} | {cmd} |")
     for r in runs:
         lines += ["", f"### `{r.label}`", "", *system_table(r.results["systems"], r.details)]
+        if r.results.get("cold_items"):  # the cold/warm split of every system (ttds.bench.cold), one level down
+            from ttds.bench.cold import cold_table  # heavy (the catalogue code imports torch): only for cold runs
+            lines += ["", *cold_table(r.results["cold_items"]).replace("## Cold items", "#### Cold items", 1).splitlines()]
         lines += paired_markdown(r.results.get("paired"))
         lines += diagnostics_markdown(r.results.get("diagnostics") or {})
     lines += ["", *paper_reference_markdown(), ""]
