@@ -123,8 +123,11 @@ def test_a_cold_item_run_is_a_protocol_of_its_own_with_its_cold_table(tmp_path):
                          "systems": {"ttds-ihe": {**fig, "note": "extended"}}}
     (cold / "results.json").write_text(json.dumps(res))
     out = tmp_path / "results.md"
-    write_document([full, cold], out, "cmd")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+    write_document([full, cold], out, "cmd", readme)
     page = out.read_text()
+    assert "items cold" not in readme.read_text() and "New (cold) items" in readme.read_text()  # the README keeps the full-catalogue rows
     assert "## Tiny, seen items excluded\n" in page and "## Tiny, seen items excluded, 10% of the items cold (held out of training)" in page
     assert page.count("| `sasrec` | 1 (") == 2  # one row per protocol, not one row over both runs
     assert "#### Cold items (5 of 50 items held out of training, seeded draw" in page and "| ttds-ihe | 0.0500 | 0.0200 | 20 |" in page

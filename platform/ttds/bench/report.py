@@ -767,13 +767,18 @@ def _missing_markdown(g: dict, conf: dict) -> list[str]:
 
 
 def readme_table(groups: list[dict], link: str) -> str:
-    """The README's one small table: test NDCG@10 and HR@10 per system, dataset and protocol."""
+    """The README's one small table: test NDCG@10 and HR@10 per system, dataset and protocol (full-catalogue
+    protocols only: a --cold-items run's figures are over warm items; the page has them, with its cold table)."""
     lines = ["| dataset | protocol | system | runs | test NDCG@10 | test HR@10 |", "|---|---|---|---|---|---|"]
+    cold = [g for g in groups if "-cold" in g["slug"]]
+    groups = [g for g in groups if g not in cold] or groups
     for g in groups:
         for name, s in g["systems"].items():
             lines.append(f"| {g['dataset']} | {g['protocol']} | `{name}` | {s['runs']} | {_cell(s, 'NDCG@10')} | {_cell(s, 'HR@10')} |")
     commits = sorted({_short_commit(r.run) for g in groups for r in g["runs"]})
     lines += ["", f"Generated from the benchmark runs in [{link}]({link}) (commit {', '.join(commits)}), with their machines and commands."]
+    if cold and groups is not cold:
+        lines.append(f"New (cold) items, held out of training: the same page, {', '.join(g['dataset'] for g in cold)}.")
     if _synthetic(groups):
         lines.append("Placeholder: a synthetic corpus, until the confirmatory protocol's runs replace it.")
     if any(g["paired"] and g["paired"].get("best_ttds") is None for g in groups):
