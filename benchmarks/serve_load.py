@@ -461,24 +461,20 @@ def free_port() -> int:
 
 
 def shipped_app(model: str, threads: int, topology: str | None, batch_wait: float | None) -> dict:
-    """serve_apps/config.yaml's application as shipped, pointed at `model`."""
+    """serve_apps/config.yaml's application as shipped, pointed at `model`; `topology` turns it
+    into another one as docs/serving.md says to by hand (`ttds.serve.app.set_topology`)."""
     import yaml
 
+    from ttds.serve.app import set_topology
+
     app = yaml.safe_load((ROOT / "serve_apps" / "config.yaml").read_text())["applications"][0]
-    if topology:
-        app["args"]["topology"] = topology
+    app = set_topology(app, topology or app["args"].get("topology", "fused"))
     for dep in app["deployments"]:
         dep["user_config"]["model_dir"] = model
-        if dep["name"] != "Ingress":
+        if dep["name"] != "Ingress" or app["args"]["topology"] == "single":  # the deployments holding the model
             dep["user_config"]["num_threads"] = threads
-            if batch_wait is not None:
+            if batch_wait is not None and dep["name"] != "UserEncoder":
                 dep["user_config"]["batch_wait_timeout_s"] = batch_wait
-    if app["args"].get("topology") == "composed" and not any(d["name"] == "UserEncoder" for d in app["deployments"]):
-        app["deployments"].append({"name": "UserEncoder", "user_config": {"model_dir": model, "num_threads": threads}})
-    if app["args"].get("topology") == "single":
-        from ttds.serve.app import single_topology
-
-        app = single_topology(app)
     return app
 
 
@@ -545,7 +541,7 @@ def direct_ingress_urls(app: dict, timeout_s: float = 300) -> list[str]:
     raise RuntimeError(f"direct ingress: {len(urls)} of {want} Ingress replica endpoints ready after {timeout_s} s: {urls}")
 
 
-def listening(meter: "CpuMeter") -> dict[str, list[str]]:
+def listening(meter: CpuMeter) -> dict[str, list[str]]:
     """The TCP addresses each Serve process listens on (what Ray bound, e.g. 127.0.0.1 or all interfaces)."""
     out: dict[str, list[str]] = {}
     for name, procs in meter.procs.items():
