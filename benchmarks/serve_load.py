@@ -549,7 +549,7 @@ def listening(meter: CpuMeter) -> dict[str, list[str]]:
             try:
                 conns = p.net_connections(kind="inet")
             except Exception:  # noqa: BLE001 - gone, or not ours to read
-                continue
+                conns = []
             out.setdefault(name, []).extend(sorted({f"{c.laddr.ip}:{c.laddr.port}" for c in conns if c.status == "LISTEN"}))
     return out
 
