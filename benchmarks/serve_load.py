@@ -1,7 +1,7 @@
 """Load test of the Ray Serve app over loopback HTTP: serving overhead, throughput, overload.
 
 It deploys serve_apps/config.yaml as shipped (the model folder put in; `--topology` may switch
-fused/composed) on a Ray started here, then:
+single/fused/composed, as docs/serving.md says to by hand) on a Ray started here, then:
 
 1. Overhead per concurrency (default 1, 4, 16 clients) and mode (beam, retrieval): HTTP p50
    latency over in-process p50 latency of the same model (`Recommender.recommend_batch`, same
