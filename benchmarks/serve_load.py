@@ -1,7 +1,7 @@
 """Load test of the Ray Serve app over loopback HTTP: serving overhead, throughput, overload.
 
 It deploys serve_apps/config.yaml as shipped (the model folder put in; `--topology` may switch
-fused/composed) on a Ray started here, then:
+single/fused/composed, as docs/serving.md says to by hand) on a Ray started here, then:
 
 1. Overhead per concurrency (default 1, 4, 16 clients) and mode (beam, retrieval): HTTP p50
    latency over in-process p50 latency of the same model (`Recommender.recommend_batch`, same
@@ -20,10 +20,17 @@ not in this interpreter; each cell reports that client's CPU use (cores), the CP
 per request each Serve process group spent (proxy, Ingress, Ranker, ...) and the load average:
 on a shared machine that says whether the server, the client or the neighbours had the cores.
 
+`--direct-ingress` sets RAY_SERVE_ENABLE_DIRECT_INGRESS=1 for the Ray started here (Ray 2.60's
+experimental mode: each Ingress replica serves HTTP on a port of its own, no proxy hop) and sends
+the load straight to the replicas' endpoints (Serve's published target groups; concurrent clients
+spread over them, one client and the /readyz probe on the first). The run prints the addresses
+each Serve process listens on.
+
 Everything stays on 127.0.0.1 and in a Ray started here (shut down at the end).
 
   python benchmarks/serve_load.py --model /abs/path/to/runs/train_ttds/<ts>/model
   python benchmarks/serve_load.py --model ... --concurrency 1,4,16 --overload-clients 256 --out runs/bench/serve_load.json
+  python benchmarks/serve_load.py --model ... --topology single --direct-ingress
 """
 
 from __future__ import annotations
@@ -140,20 +147,20 @@ async def _load(spec: dict) -> dict:
     Retry-After seconds (what a well-behaved client does). Runs in a process of its own."""
     import aiohttp
 
-    url, mode, clients, k, users = spec["url"], spec["mode"], spec["clients"], spec["k"], spec["users"]
+    urls, mode, clients, k, users = spec["urls"], spec["mode"], spec["clients"], spec["k"], spec["users"]
     ok: list[float] = []
     rej: list[float] = []
     retry: list[float] = []
     errors, json_ok, sent, late, sample = 0, 0, 0, 0, []
     stop = time.perf_counter() + spec["duration"]
     conn = aiohttp.TCPConnector(limit=clients + 4)
-    async with aiohttp.ClientSession(url, connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as s:
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as s:
 
         split: dict[int, list] = {200: [], 503: []}  # (before the app, in the app) seconds, by status
 
-        async def post(user: int) -> tuple[int, float, dict, bytes]:
+        async def post(user: int, url: str) -> tuple[int, float, dict, bytes]:
             sent, t = time.time(), time.perf_counter()
-            async with s.post("/recommend", json=body(user, k, mode)) as r:
+            async with s.post(f"{url}/recommend", json=body(user, k, mode)) as r:
                 data = await r.read()
                 dt = time.perf_counter() - t
                 app = server_timing(r.headers.get("Server-Timing", ""))
@@ -167,7 +174,7 @@ async def _load(spec: dict) -> dict:
             while time.perf_counter() < stop and sent < spec["max_requests"]:
                 sent += 1
                 try:
-                    status, dt, headers, data = await post(users[i % len(users)])
+                    status, dt, headers, data = await post(users[i % len(users)], urls[w % len(urls)])  # clients spread over the endpoints
                 except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                     errors += 1
                     sample.append(repr(e)[:200])
@@ -196,7 +203,7 @@ async def _load(spec: dict) -> dict:
         wall, cpu = time.perf_counter() - t0, _cpu_self() - cpu0
         recovery = []
         for j in range(spec.get("recovery", 0)):  # one client, at once
-            status, dt, _, _ = await post(users[j % len(users)])
+            status, dt, _, _ = await post(users[j % len(users)], urls[0])
             if status == 200:
                 recovery.append(dt)
     return {"ok": ok, "rej": rej, "retry": retry, "errors": errors, "json_ok": json_ok, "sample": sample[:5],
@@ -405,10 +412,10 @@ def in_process(rec, mode: str, clients: int, users: list[int], n: int, k: int) -
     return cell
 
 
-def http_cell(url: str, mode: str, clients: int, users: list[int], duration: float, max_requests: int, k: int,
+def http_cell(urls: list[str], mode: str, clients: int, users: list[int], duration: float, max_requests: int, k: int,
               meter: CpuMeter) -> Cell:
     cpu0 = meter.snapshot()
-    r = run_clients({"url": url, "mode": mode, "clients": clients, "users": users, "duration": duration,
+    r = run_clients({"urls": urls, "mode": mode, "clients": clients, "users": users, "duration": duration,
                      "max_requests": max_requests, "k": k, "honour_retry_after": False})
     cell = summarise(f"{mode} (HTTP)", clients, r["ok"], r["errors"], r["wall"])
     cell.client_cpu = round(r["cpu"] / max(r["wall"], 1e-9), 2)
@@ -419,14 +426,15 @@ def http_cell(url: str, mode: str, clients: int, users: list[int], duration: flo
     return cell
 
 
-def overload(url: str, mode: str, clients: int, users: list[int], duration: float, k: int, peak: float,
+def overload(urls: list[str], mode: str, clients: int, users: list[int], duration: float, k: int, peak: float,
              meter: CpuMeter) -> Overload:
-    """`clients` closed-loop clients that wait Retry-After seconds after a 503; /readyz polled."""
-    probe = ReadyProbe(url)
+    """`clients` closed-loop clients that wait Retry-After seconds after a 503; /readyz polled
+    (at the first endpoint: with direct ingress, one Ingress replica)."""
+    probe = ReadyProbe(urls[0])
     cpu0 = meter.snapshot()
     probe.start()
     try:
-        r = run_clients({"url": url, "mode": mode, "clients": clients, "users": users, "duration": duration,
+        r = run_clients({"urls": urls, "mode": mode, "clients": clients, "users": users, "duration": duration,
                          "max_requests": 10**9, "k": k, "honour_retry_after": True, "recovery": 10})
     finally:
         ready = probe.stop()
@@ -453,24 +461,20 @@ def free_port() -> int:
 
 
 def shipped_app(model: str, threads: int, topology: str | None, batch_wait: float | None) -> dict:
-    """serve_apps/config.yaml's application as shipped, pointed at `model`."""
+    """serve_apps/config.yaml's application as shipped, pointed at `model`; `topology` turns it
+    into another one as docs/serving.md says to by hand (`ttds.serve.app.set_topology`)."""
     import yaml
 
+    from ttds.serve.app import set_topology
+
     app = yaml.safe_load((ROOT / "serve_apps" / "config.yaml").read_text())["applications"][0]
-    if topology:
-        app["args"]["topology"] = topology
+    app = set_topology(app, topology or app["args"].get("topology", "fused"))
     for dep in app["deployments"]:
         dep["user_config"]["model_dir"] = model
-        if dep["name"] != "Ingress":
+        if dep["name"] != "Ingress" or app["args"]["topology"] == "single":  # the deployments holding the model
             dep["user_config"]["num_threads"] = threads
-            if batch_wait is not None:
+            if batch_wait is not None and dep["name"] != "UserEncoder":
                 dep["user_config"]["batch_wait_timeout_s"] = batch_wait
-    if app["args"].get("topology") == "composed" and not any(d["name"] == "UserEncoder" for d in app["deployments"]):
-        app["deployments"].append({"name": "UserEncoder", "user_config": {"model_dir": model, "num_threads": threads}})
-    if app["args"].get("topology") == "single":
-        from ttds.serve.app import single_topology
-
-        app = single_topology(app)
     return app
 
 
@@ -507,6 +511,47 @@ def start_serve(app: dict) -> str:
             pass
         time.sleep(1)
     raise RuntimeError("the app did not become ready within 600 s")
+
+
+DIRECT_INGRESS = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
+
+
+def direct_ingress_urls(app: dict, timeout_s: float = 300) -> list[str]:
+    """With `RAY_SERVE_ENABLE_DIRECT_INGRESS=1` each Ingress replica serves HTTP itself on a port
+    of its own (Ray allocates them from 30000-31000 on `http_options.host`); Serve publishes them
+    as the `target_groups` of `GET /api/serve/applications` (what a load balancer in front would
+    read). Waits until every Ingress replica the config starts has one and answers /readyz."""
+    import httpx
+    from ray.serve import context
+
+    ingress = next(d for d in app["deployments"] if d["name"] == "Ingress")
+    want = ingress.get("num_replicas") or (ingress.get("autoscaling_config") or {}).get("min_replicas", 1)
+    deadline, urls = time.time() + timeout_s, []
+    while time.time() < deadline:
+        groups = context._get_global_client().get_serve_details().get("target_groups", [])
+        urls = sorted({f"http://{t['ip']}:{t['port']}" for g in groups if g.get("app_name") == app["name"]
+                       and str(getattr(g["protocol"], "value", g["protocol"])) == "HTTP" for t in g["targets"]})
+        if len(urls) >= want:
+            try:
+                if all(httpx.get(f"{u}/readyz", timeout=10).status_code == 200 for u in urls):
+                    return urls
+            except httpx.HTTPError:
+                pass
+        time.sleep(1)
+    raise RuntimeError(f"direct ingress: {len(urls)} of {want} Ingress replica endpoints ready after {timeout_s} s: {urls}")
+
+
+def listening(meter: CpuMeter) -> dict[str, list[str]]:
+    """The TCP addresses each Serve process listens on (what Ray bound, e.g. 127.0.0.1 or all interfaces)."""
+    out: dict[str, list[str]] = {}
+    for name, procs in meter.procs.items():
+        for p in procs:
+            try:
+                conns = p.net_connections(kind="inet")
+            except Exception:  # noqa: BLE001 - gone, or not ours to read
+                conns = []
+            out.setdefault(name, []).extend(sorted({f"{c.laddr.ip}:{c.laddr.port}" for c in conns if c.status == "LISTEN"}))
+    return out
 
 
 def table(cells: list[Cell], ratios: dict, ov: Overload | None, floors: dict | None = None, less_floor: dict | None = None) -> str:
@@ -574,9 +619,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overload-duration", type=float, default=20.0)
     p.add_argument("--serve-env", default="", help="KEY=VALUE,... set for every Ray process (Serve's tuning variables, "
                    "e.g. RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0); compare runs with and without")
+    p.add_argument("--direct-ingress", action="store_true", help=f"set {DIRECT_INGRESS}=1 (Ray's experimental mode: "
+                   "each Ingress replica serves HTTP on its own port, no proxy hop) and send the load straight to "
+                   "the replicas' endpoints (concurrent clients spread over them)")
     p.add_argument("--out", default="runs/bench/serve_load.json")
     args = p.parse_args(argv)
     serve_env = dict(kv.split("=", 1) for kv in args.serve_env.split(",") if kv)
+    if args.direct_ingress:
+        serve_env[DIRECT_INGRESS] = "1"
+    elif serve_env.get(DIRECT_INGRESS) == "1":
+        p.error(f"use --direct-ingress rather than --serve-env {DIRECT_INGRESS}=1 (the load must go to the replicas' ports)")
     os.environ.update(serve_env)  # before Ray starts: its processes inherit this environment
     model = str(Path(args.model).resolve())
     if not (Path(model) / "ttds.json").exists():
@@ -593,8 +645,12 @@ def main(argv: list[str] | None = None) -> int:
     users = list(range(min(args.users, rec.n_users)))
     app = shipped_app(model, args.threads, args.topology, args.batch_wait)
     url = start_serve(app)
+    urls = direct_ingress_urls(app) if args.direct_ingress else [url]  # concurrent clients spread over these
+    url = urls[0]  # one client (and the /readyz probe): one endpoint
     meter = CpuMeter()
-    print(f"serving at {url}; Serve processes: {sorted(meter.procs)}; load avg {os.getloadavg()[0]:.1f}", flush=True)
+    sockets = listening(meter)
+    print(f"serving at {', '.join(urls)}; Serve processes: {sorted(meter.procs)}; load avg {os.getloadavg()[0]:.1f}; "
+          f"listening: {sockets}", flush=True)
     cells: list[Cell] = []
     ratios: dict[str, dict[int, float]] = {}
     floors: dict[str, float] = {}  # one client: p50 ms of GET /healthz (the HTTP path doing no model work)
@@ -613,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
                     floor_note = f" (floor GET /healthz p50={floor.p50_ms} ms; less the floor {less_floor[mode]}x)"
                 else:
                     local = in_process(rec, mode, c, users, args.batches, args.k)
-                    remote = http_cell(url, mode, c, users, args.duration, args.max_requests, args.k, meter)
+                    remote = http_cell(urls, mode, c, users, args.duration, args.max_requests, args.k, meter)
                     cells += [local, remote]
                 ratios[mode][c] = round(remote.p50_ms / max(local.p50_ms, 1e-9), 2)
                 print(f"{mode:9s} clients={c:3d} in-process p50={local.p50_ms} ms, HTTP p50={remote.p50_ms} ms "
@@ -622,12 +678,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"before the app / in it p50 {remote.split.get('before_app_p50_ms')} / {remote.split.get('in_app_p50_ms')} ms", flush=True)
         if args.overload_clients:
             mode = modes[0]
-            probe = http_cell(url, mode, 32, users, args.duration, 10**9, args.k, meter)
+            probe = http_cell(urls, mode, 32, users, args.duration, 10**9, args.k, meter)
             cells.append(probe)
             peak = max(c.rps for c in cells if c.mode == f"{mode} (HTTP)")  # HTTP cells of this mode, the 32-client run included
             print(f"{mode:9s} clients= 32 {probe.rps} req/s p99={probe.p99_ms} ms; peak {peak} req/s; load avg {probe.load_avg}, "
                   f"server CPU ms/request {probe.server_cpu_ms} ({probe.server_cores} cores), client {probe.client_cpu} cores", flush=True)
-            ov = overload(url, mode, args.overload_clients, users, args.overload_duration, args.k, peak, meter)
+            ov = overload(urls, mode, args.overload_clients, users, args.overload_duration, args.k, peak, meter)
             best = max((c for c in cells if c.mode == f"{mode} (HTTP)"), key=lambda c: c.rps)
             ov.peak_cpu_per_request_ms, ov.peak_cores = round(sum(best.server_cpu_ms.values()), 1), best.server_cores
     finally:
@@ -642,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({
         "model": model, "k": args.k, "topology": app["args"].get("topology"), "cells": [asdict(c) for c in cells],
         "ratio_p50": ratios, "floor_p50_ms": floors, "ratio_p50_less_floor": less_floor, "overload": asdict(ov) if ov else None, "targets": ov.targets() if ov else None,
-        "duration_s": args.duration, "threads": args.threads, "batch_wait_timeout_s": args.batch_wait, "serve_env": serve_env,
+        "duration_s": args.duration, "threads": args.threads, "batch_wait_timeout_s": args.batch_wait, "serve_env": serve_env, "endpoints": urls, "listening": sockets,
         "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(), "python": platform.python_version()},
     }, indent=2))
     print(f"written to {out}")

@@ -145,7 +145,9 @@ def scenario_train(work: Path, corpus: Path) -> dict:
 
 
 def scenario_serve(work: Path, corpus: Path) -> dict:
-    """The shipped app with its Ranker replicas on the two worker raylets; one raylet is removed under load."""
+    """The shipped app turned into `topology: fused` (the model-free Ingress on the head retries a
+    dead Ranker; the shipped `single` has no Ranker), its Ranker replicas on the two worker
+    raylets; one raylet is removed under load."""
     import httpx
     from ray import serve
 
@@ -155,7 +157,7 @@ def scenario_serve(work: Path, corpus: Path) -> dict:
     model = build_tiny_model(corpus, work / "model", seed=0, text_features=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port, "location": "HeadOnly"})
-    app = app_config("ttds_nodes", "/", model)
+    app = app_config("ttds_nodes", "/", model, topology="fused")
     for dep in app["deployments"]:
         opts = dict(dep.get("ray_actor_options") or {})
         if dep["name"] == "Ranker":  # one replica on each worker raylet

@@ -1,7 +1,10 @@
 """Fault tolerance of serving: SIGKILL one of two Ranker replicas under load.
 
-serve_apps/config.yaml is deployed (as in test_serve_app.py, whose helpers this reuses) on a
-tiny model with two Ranker replicas (the shipped min_replicas); client threads send beam-search
+serve_apps/config.yaml turned into `topology: fused` is deployed (as in test_serve_app.py, whose
+helpers this reuses) on a tiny model with two Ranker replicas (the config's min_replicas): fused
+on purpose, since the retry below is the model-free Ingress's; in the shipped `single` topology
+the model runs in the Ingress, and Serve's proxy answers a plain 500 for the requests in flight
+on a replica that dies (docs/serving.md). Client threads send beam-search
 requests over HTTP on 127.0.0.1 while one replica's process is killed. A request in flight on
 the dead replica is retried once by the Ingress, else answered with a retryable JSON 503
 (counted and printed); Serve must route everything else to the survivor, start a replacement,
@@ -55,7 +58,7 @@ def running_generators() -> int:
 @pytest.fixture(scope="module")
 def server_two_generators(serve_url, tiny_model):
     """The app with two Ranker replicas on the session's Serve (tests/serve/conftest.py)."""
-    app = app_config(APP, "/", tiny_model(0, False))
+    app = app_config(APP, "/", tiny_model(0, False), topology="fused")
     for dep in app["deployments"]:
         if dep["name"] == GENERATOR:
             # the code's autoscaling_config applies when the config names none: pin it to 2

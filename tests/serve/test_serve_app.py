@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 httpx = pytest.importorskip("httpx")
 
-DEPLOYMENTS = ("Ingress", "Ranker")
 SMALL = {"ray_actor_options": {"num_cpus": 0.05}, "autoscaling_config": None, "num_replicas": 1}
 TEXT_DIMS = 32
 
@@ -121,16 +120,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def app_config(name: str, prefix: str, model_dir: Path, ingress: dict | None = None, admission: dict | None = None) -> dict:
+def app_config(name: str, prefix: str, model_dir: Path, ingress: dict | None = None, admission: dict | None = None,
+               topology: str | None = None) -> dict:
     """serve_apps/config.yaml's application, pointed at `model_dir` and shrunk to one replica of
-    each deployment (autoscaling off, tiny CPU shares): the shipped config is what is deployed.
-    `admission` overrides the Ingress's admission knobs; /readyz shows details (health_details)."""
+    each deployment (autoscaling off, tiny CPU shares): the shipped config is what is deployed,
+    or, with `topology`, the shipped config turned into that one as docs/serving.md says
+    (`set_topology`). `admission` overrides the Ingress's admission knobs; /readyz shows details
+    (health_details)."""
     import yaml
 
+    from ttds.serve.app import set_topology
+
     app = yaml.safe_load((ROOT / "serve_apps" / "config.yaml").read_text())["applications"][0]
+    if topology is not None:
+        app = set_topology(app, topology)
     app.update(name=name, route_prefix=prefix)
     for dep in app["deployments"]:
-        # one replica each: pinned through autoscaling_config, since the code's (Ranker: min 2) applies otherwise
+        # one replica each: pinned through autoscaling_config, since the code's (Ranker: min 2) or the config's applies otherwise
         dep.update(autoscaling_config={"min_replicas": 1, "max_replicas": 1, "initial_replicas": 1},
                    ray_actor_options=SMALL["ray_actor_options"])
         dep["user_config"]["model_dir"] = str(model_dir)
@@ -336,31 +342,22 @@ def test_known_user_both_modes(server, corpus):
     assert not seen & set(assert_ranked(r, 20, corpus.n_items))
 
 
-def composed_app_config(name: str, prefix: str, model_dir: Path) -> dict:
-    """app_config with `topology: composed`: the UserEncoder block of config.yaml added (one replica)."""
-    app = app_config(name, prefix, model_dir)
-    app["args"]["topology"] = "composed"
-    app["deployments"].append({"name": "UserEncoder", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1, "initial_replicas": 1},
-                               "ray_actor_options": SMALL["ray_actor_options"], "user_config": {"model_dir": str(model_dir), "num_threads": 1}})
-    return app
-
-
-def test_composed_and_single_topologies_end_to_end(server, corpus):
-    """`topology: composed` (Ingress -> UserEncoder -> Ranker, the encoder's response handed on
-    unresolved) and `topology: single` (the Ingress holds the model) deployed beside the fused
-    app on the same Serve: the same answers as fused for known users, cold starts and text in
-    both modes, per-request errors under concurrency pass through as the JSON contract, item
+def test_fused_and_composed_topologies_end_to_end(server, corpus):
+    """`topology: fused` (Ingress -> Ranker) and `topology: composed` (Ingress -> UserEncoder ->
+    Ranker, the encoder's response handed on unresolved), made from the shipped config as
+    docs/serving.md says, deployed beside the shipped app (`single`: the Ingress holds the model)
+    on the same Serve: the same answers as the shipped app for known users, cold starts and text
+    in both modes, per-request errors under concurrency pass through as the JSON contract, item
     routes work, and /readyz names each topology's model deployments."""
     from ray import serve
 
-    from ttds.serve.app import single_topology
-
     url, a, _ = server
-    fused_app = app_config("ttds", "/", a)
-    deploy([fused_app, composed_app_config("composed", "/composed", a), single_topology(app_config("single", "/single", a))])
+    shipped = app_config("ttds", "/", a)
+    assert shipped["args"]["topology"] == "single" and [d["name"] for d in shipped["deployments"]] == ["Ingress"]
+    deploy([shipped, app_config("composed", "/composed", a, topology="composed"), app_config("fused", "/fused", a, topology="fused")])
     try:
         for name, parts, deployments in (("composed", {"encoder", "ranker"}, {"Ingress", "UserEncoder", "Ranker"}),
-                                         ("single", {"ranker"}, {"Ingress"})):
+                                         ("fused", {"ranker"}, {"Ingress", "Ranker"})):
             wait_deployed(name, timeout=240)
             ready = wait_ready(f"{url}/{name}")
             assert set(ready["components"]) == parts, ready
@@ -373,11 +370,11 @@ def test_composed_and_single_topologies_end_to_end(server, corpus):
             for mode in ("beam", "retrieval"):
                 req = {**body, "mode": mode} if "text" not in body else body
                 want = post(url, req)
-                for name in ("composed", "single"):
+                for name in ("composed", "fused"):
                     got = post(f"{url}/{name}", req)
                     assert_ranked(got, req["k"], corpus.n_items)
                     assert got.json()["items"] == want.json()["items"] and got.json()["user"] == want.json()["user"], (name, req)
-        for name in ("composed", "single"):
+        for name in ("composed", "fused"):
             curl = f"{url}/{name}"
             # concurrent requests share the batches: a failing row (unknown user) never fails its neighbours
             with ThreadPoolExecutor(8) as pool:
@@ -393,7 +390,7 @@ def test_composed_and_single_topologies_end_to_end(server, corpus):
             assert len(httpx.get(f"{curl}/items/4/similar", params={"k": 3}, timeout=30).json()["items"]) == 3
             assert httpx.get(f"{curl}/healthz", timeout=30).status_code == 200
     finally:
-        deploy([fused_app])  # back to the module's one app
+        deploy([shipped])  # back to the module's one app
         wait_deployed("ttds")
 
 

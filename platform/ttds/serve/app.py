@@ -1,9 +1,10 @@
 """Ray Serve application of the TTDS recommender: an HTTP ingress in front of the ranking replicas.
 
-Three topologies, chosen by `args.topology` in serve_apps/config.yaml:
+Three topologies, chosen by `args.topology` in serve_apps/config.yaml (`set_topology` turns a
+config into another):
 
-  single (tiny models, one hop)      Ingress(+model)                     the ingress replica holds the model
-  fused (default; small models)      Ingress ─► Ranker                   resolve + rank in one batched call
+  single (shipped; small CPU models) Ingress(+model)                     the ingress replica holds the model
+  fused (the builder's default)      Ingress ─► Ranker                   resolve + rank in one batched call
   composed (large models)            Ingress ─► UserEncoder ─► Ranker    the encoder's response is handed
                                                                           on unresolved (no round trip)
 
@@ -17,9 +18,11 @@ with fused, the Ingress -> Ranker part was half of what remained, the Server-Tim
 benchmarks/serve_load.py). Fused, a request crosses one internal hop after the proxy's; single,
 none: the Ingress replica runs the batched model calls itself (in a thread, so /healthz,
 /readyz and admission keep answering), each replica admitting for itself. Single gives up
-scaling the HTTP front apart from the model and keeping model work out of the process that
-answers health: for a tiny CPU model. For a large backbone on GPUs the cheap CPU work of
-resolving users (histories, user tower) is worth keeping off the GPU replicas: composed.
+scaling the HTTP front apart from the model, keeping model work out of the process that
+answers health, and the Ingress's retry of a model replica that dies mid-request (Serve's proxy
+answers those in flight with a plain 500): for a small CPU model it still won every measured
+figure (docs/serving.md), so config.yaml ships it. For a large backbone on GPUs the cheap CPU
+work of resolving users (histories, user tower) is worth keeping off the GPU replicas: composed.
 
 The Ingress holds no model in fused and composed. It admits requests by time (`ttds.serve.admission`: start within a
 deadline or a fast JSON 503 with Retry-After), answers /healthz (liveness) and /readyz (readiness)
@@ -747,27 +750,49 @@ def compose(model_dir: str | None, options: dict[str, dict] | None = None, recom
     return bind(Ingress, "Ingress", ingress_cfg).bind(ranker, encoder)
 
 
-def single_topology(app_config: dict) -> dict:
-    """A config.yaml application (fused) turned into `topology: single`: the Ranker block folds
-    into the Ingress (its user_config keys, CPUs and replica counts; the Ingress keeps its
-    admission, health and request limits). What to do by hand in config.yaml; the benchmark
-    and the tests use this."""
-    app = {**app_config, "args": {**app_config.get("args", {}), "topology": "single"}}
+INGRESS_KEYS = ("model_dir", "admission", "health_details")  # the Ingress's own user_config keys (model_dir: for /readyz)
+MODEL_PLACEMENT = ("ray_actor_options", "autoscaling_config", "num_replicas")  # where the model runs, and how many
+
+
+def set_topology(app_config: dict, topology: str) -> dict:
+    """A config.yaml application (any topology) turned into `topology`: what to do by hand in
+    config.yaml (docs/serving.md); the benchmark and the tests use this.
+
+    To `single`, the Ranker block folds into the Ingress: its user_config keys (RecommenderConfig
+    fields, batching), CPUs and replica counts; the Ingress keeps its admission, health and
+    request limits, and a UserEncoder block goes. From `single` to `fused`/`composed`, the
+    reverse: the model's user_config keys, CPUs and replica counts move to a Ranker block, and the
+    Ingress, now model-free, takes the code's defaults for those (`Ingress` above). `composed`
+    also gets a UserEncoder block (model_dir and num_threads of the Ranker) unless it has one.
+    """
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
     deps = {d["name"]: dict(d) for d in app_config["deployments"]}
-    ingress, ranker = deps.pop("Ingress"), deps.pop("Ranker")
-    deps.pop("UserEncoder", None)
-    merged = {**ingress, "user_config": {**ranker.get("user_config", {}), **ingress.get("user_config", {})}}
-    for key in ("ray_actor_options", "autoscaling_config", "num_replicas"):
-        if key in ranker:
-            merged[key] = ranker[key]
-    app["deployments"] = [merged, *deps.values()]
-    return app
+    if "Ingress" not in deps:
+        raise ValueError(f"the application has no Ingress deployment block: {sorted(deps)}")
+    ingress, ranker, encoder = deps.pop("Ingress"), deps.pop("Ranker", None), deps.pop("UserEncoder", None)
+    config = dict(ingress.get("user_config") or {})
+    if ranker is None:  # single: split the model part out of the Ingress
+        ranker = {"name": "Ranker", "user_config": {k: v for k, v in config.items() if k not in INGRESS_KEYS[1:]},
+                  **{k: ingress.pop(k) for k in MODEL_PLACEMENT if k in ingress}}
+        ingress["user_config"] = {k: v for k, v in config.items() if k in INGRESS_KEYS}
+    if topology == "single":
+        merged = {**ingress, "user_config": {**(ranker.get("user_config") or {}), **ingress.get("user_config", {})}}
+        merged.update({k: ranker[k] for k in MODEL_PLACEMENT if k in ranker})
+        out = [merged]
+    else:
+        out = [ingress, ranker]
+        if topology == "composed":
+            model = ranker.get("user_config") or {}
+            out.append(encoder or {"name": "UserEncoder", "user_config": {k: model[k] for k in ("model_dir", "num_threads") if k in model}})
+    return {**app_config, "args": {**app_config.get("args", {}), "topology": topology}, "deployments": [*out, *deps.values()]}
 
 
 def build_app(args: dict[str, Any] | None = None):
     """Application builder for `serve run serve_apps.app:build_app model_dir=...` and config files.
 
-    `args.topology`: fused (default), single or composed. With a config file, `user_config.model_dir` of
+    `args.topology`: fused (the default here, with the code's deployment options), single (what
+    serve_apps/config.yaml ships) or composed. With a config file, `user_config.model_dir` of
     each deployment is what is served (and what a rollout changes); `args.model_dir` is only the
     default when a deployment has no user_config.
     """
