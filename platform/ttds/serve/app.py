@@ -39,6 +39,7 @@ Run:  serve run serve_apps/config.yaml                 (edit model_dir there fir
 
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -788,6 +789,18 @@ def set_topology(app_config: dict, topology: str) -> dict:
     return {**app_config, "args": {**app_config.get("args", {}), "topology": topology}, "deployments": [*out, *deps.values()]}
 
 
+@dataclasses.dataclass
+class AppArgs:
+    """The `args:` of the Serve application (serve_apps/config.yaml, or `serve run ... key=value`):
+    typed, so an unknown key is refused by name and a default lives in one place."""
+
+    model_dir: str = ""  # "" = $TTDS_MODEL_DIR, or each deployment's user_config.model_dir
+    topology: str = "fused"  # fused | single (what serve_apps/config.yaml ships) | composed (set_topology)
+    options: dict[str, dict] | None = None  # .options() per deployment name
+    recommender: dict | None = None  # RecommenderConfig overrides
+    ingress: dict | None = None  # Ingress user_config overrides
+
+
 def build_app(args: dict[str, Any] | None = None):
     """Application builder for `serve run serve_apps.app:build_app model_dir=...` and config files.
 
@@ -796,11 +809,12 @@ def build_app(args: dict[str, Any] | None = None):
     each deployment is what is served (and what a rollout changes); `args.model_dir` is only the
     default when a deployment has no user_config.
     """
-    args = dict(args or {})
-    unknown = sorted(set(args) - {"model_dir", "topology", "options", "recommender", "ingress"})
-    if unknown:
-        raise ValueError(f"unknown application arg(s) {unknown}; known: ingress, model_dir, options, recommender, topology")
-    model_dir = args.get("model_dir") or os.environ.get(MODEL_ENV)
+    try:
+        a = AppArgs(**dict(args or {}))
+    except TypeError as e:  # an unknown key, by name
+        known = ", ".join(f.name for f in dataclasses.fields(AppArgs))
+        raise ValueError(f"unknown application arg: {e}; known: {known}") from None
+    model_dir = a.model_dir or os.environ.get(MODEL_ENV)
     if model_dir and not (Path(model_dir) / "ttds.json").exists():
         raise FileNotFoundError(f"model_dir {model_dir} is not a TTDS model folder (no ttds.json); train one with jobs/train_ttds.py")
-    return compose(model_dir, args.get("options"), args.get("recommender"), args.get("topology", "fused"), args.get("ingress"))
+    return compose(model_dir, a.options, a.recommender, a.topology, a.ingress)
