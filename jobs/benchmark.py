@@ -101,8 +101,8 @@ def parser() -> argparse.ArgumentParser:
                    help="hold a fraction F of the items out of every training input and test them as candidates; reports HR/NDCG@10 "
                         "on cold-target vs warm-target test users in cold_items.md (ttds.data.cold_items; add content-knn to --systems)")
     p.add_argument("--cold-reference", default="", metavar="DIR",
-                   help="with --cold-items: the --out folder of a run of the same systems without --cold-items; each TTDS row's "
-                        "warm-target users are compared with that system's run there (paired NDCG@10, in cold_items.md)")
+                   help="with --cold-items: the --out folder of a run of the same systems without --cold-items; each TTDS system's "
+                        "warm-target users (its recipe's ranker) are compared with that system's run there (paired NDCG@10, in cold_items.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic corpus (--data synthetic) and of the --cold-items draw")
     p.add_argument("--train-seed", type=int, default=None,
                    help="training seed of every trained system (TTDS optim.seed, a baseline's seed; a --set still wins). "

@@ -518,7 +518,7 @@ class BenchConfig(Section):
     perf_reference_items: int = 10_000  # items of the reference decoding setting (0 = skip it)
     rss_interval_s: float = 0.5
     cold_items: float = 0.0  # > 0: hold this fraction of items out of training, test them as candidates (ttds.bench.cold)
-    # with cold_items: a benchmark folder of the same systems trained without cold items; each TTDS row's
+    # with cold_items: a benchmark folder of the same systems trained without cold items; each TTDS system's
     # warm-target users are compared with that system's run there (paired NDCG@10: what holding items out cost)
     cold_reference: str = ""
     seeds: int = 0  # > 0: the confirmatory protocol, every system trained with seeds 0..seeds-1 (ttds.bench.confirm)
