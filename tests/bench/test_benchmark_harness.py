@@ -380,9 +380,8 @@ def test_a_folder_from_before_new_config_fields_is_reused_only_when_they_match_h
     import dataclasses
     import shutil
 
-    from ttds.bench.harness import Harness
+    from ttds.bench.harness import Harness, ttds_keyed
     from ttds.bench.run_keys import config_key, plain
-    from ttds.config import to_dict
 
     cfg, _ = bench
     out = tmp_path / "out"
@@ -390,7 +389,7 @@ def test_a_folder_from_before_new_config_fields_is_reused_only_when_they_match_h
     h = Harness(dataclasses.replace(cfg, out=str(out)))
     s = next(x for x in h.systems if x.name == "ttds")
     sysdir = out / "systems" / "ttds"
-    keyed = plain({k: v for k, v in to_dict(h.ttds_config(s, sysdir)).items() if k != "tokenizer_dir"})
+    keyed = plain(ttds_keyed(h.ttds_config(s, sysdir)))
     stored = json.loads((sysdir / "key.json").read_text())  # the run's own folder keeps its keyed config
     assert stored["key"] == config_key(stored["keyed"]) and stored["keyed"] == {**keyed, "output_dir": stored["keyed"]["output_dir"]}
 

@@ -96,6 +96,15 @@ def _entry(metrics: dict, wall_s: float, peak_rss_mb: float, config: dict) -> di
 
 
 # ----------------------------------------------------------------------------- the harness
+def ttds_keyed(tcfg: TTDSJobConfig) -> dict:
+    """What identifies a TTDS system's run (`ttds.bench.run_keys`): its config, less the tokenizer folder
+    (shared or not, the same tokenizer) and the knobs that change no figure of the main run (it has no
+    added items: `_COLD_ONLY`)."""
+    keyed = {k: v for k, v in to_dict(tcfg).items() if k != "tokenizer_dir"}
+    keyed["eval"] = {k: v for k, v in keyed["eval"].items() if k not in _COLD_ONLY}
+    return keyed
+
+
 class Harness:
     def __init__(self, cfg: BenchConfig, systems: list[System] | None = None):
         """`systems`: already resolved systems (the confirmatory protocol hands each seed's run the
@@ -297,10 +306,7 @@ class Harness:
         if not tcfg.tokenizer_dir and tok_key in self.tokenizers:
             shared = self.tokenizers[tok_key]
             tcfg = dataclasses.replace(tcfg, tokenizer_dir=str(shared))
-        cfg_dict = to_dict(tcfg)
-        keyed = {k: v for k, v in cfg_dict.items() if k != "tokenizer_dir"}
-        # knobs that change no figure of the main run (it has no added items): not part of its identity
-        keyed["eval"] = {k: v for k, v in keyed["eval"].items() if k not in _COLD_ONLY}
+        keyed = ttds_keyed(tcfg)
         key = config_key(keyed)
         sysdir, done = self._prepare_dir(s.name, keyed)
         self.ttds_cfgs[s.name] = tcfg
@@ -318,7 +324,7 @@ class Harness:
         hist = m["history"]
         best = next((h for h in hist if h.get("epoch") == m["best_epoch"]), {})
         eval_s = float(m["wall_s"]["test_eval"])
-        config = {**cfg_dict, "ablation": s.ablation, "ablation_overrides": s.recipe.config}
+        config = {**to_dict(tcfg), "ablation": s.ablation, "ablation_overrides": s.recipe.config}
         mem = self._memory(t0)
         eval_mem = self.rss.window(t_end - eval_s - 1.0, t_end)
         n_templates = len(test.get("per_template", {})) or 1
