@@ -119,6 +119,13 @@ def _train_neural(
     return model, cfg, state
 
 
+def _run_folder(out_dir: str | Path, corpus_dir: str | Path) -> tuple[Path, Corpus]:
+    """The run's folder (made, absolute) and its corpus: what every baseline run starts from."""
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return out, Corpus.open(corpus_dir)
+
+
 def train_on_validation(
     name: str, corpus_dir: str | Path, out_dir: str | Path, overrides: dict | None = None, train: TrainConfig | None = None,
     exclude_seen: bool = False, callbacks: Sequence[Any] = (),
@@ -133,9 +140,7 @@ def train_on_validation(
     if name not in SEQ_MODEL_NAMES:
         raise ValueError(f"a trained baseline must be one of {SEQ_MODEL_NAMES}, not {name!r}")
     t0 = time.time()
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    corpus = Corpus.open(corpus_dir)
+    out, corpus = _run_folder(out_dir, corpus_dir)
     init_ray()
     _, cfg, state = _train_neural(name, corpus, out, dict(overrides or {}), train or TrainConfig(), exclude_seen, True, callbacks)
     res = {"name": name, "corpus": corpus.name, "valid_NDCG@10": float(state.best_score), "best_epoch": state.best_epoch,
@@ -177,9 +182,7 @@ def train_and_evaluate(
     if name not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, not {name!r}")
     t0 = time.time()
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    corpus = Corpus.open(corpus_dir)
+    out, corpus = _run_folder(out_dir, corpus_dir)
     if name == "popularity":
         res = _popularity(corpus, exclude_seen, t0, out / PER_USER_FILE)
     else:
