@@ -23,6 +23,59 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+# Seconds each of the longest test files took in a full run on the 2-core dev machine. Only the
+# order matters: pytest-xdist hands out work units in collection order, so the longest go first
+# and the short ones fill the gaps at the end. A file not listed counts as short.
+LONGEST_FIRST = {
+    "tests/bench/test_confirm.py": 250, "tests/train/test_train_ttds_e2e.py": 175, "tests/bench/test_benchmark_harness.py": 180,
+    "tests/serve": 170, "tests/cluster/test_node_loss.py": 90, "tests/tune/test_tune_sweep.py": 110,
+    "tests/train/test_worker_kill_resume.py": 105, "tests/baselines/test_baselines.py": 105, "tests/jobs/test_ray_job_submit.py": 80,
+    "tests/train/test_tokenizer_job.py": 75, "tests/index/test_index_kind.py": 35, "tests/serve/test_direct_ingress.py": 65,
+    "tests/train/test_item_head.py": 55,
+}
+# Files whose tests share the session's Serve instance (tests/serve/conftest.py `serve_url`): one unit.
+SHARED_SERVE = ("tests/serve/test_serve_app.py", "tests/serve/test_replica_kill.py", "tests/serve/test_catalogue_update.py")
+# Files whose tests are independent and long (each starts its own cluster or job): one unit per test.
+ONE_UNIT_PER_TEST = ("tests/cluster/test_node_loss.py", "tests/index/test_index_kind.py")
+
+
+def work_unit(nodeid: str) -> str:
+    """The pytest-xdist work unit of a test (`-n 2`): the tests of a unit run in one worker, in order.
+
+    A test file is one unit, so its module fixtures are built once (an expensive session fixture,
+    like the Tune sweep `ttds_tuned`, belongs to one file for the same reason); the files sharing
+    the session's Serve instance are one unit; ONE_UNIT_PER_TEST files split."""
+    path = nodeid.split("::")[0]
+    if path in SHARED_SERVE:
+        return "tests/serve"
+    return nodeid if path in ONE_UNIT_PER_TEST else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Schedule by `work_unit`. Why not `--dist loadgroup` with marks: on pytest 9.2 its node-id
+    suffix no longer takes effect (pytest-dev/pytest-xdist#1386), so it silently degrades to `load`,
+    which splits files and builds their module fixtures once per worker."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnits(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In a pytest-xdist worker: the units known to be long first (LONGEST_FIRST; the scheduler
+    keeps collection order with `--no-loadscope-reorder`). Without xdist the order is unchanged."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    cost: dict[str, int] = {}
+    for item in items:
+        unit = work_unit(item.nodeid)
+        cost[unit] = max(cost.get(unit, 0), LONGEST_FIRST.get(unit, 0), LONGEST_FIRST.get(item.nodeid.split("::")[0], 0))
+    items.sort(key=lambda it: -cost[work_unit(it.nodeid)])  # stable: collection order within a unit
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """One intra-op thread in the test process: faster than two on a busy 2-core machine

@@ -93,28 +93,3 @@ def test_results_hold_seeds_means_intervals_and_the_validation_chosen_comparison
 def test_seeds_and_train_seed_exclude_each_other(synthetic_corpus, tmp_path):
     with pytest.raises(ConfigError, match="seeds and train_seed"):
         _cfg(synthetic_corpus, tmp_path, train_seed=1)
-
-
-@pytest.mark.slow
-def test_a_ttds_recipe_is_tuned_and_frozen_the_same_way(ttds_tuned):
-    """The TTDS family gets the same search (configs/tune_default.yaml's space, here with
-    index.codebook_size a grid of [16, 0] so that one of the 2 trials fails; the session's sweep,
-    tests/conftest.py `ttds_tuned`, whose table tests/tune checks): its trials stop at validation
-    and the winner is frozen as a recipe file that loads as a TTDS job config."""
-    from ttds.bench.confirm import ttds_space, tune_and_freeze
-    from ttds.config import load_recipe
-
-    h, frozen, info = ttds_tuned.harness, ttds_tuned.frozen, ttds_tuned.info
-    recipe = load_recipe(frozen.recipe_path)
-    assert recipe.kind == "ttds" and info["trials"] == 2 and set(info["params"]) == set(ttds_space())
-    cfg = recipe.ttds_config()
-    assert cfg.optim.lr == pytest.approx(info["params"]["optim.lr"]) and cfg.index.levels == info["params"]["index.levels"]
-    assert cfg.index.codebook_size == info["params"]["index.codebook_size"] == 16  # the trial that trained
-    trials = ttds_tuned.sweep_dir / "trials"
-    for trial in trials.iterdir():  # validation only: no test figures, no per-user test file
-        if (trial / "metrics.json").exists():
-            assert json.loads((trial / "metrics.json").read_text())["test"] is None
-        assert not (trial / "test_per_user.parquet").exists()
-    n_trials = len(list(trials.iterdir()))
-    again, _ = tune_and_freeze(h, ttds_tuned.system)  # frozen: reused, not tuned again
-    assert again.recipe_path == frozen.recipe_path and len(list(trials.iterdir())) == n_trials >= 1

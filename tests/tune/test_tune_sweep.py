@@ -1,6 +1,6 @@
 """Ray Tune sweeps of the TTDS job: the sweep file, the CLI checks, and a 2-trial sweep end to end
 where one trial fails on a bad config value and the sweep still finishes with a best config (the
-session's sweep, tests/conftest.py `ttds_tuned`, which tests/bench/test_confirm.py also reads)."""
+session's sweep, tests/conftest.py `ttds_tuned`), and the TTDS recipe the confirmatory protocol freezes from it."""
 
 from __future__ import annotations
 
@@ -168,3 +168,28 @@ def test_reaper_frees_the_placement_group_of_a_dead_creator(ray_session):
     assert ray.util.placement_group_table()[pg_id]["state"] == "REMOVED"
     assert ray.util.placement_group_table()[driver_pg.id.hex()]["state"] == "CREATED"  # never reaped
     ray.util.remove_placement_group(driver_pg)
+
+
+@pytest.mark.slow
+def test_a_ttds_recipe_is_tuned_and_frozen_the_same_way(ttds_tuned):
+    """The TTDS family gets the same search (configs/tune_default.yaml's space, here with
+    index.codebook_size a grid of [16, 0] so that one of the 2 trials fails; the session's sweep,
+    tests/conftest.py `ttds_tuned`, whose table the test above checks): its trials stop at validation
+    and the winner is frozen as a recipe file that loads as a TTDS job config."""
+    from ttds.bench.confirm import ttds_space, tune_and_freeze
+    from ttds.config import load_recipe
+
+    h, frozen, info = ttds_tuned.harness, ttds_tuned.frozen, ttds_tuned.info
+    recipe = load_recipe(frozen.recipe_path)
+    assert recipe.kind == "ttds" and info["trials"] == 2 and set(info["params"]) == set(ttds_space())
+    cfg = recipe.ttds_config()
+    assert cfg.optim.lr == pytest.approx(info["params"]["optim.lr"]) and cfg.index.levels == info["params"]["index.levels"]
+    assert cfg.index.codebook_size == info["params"]["index.codebook_size"] == 16  # the trial that trained
+    trials = ttds_tuned.sweep_dir / "trials"
+    for trial in trials.iterdir():  # validation only: no test figures, no per-user test file
+        if (trial / "metrics.json").exists():
+            assert json.loads((trial / "metrics.json").read_text())["test"] is None
+        assert not (trial / "test_per_user.parquet").exists()
+    n_trials = len(list(trials.iterdir()))
+    again, _ = tune_and_freeze(h, ttds_tuned.system)  # frozen: reused, not tuned again
+    assert again.recipe_path == frozen.recipe_path and len(list(trials.iterdir())) == n_trials >= 1
