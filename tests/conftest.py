@@ -28,7 +28,7 @@ def shared_dataset(name: str) -> Path:
 # and the short ones fill the gaps at the end. A file not listed counts as short.
 LONGEST_FIRST = {
     "tests/bench/test_confirm.py": 250, "tests/train/test_train_ttds_e2e.py": 175, "tests/bench/test_benchmark_harness.py": 180,
-    "tests/serve": 170, "tests/cluster/test_node_loss.py": 90, "tests/tune/test_tune_sweep.py": 110,
+    "tests/serve/test_serve_app.py": 170, "tests/cluster/test_node_loss.py": 90, "tests/tune/test_tune_sweep.py": 110,
     "tests/train/test_worker_kill_resume.py": 105, "tests/baselines/test_baselines.py": 105, "tests/jobs/test_ray_job_submit.py": 80,
     "tests/train/test_tokenizer_job.py": 75, "tests/index/test_index_kind.py": 35, "tests/serve/test_direct_ingress.py": 65,
     "tests/train/test_item_head.py": 55,
@@ -69,11 +69,11 @@ def pytest_collection_modifyitems(config, items):
     keeps collection order with `--no-loadscope-reorder`). Without xdist the order is unchanged."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
+    units = {item.nodeid: work_unit(item.nodeid) for item in items}
     cost: dict[str, int] = {}
-    for item in items:
-        unit = work_unit(item.nodeid)
-        cost[unit] = max(cost.get(unit, 0), LONGEST_FIRST.get(unit, 0), LONGEST_FIRST.get(item.nodeid.split("::")[0], 0))
-    items.sort(key=lambda it: -cost[work_unit(it.nodeid)])  # stable: collection order within a unit
+    for item in items:  # a unit costs what its longest file does
+        cost[units[item.nodeid]] = max(cost.get(units[item.nodeid], 0), LONGEST_FIRST.get(item.nodeid.split("::")[0], 0))
+    items.sort(key=lambda it: -cost[units[it.nodeid]])  # stable: collection order within a unit
 
 
 @pytest.fixture(autouse=True)

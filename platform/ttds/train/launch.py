@@ -7,6 +7,7 @@ checkpoint, and a re-run with the same run folder resumes from the newest checkp
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,9 +112,7 @@ def run_trainer(
         return _fit(worker_fn, config, train, storage, name, datasets, split_datasets, score_attribute, list(callbacks) + to_console, place, resources)
 
 
-_TRAINER: list[type] = []  # built on first use: importing ray.train.torch costs seconds
-
-
+@functools.cache  # built on first use: importing ray.train.torch costs seconds
 def _trainer_class() -> type:
     """Ray Train's `TorchTrainer` without its `PlacementGroupCleanerCallback`.
 
@@ -125,16 +124,14 @@ def _trainer_class() -> type:
     adds is removing a placement group after a controller crash; the controller removes it on
     every normal or failed shutdown, and Ray removes an owner's groups when its job ends.
     (Ray is pinned; tests/train/test_launch.py fails if the callback or the hook change.)"""
-    if not _TRAINER:
-        from ray.train.torch import TorchTrainer
-        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
-        class Trainer(TorchTrainer):
-            def _create_default_callbacks(self):
-                return [c for c in super()._create_default_callbacks() if not isinstance(c, PlacementGroupCleanerCallback)]
+    class Trainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, PlacementGroupCleanerCallback)]
 
-        _TRAINER.append(Trainer)
-    return _TRAINER[0]
+    return Trainer
 
 
 def _fit(worker_fn, config, train: TrainConfig, storage: str, name: str, datasets, split_datasets, score_attribute, callbacks: list, place: RunPlace,
