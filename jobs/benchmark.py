@@ -53,6 +53,8 @@ results.md and quality_per_compute.png say the same. Example (then add TTDS late
 --systems on the same --out: the finished units and frozen recipes are reused):
   python jobs/benchmark.py --data runs/data/Scientific --systems popularity,gru4rec,sasrec --seeds 3 --tune-trials 4 \\
       --exclude-seen --budget-epochs 40 --out runs/confirm/Scientific
+--also-all-items then adds the paper's protocol (every item ranked) from the same models: each finished (system, seed)
+is scored on test once more, in runs/confirm/Scientific/all-items/ (nothing retrains).
 
 Re-running with the same --out reuses finished systems whose config is unchanged and resumes an
 interrupted one (--fresh starts over). A system that fails is reported and the others still run.
@@ -114,6 +116,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-trials", type=int, default=0, metavar="K",
                    help="before the seeds, a Ray Tune search of K trials on validation per trained system without a frozen recipe "
                         "in --out/recipes/ (baselines: dropout, lr, width, weight average; TTDS: configs/tune_default.yaml's space)")
+    p.add_argument("--also-all-items", action="store_true",
+                   help="with --seeds and --exclude-seen: also score every finished (system, seed) on test with every item ranked "
+                        "(the paper's protocol) from the same trained model, no retraining; --out/all-items/ holds that protocol's "
+                        "results (recipes and epochs chosen on the seen-excluded validation)")
     p.add_argument("--perf-users", type=int, default=256, help="--perf: test users timed per decoding mode")
     p.add_argument("--perf-rows", type=int, default=2048, help="--perf: task rows of each short throughput run")
     p.add_argument("--perf-repeats", type=int, default=3, help="--perf: timed repeats per decoding mode (best kept)")
@@ -162,7 +168,7 @@ def _bench_config(args: argparse.Namespace, systems: list[str], use_gpu: bool):
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, fresh=args.fresh, seed=args.seed, train_seed=args.train_seed, exclude_seen=args.exclude_seen,
         perf_users=args.perf_users, perf_rows=args.perf_rows, perf_repeats=args.perf_repeats, perf_train_repeats=args.perf_train_repeats,
         perf_reference_items=args.perf_reference_items, use_gpu=use_gpu, cold_items=args.cold_items, cold_reference=args.cold_reference,
-        seeds=args.seeds, tune_trials=args.tune_trials,
+        seeds=args.seeds, tune_trials=args.tune_trials, also_all_items=args.also_all_items,
     )
 
 

@@ -166,6 +166,34 @@ def test_rerun_reuses_finished_systems(bench):
     assert again["results"]["systems"] == res["results"]["systems"]
 
 
+def test_a_source_folder_is_scored_again_under_another_protocol_without_training(bench, tmp_path):
+    """Harness(source=...), what --also-all-items runs: here the other way round, the bench folder's
+    models (every item ranked) scored with seen items excluded. The TTDS model and the retrieval fast
+    path over it are the source's; nothing trains; the new lists hold no history item."""
+    import dataclasses
+
+    from ttds.bench.harness import Harness
+    from ttds.data.corpus import Corpus
+    from ttds.eval.per_user import read_per_user
+
+    cfg, res = bench
+    names = ["sasrec", "ttds", "ttds-retrieval"]
+    got = Harness(dataclasses.replace(cfg, out=str(tmp_path), exclude_seen=True, systems=names), source=Path(cfg.out)).run()
+    assert not got["failures"], got["failures"]
+    users, hists, _ = Corpus.open(cfg.data).eval_arrays("test")
+    history = {int(u): set(h.tolist()) for u, h in zip(users, hists)}
+    for name in names:
+        new, old = got["details"][name], res["details"][name]
+        assert (new["valid_NDCG@10"], new["best_epoch"]) == (old["valid_NDCG@10"], old["best_epoch"])
+        assert not any(Path(new["out_dir"]).glob("ray_train*")) and not (Path(new["out_dir"]) / "model").exists()
+        table = read_per_user(new["out_dir"])
+        assert sorted(table["user_id"]) == sorted(history)
+        assert not any(int(i) in history[int(u)] for u, top in zip(table["user_id"], table["top10"]) for i in top), name
+    assert got["details"]["ttds"]["model_dir"] == str(Path(res["details"]["ttds"]["out_dir"]) / "model")
+    assert got["details"]["ttds-retrieval"]["model_dir"] == got["details"]["ttds"]["model_dir"]
+    assert got["results"]["systems"]["ttds"]["config"]["rescored"]["exclude_seen"] is True
+
+
 def test_decode_speed_on_the_trained_model(bench):
     from ttds.bench.perf import decode_speed_trained
     from ttds.data.corpus import Corpus

@@ -1,7 +1,8 @@
 """The confirmatory protocol end to end on the synthetic corpus with a tiny budget: a real Ray Tune
 search of SASRec on validation (trials never read test), its frozen recipe, two training seeds per
 system, each (system, seed) scored on test once, the combined results with intervals and the paired
-difference chosen on validation, a re-run that re-scores nothing, and the generated page."""
+difference chosen on validation, a re-run that re-scores nothing, and the generated page; with seen
+items excluded, and the paper's protocol (every item ranked) scored again from the same models."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import yaml
 from ttds.bench import run_benchmark
 from ttds.bench.report import METRICS, write_document
 from ttds.config import BenchConfig, ConfigError
+from ttds.data.corpus import Corpus
+from ttds.eval.per_user import read_per_user
 
 
 def _cfg(corpus, out: Path, **kw) -> BenchConfig:
@@ -24,7 +27,7 @@ def _cfg(corpus, out: Path, **kw) -> BenchConfig:
 @pytest.fixture(scope="module")
 def confirm(ray_session, synthetic_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("confirm") / "out"
-    cfg = _cfg(synthetic_corpus, out)
+    cfg = _cfg(synthetic_corpus, out, exclude_seen=True, also_all_items=True)
     return cfg, out, run_benchmark(cfg)
 
 
@@ -53,12 +56,13 @@ def test_tuning_on_validation_is_frozen_as_a_recipe_and_trials_never_read_test(c
 @pytest.mark.slow
 def test_each_system_and_seed_is_scored_on_test_once_and_a_rerun_scores_nothing(confirm):
     cfg, out, res = confirm
-    def reads():
-        return [json.loads(ln) for k in (0, 1) for ln in (out / "seeds" / f"seed{k}" / "test_reads.jsonl").read_text().splitlines()]
-    first = reads()
-    assert sorted((r["system"], r["train_seed"]) for r in first) == [("popularity", 0), ("popularity", 1), ("sasrec", 0), ("sasrec", 1)]
+    def reads(folder=out):
+        return [json.loads(ln) for k in (0, 1) for ln in (folder / "seeds" / f"seed{k}" / "test_reads.jsonl").read_text().splitlines()]
+    first, first_all = reads(), reads(out / "all-items")
+    for got in (first, first_all):  # once per unit and protocol
+        assert sorted((r["system"], r["train_seed"]) for r in got) == [("popularity", 0), ("popularity", 1), ("sasrec", 0), ("sasrec", 1)]
     again = run_benchmark(cfg)
-    assert reads() == first  # finished units reused: the test split is not read again, nothing retuned
+    assert reads() == first and reads(out / "all-items") == first_all  # finished units reused: no test read again, nothing retuned
     assert again["results"]["systems"] == res["results"]["systems"]
 
 
@@ -88,6 +92,38 @@ def test_results_hold_seeds_means_intervals_and_the_validation_chosen_comparison
     text = page.read_text()
     assert "| `sasrec` | 2 (0,1) |" in text and "Plan: `popularity`, `sasrec` x 2 seeds, 2 tuning trials" in text
     assert any(k.startswith("compute:") for k in paths) and "quality per compute" in text
+
+
+@pytest.mark.slow
+def test_also_all_items_scores_the_same_models_with_every_item_ranked(confirm, synthetic_corpus):
+    cfg, out, res = confirm
+    alt = out / "all-items"
+    r = json.loads((alt / "results.json").read_text())
+    assert r["run"]["exclude_seen"] is False and r["confirm"]["plan"]["rescored_from"] == str(out) and set(r["seeds"]) == {"0", "1"}
+    assert "Not retrained" in (alt / "results.md").read_text()
+    users, hists, _ = Corpus.open(synthetic_corpus).eval_arrays("test")
+    history = {int(u): set(h.tolist()) for u, h in zip(users, hists)}
+    seen_recommended = 0
+    for k in (0, 1):
+        src = json.loads((out / "seeds" / f"seed{k}" / "systems" / "sasrec" / "result.json").read_text())
+        again = json.loads((alt / "seeds" / f"seed{k}" / "systems" / "sasrec" / "result.json").read_text())
+        assert (again["detail"]["valid_NDCG@10"], again["detail"]["best_epoch"]) == (src["detail"]["valid_NDCG@10"], src["detail"]["best_epoch"])
+        assert again["entry"]["config"]["rescored"] == {"from": src["detail"]["out_dir"], "exclude_seen": False}
+        assert not any((alt / "seeds" / f"seed{k}" / "systems" / "sasrec").glob("ray_train*"))  # nothing trained here
+        for name in ("popularity", "sasrec"):
+            excluded = read_per_user(out / "seeds" / f"seed{k}" / "systems" / name).set_index("user_id")
+            every = read_per_user(alt / "seeds" / f"seed{k}" / "systems" / name).set_index("user_id")
+            assert sorted(every.index) == sorted(excluded.index) == sorted(history)
+            for u, row in every.iterrows():  # the same model: its ranking less the user's history is the seen-excluded one
+                kept = [int(i) for i in row["top10"] if i >= 0 and int(i) not in history[u]]
+                assert [int(i) for i in excluded.at[u, "top10"][: len(kept)]] == kept, (name, k, u)
+                seen_recommended += len(kept) < 10
+    assert seen_recommended  # and the protocol did change something: seen items were ranked
+
+
+def test_also_all_items_needs_seeds_and_exclude_seen(synthetic_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="also_all_items"):
+        _cfg(synthetic_corpus, tmp_path, also_all_items=True)
 
 
 def test_seeds_and_train_seed_exclude_each_other(synthetic_corpus, tmp_path):

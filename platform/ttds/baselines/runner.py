@@ -21,7 +21,7 @@ import numpy as np
 from ttds import checkpoint as ckpt_io
 from ttds.baselines.popularity import evaluate_popularity, popularity_ranking, report
 from ttds.baselines.sasrec import SequentialRecommender
-from ttds.baselines.seqmodel_worker import CKPT_NAME, MODELS, SeqWork, load_best, rank_users, seq_worker
+from ttds.baselines.seqmodel_worker import CKPT_NAME, MODELS, SeqWork, build_model, load_best, rank_users, seq_worker
 from ttds.config import TrainConfig, from_dict, to_dict
 from ttds.data.corpus import Corpus
 from ttds.data.examples import next_item_dataset
@@ -33,7 +33,7 @@ from ttds.train.loop import LoopState
 from ttds.train.lr_schedule import schedule_problem
 from ttds.train.weight_average import decay_for_epochs, span_problem
 
-__all__ = ["BASELINES", "HISTORY_FILE", "score_users", "train_and_evaluate", "train_on_validation", "tune_trial"]
+__all__ = ["BASELINES", "HISTORY_FILE", "load_trained", "score_seq_test", "score_users", "train_and_evaluate", "train_on_validation", "tune_trial"]
 
 BASELINES = ("popularity", *MODELS)
 SEQ_MODEL_NAMES = tuple(MODELS)
@@ -44,6 +44,25 @@ HISTORY_FILE = "history.jsonl"  # one line per epoch (valid NDCG@10, epoch_s): T
 def score_users(model: SequentialRecommender, histories: Sequence[np.ndarray], k: int = 10, exclude_seen: bool = False, batch_size: int = 1024) -> np.ndarray:
     """Top-k item ids [n, k] for each history, batched, scoring every item."""
     return rank_users(model, list(histories), k, exclude_seen, batch_size)
+
+
+def score_seq_test(model: SequentialRecommender, corpus: Corpus, per_user_path: Path, exclude_seen: bool) -> dict[str, float]:
+    """The test split's figures of a trained SASRec/GRU4Rec (every item scored; on the GPU when there
+    is one), each user's figures to `per_user_path`: the training job's test and the benchmark's
+    re-scoring (ttds.bench.rescore) are this one function."""
+    model.to(select_device().device)
+    users, histories, targets = corpus.eval_arrays("test")
+    ranked = score_users(model, histories, 10, exclude_seen)
+    write_per_user(per_user_path, per_user_table(users, targets, [ranked]))
+    return report(ranking_metrics(ranked, targets, ks=(1, 5, 10)))
+
+
+def load_trained(out_dir: str | Path) -> SequentialRecommender:
+    """The best-validation weights a finished `train_and_evaluate` saved in `out_dir` (model.safetensors + model.json)."""
+    tensors, state = ckpt_io.load_state(out_dir, "model")
+    model = build_model(state["model"], state["model_config"], int(state["n_items"]))
+    model.load_state_dict(tensors)
+    return model.eval()
 
 
 def _run_name(out: Path, resume: bool) -> str:
@@ -188,11 +207,7 @@ def train_and_evaluate(
     else:
         init_ray()
         model, cfg, state = _train_neural(name, corpus, out, dict(overrides or {}), train or TrainConfig(), exclude_seen, materialize)
-        model.to(select_device().device)  # full ranking of every test user: on the GPU when there is one
-        users, histories, targets = corpus.eval_arrays("test")
-        ranked = score_users(model, histories, 10, exclude_seen)
-        test = report(ranking_metrics(ranked, targets, ks=(1, 5, 10)))
-        write_per_user(out / PER_USER_FILE, per_user_table(users, targets, [ranked]))
+        test = score_seq_test(model, corpus, out / PER_USER_FILE, exclude_seen)
         history = state.history
         rates = [h["examples_per_s"] for h in history]
         res = {

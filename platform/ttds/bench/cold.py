@@ -88,7 +88,7 @@ def cold_figures(kind: str, sysdir: Path, split: ColdSplit, exclude_seen: bool, 
         for label, (rank_by, share, how) in runs.items():
             path = sysdir / (COLD_PER_USER if not figs else f"cold_per_user_{label}.parquet")
             if not path.exists() or (rank_by == "beam" and share > 0 and cached_share not in (None, share)):
-                templates = list(range(3)) if tcfg.eval.templates == 0 else list(range(tcfg.eval.templates))
+                templates = tcfg.eval.template_ids()
                 evaluate_model_dir(str(ext), split.full, "test", templates, tcfg.eval.beam_width, tcfg.eval.top_k, tcfg.eval.test_users,
                                    tcfg.eval.workers, tcfg.eval.batch_size, use_gpu=use_gpu, per_user_path=path,
                                    exclude_seen=exclude_seen, rank_by=rank_by, new_item_share=share)

@@ -19,7 +19,9 @@ split is read once per (system, seed):
    95% interval over seeds and users, the strongest baseline and the best TTDS recipe chosen on
    validation, the paired difference with its interval over seeds and users, the statement), with
    `results.md` and the charts (test figures; quality per compute) rendered by the same code as
-   docs/results.md (jobs/report.py).
+   docs/results.md (jobs/report.py);
+4. the paper's protocol too (`--also-all-items`, with --exclude-seen): every finished (system, seed)
+   scored on test once more with every item ranked, from the same model (`rescore_all_items`).
 
 Adding systems later (e.g. TTDS seeds) is a re-run of the same command on the same --out with the
 longer --systems list: the finished units and the frozen recipes are reused.
@@ -45,9 +47,9 @@ from ttds.tune.sweep import run_sweep
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RECIPES", "SEEDS", "TEST_READS", "TUNE", "run_confirm"]
+__all__ = ["ALL_ITEMS", "RECIPES", "SEEDS", "TEST_READS", "TUNE", "rescore_all_items", "run_confirm"]
 
-RECIPES, TUNE, SEEDS = "recipes", "tune", "seeds"
+RECIPES, TUNE, SEEDS, ALL_ITEMS = "recipes", "tune", "seeds", "all-items"
 TEST_READS = "test_reads.jsonl"  # one line per test-split read (ttds.bench.harness.Harness._finish)
 
 
@@ -151,13 +153,38 @@ def run_confirm(h) -> dict:
                                               "systems": [dataclasses.asdict(s) for s in systems]}, indent=2, default=str))
     seed_dirs = [f"{SEEDS}/seed{k}" for k in range(n_seeds)]
     for k, rel in enumerate(seed_dirs):
-        child_cfg = dataclasses.replace(cfg, out=str(out / rel), train_seed=k, seeds=0, tune_trials=0, perf=False)
+        child_cfg = dataclasses.replace(cfg, out=str(out / rel), train_seed=k, seeds=0, tune_trials=0, perf=False, also_all_items=False)
         console.say(f"seed {k} of {n_seeds}: {out / rel}")
         res = type(h)(child_cfg, systems=systems).run()
         failures.update({f"{n} (seed {k})": why for n, why in res["failures"].items()})
         write_confirm(out, seed_dirs, plan, tuning, failures)  # a stop later keeps what is done
     results, paths = write_confirm(out, seed_dirs, plan, tuning, failures)
+    if cfg.also_all_items:
+        failures.update(rescore_all_items(h, systems, seed_dirs, plan, tuning))
+        paths["all_items_md"] = out / ALL_ITEMS / "results.md"
     return {"results": results, "details": {}, "failures": failures, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def rescore_all_items(h, systems: list[System], seed_dirs: list[str], plan: dict, tuning: dict) -> dict[str, str]:
+    """--also-all-items: the paper's protocol (every item ranked) from the seeds just trained with seen
+    items excluded, in `<out>/all-items/` (a confirmatory folder of its own, the same layout).
+
+    Why not a second campaign: training does not depend on the ranking protocol, only the
+    validation figure that picks the recipe and the epoch does, so the models chosen on
+    seen-excluded validation are scored on test once more with every item ranked (the harness's
+    `source`, `Harness._rescore`): hours of training saved per corpus, each unit's test read once
+    per protocol. Popularity (nothing trained) simply runs under this protocol. Returns the failures."""
+    out = h.out / ALL_ITEMS
+    plan = {**plan, "exclude_seen": False, "rescored_from": str(h.out)}
+    failures: dict[str, str] = {}
+    for k, rel in enumerate(seed_dirs):
+        child = dataclasses.replace(h.cfg, out=str(out / rel), train_seed=k, seeds=0, tune_trials=0, perf=False, exclude_seen=False,
+                                    also_all_items=False)
+        console.say(f"seed {k} of {len(seed_dirs)}, every item ranked: re-scoring {h.out / rel}")
+        res = type(h)(child, systems=systems, source=h.out / rel).run()
+        failures.update({f"{n} (seed {k}, all items)": why for n, why in res["failures"].items()})
+        write_confirm(out, seed_dirs, plan, tuning, failures)
+    return failures
 
 
 def write_confirm(out: Path, seed_dirs: list[str], plan: dict, tuning: dict, failures: dict) -> tuple[dict, dict[str, Path]]:

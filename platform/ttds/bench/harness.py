@@ -37,6 +37,7 @@ import yaml
 
 from ttds import console
 from ttds.baselines import train_and_evaluate
+from ttds.baselines.runner import load_trained, score_seq_test
 from ttds.baselines.content_knn import ContentKNNConfig, run_content_knn, text_item_vectors
 from ttds.bench import perf
 from ttds.bench.cold import cold_figures, cold_summary, cold_table
@@ -53,7 +54,7 @@ from ttds.data.cold_items import make_cold_split
 from ttds.data.resolve import open_or_prepare
 from ttds.eval.per_user import PER_USER_FILE, read_per_user
 from ttds.runtime import init_ray
-from ttds.train.ttds_job import train_ttds
+from ttds.train.ttds_job import score_ttds_test, train_ttds
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +107,13 @@ def ttds_keyed(tcfg: TTDSJobConfig) -> dict:
 
 
 class Harness:
-    def __init__(self, cfg: BenchConfig, systems: list[System] | None = None):
+    def __init__(self, cfg: BenchConfig, systems: list[System] | None = None, source: Path | None = None):
         """`systems`: already resolved systems (the confirmatory protocol hands each seed's run the
-        frozen recipes); default: resolved from `cfg.systems`."""
+        frozen recipes); default: resolved from `cfg.systems`. `source`: a finished benchmark folder
+        whose trained systems this run scores again under its own protocol instead of training
+        them (`_rescore`; the confirmatory protocol's --also-all-items)."""
         self.cfg = cfg
+        self.source = Path(source) if source is not None else None
         self.out = Path(cfg.out).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
         with console.stage("data", unit="corpus"):
@@ -235,7 +239,9 @@ class Harness:
     def run_system(self, s: System) -> None:
         t0 = time.time()
         self.rss.sample()  # a system shorter than the sampling interval still gets a figure
-        if s.kind in ("popularity", "seq", "content"):
+        if self.source is not None and s.kind in ("seq", "ttds"):
+            self._rescore(s, t0)
+        elif s.kind in ("popularity", "seq", "content"):
             self._baseline(s, t0)
         elif s.kind == "ttds":
             self._ttds(s, t0)
@@ -349,10 +355,41 @@ class Harness:
                               "wall s excludes it.").strip()
         self._finish(s.name, sysdir, key, _entry(test, time.time() - t0, mem["max_process_mb"], config), detail)
 
+    def _rescore(self, s: System, t0: float) -> None:
+        """The unit `s` of `self.source`, scored on test again under this run's protocol with the model
+        it trained and selected there (recipe, epoch, validation figures: the source's). Nothing trains."""
+        src_file = self.source / "systems" / s.name / "result.json"
+        if not src_file.is_file():
+            raise FileNotFoundError(f"{src_file}: this unit has not finished in {self.source}, so there is no model to score")
+        src = json.loads(src_file.read_text())
+        keyed = {"rescored": src["key"], "exclude_seen": self.cfg.exclude_seen}
+        sysdir, done = self._prepare_dir(s.name, keyed)
+        if s.kind == "ttds":
+            self.ttds_cfgs[s.name] = tcfg = self.ttds_config(s, sysdir)
+        if done:
+            self.records[s.name] = done
+            console.say(f"{s.name}: reusing the result in {sysdir}")
+            return
+        trained = Path(src["detail"]["out_dir"])
+        model_dir = trained / "model" if s.kind == "ttds" else trained
+        if s.kind == "ttds":
+            test = score_ttds_test(tcfg, model_dir, self.corpus, sysdir / PER_USER_FILE)
+            test.pop("popularity")
+        else:
+            test = score_seq_test(load_trained(model_dir), self.corpus, sysdir / PER_USER_FILE, self.cfg.exclude_seen)
+        detail = {**src["detail"], **{k: test[k] for k in ("users", "per_template") if k in test}, "out_dir": str(sysdir),
+                  "model_dir": str(model_dir), "memory": self._memory(t0), "rescore_s": round(time.time() - t0, 1),
+                  "note": f"the model trained and selected in {trained}, scored again with exclude_seen={self.cfg.exclude_seen}; "
+                          "wall s is that training run's"}
+        detail.pop("test_eval", None)
+        entry = {**src["entry"], **{k: test[k] for k in METRICS},
+                 "config": {**src["entry"]["config"], "rescored": {"from": str(trained), "exclude_seen": self.cfg.exclude_seen}}}
+        self._finish(s.name, sysdir, config_key(keyed), entry, detail)
+
     def _retrieval(self, s: System, t0: float) -> None:
         base = self.records[s.base]
         tcfg = self.ttds_cfgs[s.base]
-        templates = list(range(3)) if tcfg.eval.templates == 0 else list(range(tcfg.eval.templates))
+        templates = tcfg.eval.template_ids()
         config = {
             "base": s.base, "ranker": "prompt -> backbone -> mean-pooled last hidden state -> id_head -> exact faiss inner product over L2-normalised item X",
             "templates": templates, "k": 10, "test_users": tcfg.eval.test_users, **({"exclude_seen": True} if tcfg.eval.exclude_seen else {}),
@@ -365,7 +402,7 @@ class Harness:
         if done:
             self.records[s.name] = done
             return
-        model_dir = Path(base["detail"]["out_dir"]) / "model"
+        model_dir = Path(base["detail"].get("model_dir") or Path(base["detail"]["out_dir"]) / "model")  # a re-scored base: its source's
         res = evaluate_retrieval(model_dir, self.corpus, "test", templates, 10, tcfg.eval.test_users, tcfg.eval.batch_size,
                                  per_user_path=sysdir / PER_USER_FILE, exclude_seen=tcfg.eval.exclude_seen)
         mem = self._memory(t0)

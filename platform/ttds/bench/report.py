@@ -759,6 +759,10 @@ def _missing_markdown(g: dict, conf: dict) -> list[str]:
     missing = [f"`{n}` seed {k}" for n in plan.get("systems", []) for k in range(plan.get("seeds", 0)) if k not in done.get(n, set())]
     out = ["", f"Plan: {', '.join(f'`{n}`' for n in plan.get('systems', []))} x {plan.get('seeds')} seeds"
                + (f", {plan['tune_trials']} tuning trials per trained system" if plan.get("tune_trials") else "") + "."]
+    if plan.get("rescored_from"):
+        out += ["", f"Not retrained: each trained (system, seed) here is the model tuned, trained and selected (epoch, recipe) on "
+                    f"validation with seen items excluded (`{plan['rescored_from']}`), scored on test once more with every item "
+                    "ranked (`--also-all-items`, ttds.bench.confirm)."]
     if missing:
         out += ["", "**Missing** (not in these figures): " + ", ".join(missing) + "."]
     if plan.get("ttds_missing"):

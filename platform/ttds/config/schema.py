@@ -403,6 +403,10 @@ class EvalConfig(Section):
     # TIGER's epsilon). A declared prior: validation never has a new item as its target. 0 = off.
     new_item_share: float = 0.1
 
+    def template_ids(self) -> list[int]:
+        """The next-item templates the test averages over (`templates`: 0 = all three)."""
+        return list(range(3 if self.templates == 0 else self.templates))
+
     def problems(self) -> list[str]:
         out = []
         if not 0.0 <= self.new_item_share <= 1.0:
@@ -523,11 +527,17 @@ class BenchConfig(Section):
     cold_reference: str = ""
     seeds: int = 0  # > 0: the confirmatory protocol, every system trained with seeds 0..seeds-1 (ttds.bench.confirm)
     tune_trials: int = 0  # > 0: a Ray Tune search of this many trials per trained system on validation, frozen as a recipe
+    # with seeds and exclude_seen: also score every finished (system, seed) on test with every item ranked (the
+    # paper's protocol), from the same trained model (no retraining); <out>/all-items/ (ttds.bench.rescore)
+    also_all_items: bool = False
 
     def problems(self) -> list[str]:
         out = _at_least(self, ("budget_epochs", "budget_minutes", "workers", "perf_reference_items", "seeds", "tune_trials"), 0)
         if self.seeds and self.train_seed is not None:
             out.append("seeds and train_seed exclude each other: --seeds N trains every system with seeds 0..N-1")
+        if self.also_all_items and not (self.seeds and self.exclude_seen and not self.cold_items):
+            out.append("also_all_items re-scores the seeds of an --exclude-seen run with every item ranked: it needs seeds > 0 and "
+                       "exclude_seen, without cold_items")
         if not 0.0 <= self.cold_items < 1.0:
             out.append(f"cold_items={self.cold_items}: expected a fraction in [0, 1)")
         if self.cold_reference and not self.cold_items:

@@ -161,14 +161,8 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = (), profile_steps:
         return {"out_dir": str(out), "history": history, "wall_s": {"tokenizer": round(t_tok, 1), "train": round(t_train, 1)}}
     if not test:
         return _validation_only(cfg, corpus, out, facts, history, t0, t_tok, t_train)
-    templates = list(range(3)) if cfg.eval.templates == 0 else list(range(cfg.eval.templates))
     t1 = time.time()
-    n_test = len(corpus.eval_arrays("test")[2])
-    with stage("ranking", total=min(cfg.eval.test_users or n_test, n_test), unit="user") as bar:
-        test_fig = evaluate_model_dir(str(out / "model"), corpus, "test", templates, cfg.eval.beam_width, cfg.eval.top_k, cfg.eval.test_users, cfg.eval.workers,
-                                  cfg.eval.batch_size, use_gpu=cfg.train.use_gpu, per_user_path=out / PER_USER_FILE, exclude_seen=cfg.eval.exclude_seen,
-                                  rank_by=cfg.eval.rank_by, new_item_share=cfg.eval.new_item_share)
-        bar.set(int(test_fig.get("users") or bar.total or 0))
+    test_fig = score_ttds_test(cfg, out / "model", corpus, out / PER_USER_FILE)
     pop = test_fig.pop("popularity")  # same users as the TTDS row
     metrics = {
         "corpus": corpus.name,
@@ -186,6 +180,19 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = (), profile_steps:
     (out / "results.md").write_text(results_table(corpus.name, {"TTDS": test_fig, "Popularity": pop}))
     metrics["out_dir"] = str(out)
     return metrics
+
+
+def score_ttds_test(cfg: TTDSJobConfig, model_dir: Path, corpus, per_user_path: Path) -> dict:
+    """The test split's figures of the model in `model_dir`, ranked as `cfg.eval` says (its
+    templates, beam, ranker, seen filter), with a progress bar; each user's figures to `per_user_path`.
+    The one test evaluation of a TTDS model: the job's, and the benchmark's re-scoring (ttds.bench.rescore)."""
+    n_test = len(corpus.eval_arrays("test")[2])
+    with stage("ranking", total=min(cfg.eval.test_users or n_test, n_test), unit="user") as bar:
+        fig = evaluate_model_dir(str(model_dir), corpus, "test", cfg.eval.template_ids(), cfg.eval.beam_width, cfg.eval.top_k, cfg.eval.test_users,
+                                 cfg.eval.workers, cfg.eval.batch_size, use_gpu=cfg.train.use_gpu, per_user_path=per_user_path,
+                                 exclude_seen=cfg.eval.exclude_seen, rank_by=cfg.eval.rank_by, new_item_share=cfg.eval.new_item_share)
+        bar.set(int(fig.get("users") or bar.total or 0))
+    return fig
 
 
 def _validation_only(cfg: TTDSJobConfig, corpus, out: Path, facts, history: list, t0: float, t_tok: float, t_train: float) -> dict:
