@@ -87,3 +87,45 @@ def test_seed_none_leaves_the_global_generator_alone(seed, expected):
     torch.manual_seed(123)
     fit(Scripted([0.0]), LoopConfig(epochs=1, seed=seed), None)
     assert torch.initial_seed() == expected
+
+
+class Clocked(Scripted):
+    """Each epoch takes 10 s on the loop's clock (`now`, patched in), so budgets are exact."""
+
+    def __init__(self, scores: list[float], now: list[float]):
+        super().__init__(scores)
+        self.now = now
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.now[0] += 10.0
+        return super().train_epoch(epoch)
+
+
+def test_the_time_budget_counts_the_loop_time_of_the_runs_before_a_resume(tmp_path, monkeypatch):
+    """A resumed run gets what is left of its budget, not a fresh one: a benchmark unit that was
+    stopped and resumed trains no longer than one that ran through."""
+    import ray.train
+
+    import ttds.train.loop as loop_mod
+
+    now = [0.0]
+    monkeypatch.setattr(loop_mod.time, "time", lambda: now[0])
+    first = fit(Clocked([0.1] * 10, now), LoopConfig(epochs=10, seed=0, time_budget_s=35.0), None)
+    assert first.epoch == 2 and first.loop_s == 30.0  # 30 s + another 10 s epoch > 35
+    first.write(tmp_path)
+
+    # the same run resumed in a Ray Train worker with a larger budget: 55 s in all, 30 already spent
+    reports = []
+    monkeypatch.setattr(loop_mod, "rank_and_world", lambda place: (0, 1))
+    monkeypatch.setattr(loop_mod, "set_loopback_env", lambda: None)
+    monkeypatch.setattr(loop_mod, "starting_checkpoint", lambda place: ray.train.Checkpoint.from_directory(str(tmp_path)))
+    monkeypatch.setattr(loop_mod, "_checkpoint_and_report", lambda trainer, loop, state, metrics, rank: reports.append(state.loop_s))
+    t = Clocked([0.1] * 10, now)
+    resumed = fit(t, LoopConfig(epochs=10, seed=0, time_budget_s=55.0), object())
+    assert t.epochs_trained == [3, 4]  # then 50 s + another 10 s epoch > 55
+    assert (resumed.resumed_from_epoch, resumed.epoch, resumed.loop_s) == (2, 4, 50.0) and reports == [40.0, 50.0]
+
+
+def test_a_checkpoint_from_before_loop_s_counts_its_epochs_times(tmp_path):
+    (tmp_path / "train_state.json").write_text('{"epoch": 1, "history": [{"epoch": 0, "epoch_s": 12.5}, {"epoch": 1, "epoch_s": 7.5}]}')
+    assert LoopState.read(tmp_path).loop_s == 20.0

@@ -356,7 +356,7 @@ class OptimConfig(Section):
     # steps (HF's group_by_length), so a batch pads to a near length instead of its longest row;
     # the steps and their examples are the same, only which rows share a step changes. 1 = off
     length_group_steps: int = 1
-    time_budget_s: float = 0.0  # stop before an epoch that would end past this much training-loop time (0 = none)
+    time_budget_s: float = 0.0  # stop before an epoch that would end past this much training-loop time, a resumed run's earlier time included (0 = none)
     # constant | cosine: per-epoch decay to lr * min_lr_ratio in the last of `epochs`. Cosine by
     # default: on Instruments (6 epochs) it raised TTDS's best validation NDCG@10 (1,000 users)
     # from .074 to .081, and it damps re-index churn as the towers slow (docs/findings.md). One
@@ -455,7 +455,7 @@ class SeqModelConfig(Section):
     batch_size: int = 256
     seed: int = 0
     threads: int = 0  # torch threads per worker; 0 = leave Ray's default (OMP_NUM_THREADS)
-    time_budget_s: float = 0.0  # stop before an epoch that would end past this much training time (0 = none)
+    time_budget_s: float = 0.0  # stop before an epoch that would end past this much training time, a resumed run's earlier time included (0 = none)
     lr_schedule: LrSchedule = "constant"  # per epoch to lr * min_lr_ratio in the last of `epochs` (ttds.train.lr_schedule)
     min_lr_ratio: float = 0.1
     ema_decay: float = 0.0  # >0: validate and keep an exponential moving average of the weights (ttds.train.weight_average)

@@ -41,7 +41,7 @@ class LoopConfig:
     seed_per_rank: bool = False  # seed + rank (ranks draw different batches / ids); False = the same init on every rank
     patience: int = 0  # epochs without a better `metric` before stopping; 0 = never stop early
     metric: str = ""  # the key of `validate()`'s figures that selects the best epoch; "" = no selection
-    time_budget_s: float = 0.0  # stop before an epoch that would end past this much loop time (0 = none)
+    time_budget_s: float = 0.0  # stop before an epoch that would end past this much loop time, resumes included (0 = none)
     ema_decay: float = 0.0  # >0: validate, select and keep a weight average (ttds.train.weight_average)
     validate_live: bool = False  # with an average: also report what the live weights score (`<metric>` as `valid_live_...`)
     history_path: str = ""  # one JSON line per epoch appended here by rank 0 ("" = none)
@@ -57,12 +57,17 @@ class LoopState:
     bad_epochs: int = 0  # epochs since the best
     resumed_from_epoch: int = -1  # the epoch this run started after (-1 = a fresh start)
     history: list[dict] = field(default_factory=list)  # every epoch's figures, also across resumes
+    # loop time spent so far, across resumes: the time budget's clock, so a run that was stopped and
+    # resumed trains no longer in all than one that was not (a benchmark unit's budget is the same)
+    loop_s: float = 0.0
 
     @classmethod
     def read(cls, directory: str | Path) -> "LoopState":
         raw = json.loads((Path(directory) / STATE_FILE).read_text())
         renamed = {"best": "best_score", "stale": "bad_epochs"}  # the TTDS job's names before this loop
         raw = {renamed[k] if k in renamed else k: v for k, v in raw.items()}
+        if "loop_s" not in raw:  # a checkpoint from before loop_s: its epochs' own times
+            raw["loop_s"] = sum(float(h.get("epoch_s", 0.0)) for h in raw.get("history", []))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
 
@@ -164,7 +169,7 @@ def fit(trainer: Trainer, loop: LoopConfig, place: RunPlace | None) -> LoopState
     state.resumed_from_epoch = state.epoch
     trainer.average = start_average(trainer.model, loop.ema_decay, saved_average, say=say) if trainer.model is not None else None
 
-    run_start = time.time()
+    run_start, spent_before = time.time(), state.loop_s
     for epoch in range(state.epoch + 1, loop.epochs):
         if loop.patience and state.bad_epochs >= loop.patience:
             break  # a resumed run that had already stopped early
@@ -183,13 +188,14 @@ def fit(trainer: Trainer, loop: LoopConfig, place: RunPlace | None) -> LoopState
                     trainer.save_best(metrics)
             metrics["epoch_s"] = time.time() - t0
             state.epoch = epoch
+            state.loop_s = spent_before + time.time() - run_start
             state.history.append(_scalars(metrics))
             if place is not None:
                 _checkpoint_and_report(trainer, loop, state, metrics, rank)
         say(summary_line(epoch, loop, metrics))
         if loop.patience and state.bad_epochs >= loop.patience:
             break
-        if over_time_budget(loop.time_budget_s, time.time() - run_start, epoch - state.resumed_from_epoch):
+        if over_time_budget(loop.time_budget_s, spent_before + time.time() - run_start, epoch + 1):  # all epochs, all runs
             break
     if world > 1:
         import torch.distributed as dist
