@@ -37,8 +37,8 @@ import yaml
 
 from ttds import console
 from ttds.baselines import train_and_evaluate
-from ttds.baselines.runner import load_trained, score_seq_test
 from ttds.baselines.content_knn import ContentKNNConfig, run_content_knn, text_item_vectors
+from ttds.baselines.runner import load_trained, score_seq_test
 from ttds.bench import perf
 from ttds.bench.cold import cold_figures, cold_summary, cold_table
 from ttds.bench.confirm import TEST_READS, run_confirm
