@@ -49,7 +49,7 @@ def score_users(model: SequentialRecommender, histories: Sequence[np.ndarray], k
 def score_seq_test(model: SequentialRecommender, corpus: Corpus, per_user_path: Path, exclude_seen: bool) -> dict[str, float]:
     """The test split's figures of a trained SASRec/GRU4Rec (every item scored; on the GPU when there
     is one), each user's figures to `per_user_path`: the training job's test and the benchmark's
-    re-scoring (ttds.bench.rescore) are this one function."""
+    re-scoring (ttds.bench.harness, Harness._rescore) are this one function."""
     model.to(select_device().device)
     users, histories, targets = corpus.eval_arrays("test")
     ranked = score_users(model, histories, 10, exclude_seen)

@@ -528,7 +528,7 @@ class BenchConfig(Section):
     seeds: int = 0  # > 0: the confirmatory protocol, every system trained with seeds 0..seeds-1 (ttds.bench.confirm)
     tune_trials: int = 0  # > 0: a Ray Tune search of this many trials per trained system on validation, frozen as a recipe
     # with seeds and exclude_seen: also score every finished (system, seed) on test with every item ranked (the
-    # paper's protocol), from the same trained model (no retraining); <out>/all-items/ (ttds.bench.rescore)
+    # paper's protocol), from the same trained model (no retraining); <out>/all-items/ (ttds.bench.harness, Harness._rescore)
     also_all_items: bool = False
 
     def problems(self) -> list[str]:

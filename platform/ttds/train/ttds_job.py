@@ -185,7 +185,7 @@ def train_ttds(cfg: TTDSJobConfig, callbacks: Sequence[Any] = (), profile_steps:
 def score_ttds_test(cfg: TTDSJobConfig, model_dir: Path, corpus, per_user_path: Path) -> dict:
     """The test split's figures of the model in `model_dir`, ranked as `cfg.eval` says (its
     templates, beam, ranker, seen filter), with a progress bar; each user's figures to `per_user_path`.
-    The one test evaluation of a TTDS model: the job's, and the benchmark's re-scoring (ttds.bench.rescore)."""
+    The one test evaluation of a TTDS model: the job's, and the benchmark's re-scoring (ttds.bench.harness, Harness._rescore)."""
     n_test = len(corpus.eval_arrays("test")[2])
     with stage("ranking", total=min(cfg.eval.test_users or n_test, n_test), unit="user") as bar:
         fig = evaluate_model_dir(str(model_dir), corpus, "test", cfg.eval.template_ids(), cfg.eval.beam_width, cfg.eval.top_k, cfg.eval.test_users,
