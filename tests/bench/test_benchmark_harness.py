@@ -391,6 +391,39 @@ def test_id_scheme_table_from_tokenizer_metrics(tmp_path):
     assert index_markdown({"ttds": details["ttds"]}) == []  # one scheme: nothing to compare
 
 
+def test_a_baseline_folder_from_before_a_deepspeed_only_field_is_reused(bench, tmp_path):
+    """train.deepspeed_when_alone (config version 2) changes nothing for a baseline, which never
+    trains through DeepSpeed: its earlier folders are reused, while a TTDS run keyed without it (it
+    then stepped through DeepSpeed alone) is not the same run."""
+    import copy
+    import dataclasses
+    import shutil
+
+    from ttds.bench.harness import Harness, ttds_keyed
+    from ttds.bench.run_keys import config_key, plain
+
+    cfg, res = bench
+    out = tmp_path / "out"
+    shutil.copytree(cfg.out, out)
+    h = Harness(dataclasses.replace(cfg, out=str(out)))
+    for name in ("popularity", "sasrec"):
+        key_file = out / "systems" / name / "key.json"
+        keyed = json.loads(key_file.read_text())["keyed"]
+        assert keyed["train"]["deepspeed_when_alone"] is False
+        del keyed["train"]["deepspeed_when_alone"]
+        key_file.write_text(json.dumps({"key": config_key(keyed), "keyed": keyed}))
+        h.run_system(next(x for x in h.systems if x.name == name))
+        assert h.records[name]["entry"] == res["results"]["systems"][name]  # reused, not run again
+    assert not list(out.glob("systems/*.stale-*"))
+
+    s = next(x for x in h.systems if x.name == "ttds")
+    keyed = plain(ttds_keyed(h.ttds_config(s, out / "systems" / "ttds")))
+    older = copy.deepcopy(keyed)
+    del older["train"]["deepspeed_when_alone"]
+    (out / "systems" / "ttds" / "key.json").write_text(json.dumps({"key": config_key(older), "keyed": older}))
+    assert h._prepare_dir("ttds", keyed)[1] is None  # moved aside: a different run
+
+
 def _as_older_folder(sysdir: Path, old_keyed: dict) -> None:
     """Make a system folder look written before `keyed` was stored, by a config `old_keyed`."""
     from ttds.bench.run_keys import config_key

@@ -47,7 +47,7 @@ from ttds.bench.memory import RssSampler
 from ttds.bench.paired import paired_comparison
 from ttds.bench.report import METRICS, is_baseline, write_results
 from ttds.bench.retrieval_eval import evaluate_retrieval
-from ttds.bench.run_keys import KEY_FILE, config_key, differs_only_by_added, keyed_of_folder, plain, write_key_file
+from ttds.bench.run_keys import BEFORE_ADDED, KEY_FILE, NO_EFFECT, config_key, differs_only_by_added, keyed_of_folder, plain, write_key_file
 from ttds.bench.systems import System, resolve_systems, retrieval_bases
 from ttds.config import SEQ_MODELS, BenchConfig, TrainConfig, TTDSJobConfig, from_dict, load_config, to_dict
 from ttds.data.cold_items import make_cold_split
@@ -62,6 +62,9 @@ __all__ = ["BenchConfig", "run_benchmark"]
 
 # index fields that only matter during joint training, not to the warm-up tokenizer
 _COLD_ONLY = ("new_item_share",)  # eval fields read only by the cold-item figures (cached with their value, ttds.bench.cold)
+# train fields added since version 1 that change nothing for popularity/SASRec/GRU4Rec (DDP or no training,
+# never DeepSpeed): an earlier baseline folder is reused whatever its value (ttds.bench.run_keys.NO_EFFECT)
+_BASELINE_BEFORE = {**BEFORE_ADDED, "train.deepspeed_when_alone": NO_EFFECT}
 _JOINT_ONLY = ("dynamic", "reindex_every", "reindex_rule", "max_suffix_tokens", "reencode_text", "joint_lr_scale")
 
 
@@ -196,19 +199,20 @@ class Harness:
         return config_key({"index": index, "data": to_dict(tcfg.data), "backbone": tcfg.backbone.name})
 
     # -- bookkeeping
-    def _prepare_dir(self, name: str, keyed: dict) -> tuple[Path, dict | None]:
+    def _prepare_dir(self, name: str, keyed: dict, before: dict | None = None) -> tuple[Path, dict | None]:
         """The system's folder; a reusable earlier record, or None. A folder holding another
         config's run is moved aside (resuming it would mix two configs). `keyed` is what
         identifies the run; an earlier run whose keyed config lacks only fields the platform
-        gained since, each set here to what it did before them, is the same run (run_keys)."""
+        gained since, each set here to what it did before them (`before`, default run_keys.BEFORE_ADDED),
+        is the same run (run_keys)."""
         sysdir = self.out / "systems" / name
         key_file = sysdir / KEY_FILE
         if sysdir.exists() and key_file.exists():
             old = json.loads(key_file.read_text())["key"]
             same = old == config_key(keyed)
             if not same:
-                before = keyed_of_folder(sysdir)
-                same = before is not None and differs_only_by_added(before, plain(keyed))
+                earlier = keyed_of_folder(sysdir)
+                same = earlier is not None and differs_only_by_added(earlier, plain(keyed), before)
                 if same:
                     log.info("%s: the earlier run lacks only config fields added since, set here as it ran: reusing it", name)
             if same and not self.cfg.fresh:
@@ -282,7 +286,7 @@ class Harness:
         keyed = {"system": s.name, "corpus": str(self.corpus.root), "overrides": ov, "train": to_dict(train),
                  **({"exclude_seen": True} if self.cfg.exclude_seen else {})}  # absent when off: earlier runs stay reusable
         key = config_key(keyed)
-        sysdir, done = self._prepare_dir(s.name, keyed)
+        sysdir, done = self._prepare_dir(s.name, keyed, _BASELINE_BEFORE)
         if done:
             self.records[s.name] = done
             log.info("%s: reusing the result in %s", s.name, sysdir)

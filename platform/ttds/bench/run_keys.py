@@ -29,7 +29,7 @@ from typing import Any
 
 from ttds.config.migrate import earlier_behaviour
 
-__all__ = ["BEFORE_ADDED", "KEY_FILE", "config_key", "differs_only_by_added", "keyed_of_folder", "plain", "write_key_file"]
+__all__ = ["BEFORE_ADDED", "KEY_FILE", "NO_EFFECT", "config_key", "differs_only_by_added", "keyed_of_folder", "plain", "write_key_file"]
 
 KEY_FILE = "key.json"
 # what the harness adds to a TTDS system's result config beside the keyed config
@@ -37,6 +37,9 @@ _RESULT_ONLY = ("ablation", "ablation_overrides", "tokenizer_dir", "index_kind")
 
 # dotted path in a keyed config -> the value that reproduces what runs did before the field existed
 BEFORE_ADDED: dict[str, Any] = earlier_behaviour()
+# in a `before` table: the field changes nothing for this kind of system, so any value matches
+# (e.g. train.deepspeed_when_alone for a baseline, which never trains through DeepSpeed)
+NO_EFFECT = object()
 
 
 def plain(obj: Any) -> Any:
@@ -82,7 +85,7 @@ def differs_only_by_added(old: Any, new: Any, before: dict[str, Any] | None = No
             if k in old:
                 if not differs_only_by_added(old[k], v, before, f"{path}."):
                     return False
-            elif path not in before or plain(before[path]) != v:
+            elif path not in before or (before[path] is not NO_EFFECT and plain(before[path]) != v):
                 return False
         return True
     return old == new
