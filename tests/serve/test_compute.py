@@ -12,8 +12,7 @@ import pytest
 from ttds.serve.compute import COMPUTE_NICE, off_loop, thread_nice
 
 
-@pytest.mark.skipif(not hasattr(os, "setpriority") or COMPUTE_NICE <= 0, reason="per-thread priorities are a Linux feature; "
-                    "TTDS_COMPUTE_NICE=0 turns them off")
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread priorities are a Linux feature")
 def test_model_work_runs_below_the_event_loops_priority_and_returns_its_value():
     async def main():
         here = thread_nice()

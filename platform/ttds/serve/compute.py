@@ -9,10 +9,8 @@ lets any thread lower its own priority) let the scheduler run the loop first whe
 runnable, while the compute still gets every core nobody else wants: throughput is unchanged on
 an idle host. Threads that torch's intra-op pool starts from these threads inherit the value.
 
-`COMPUTE_NICE` is added to the process's nice value (capped at 19); the environment variable
-`TTDS_COMPUTE_NICE` (set for the Ray processes, e.g. `benchmarks/serve_load.py --serve-env
-TTDS_COMPUTE_NICE=0`) overrides it, 0 = off. On a system without per-thread priorities the threads
-simply run at the process's priority.
+`COMPUTE_NICE` is added to the process's nice value (capped at 19); on a system without per-thread
+priorities the threads simply run at the process's priority.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["COMPUTE_NICE", "COMPUTE_THREADS", "off_loop", "thread_nice"]
 
-COMPUTE_NICE = int(os.environ.get("TTDS_COMPUTE_NICE", "10"))  # 10: CFS weight 110 against the loop's 1024
+COMPUTE_NICE = 10  # CFS weight 110 against the loop's 1024 when both wait for a core
 COMPUTE_THREADS = 4  # one batch of each batched method at a time, plus item lookups and model loads
 
 T = TypeVar("T")
@@ -41,8 +39,6 @@ def thread_nice() -> int:
 
 
 def _lower_priority() -> None:
-    if COMPUTE_NICE <= 0:
-        return
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, thread_nice() + COMPUTE_NICE))
     except (OSError, AttributeError) as e:  # not Linux or not allowed: run at the process's priority
