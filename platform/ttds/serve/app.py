@@ -57,7 +57,6 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ttds.config import RecommenderConfig
-from ttds.serve.compute import off_loop
 from ttds.serve.recommender import Failure, PromptState, Query, Recommendation, Recommender, RequestError
 from ttds.serve.admission import Admission, AdmissionConfig, Overloaded
 from ttds.serve.schemas import (
@@ -135,7 +134,7 @@ class ModelHolder:
                 key = (model_dir, cfg)
                 if key == self._key:
                     return
-                rec = await off_loop(Recommender.load, model_dir, cfg, self.PARTS)
+                rec = await asyncio.to_thread(Recommender.load, model_dir, cfg, self.PARTS)
             except Exception as e:  # noqa: BLE001 - reported, and fatal only without an old model
                 if self.rec is None:
                     raise
@@ -213,7 +212,7 @@ class UserEncoder(ModelHolder):
     PARTS = ()
 
     async def resolve(self, query: Query) -> PromptState | Failure:
-        return await off_loop(_as_values, self.current().resolve, query)  # a text query runs the tower
+        return _as_values(self.current().resolve, query)
 
 
 class Ranking(ModelHolder):
@@ -231,9 +230,8 @@ class Ranking(ModelHolder):
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def rank(self, items: list[Query | PromptState | Failure]) -> list[Recommendation | Failure]:
         rec = self.current()
-        # off the event loop, below its priority (ttds.serve.compute): requests keep arriving and forming
-        # the next batch, admission and health answer first
-        return await off_loop(rank_batch, rec, items)
+        # off the event loop: requests keep arriving (and forming the next batch), status answers
+        return await asyncio.to_thread(rank_batch, rec, items)
 
     async def item_info(self, item_id: int) -> dict | Failure:
         rec = self.current()
@@ -246,7 +244,7 @@ class Ranking(ModelHolder):
             items = rec.similar_items(item_id, k)
             return {"item_id": item_id, "items": [(i, s, rec.titles[i]) for i, s in items], "model_version": rec.version}
 
-        return await off_loop(_as_values, run)
+        return await asyncio.to_thread(_as_values, run)
 
 
 @serve.deployment(
