@@ -212,7 +212,7 @@ class UserEncoder(ModelHolder):
     PARTS = ()
 
     async def resolve(self, query: Query) -> PromptState | Failure:
-        return _as_values(self.current().resolve, query)
+        return await asyncio.to_thread(_as_values, self.current().resolve, query)  # a text query runs the tower: off the loop
 
 
 class Ranking(ModelHolder):
