@@ -21,7 +21,8 @@ there is a new system, see ttds.config.recipes), plus
 
 Budget: --budget-epochs caps every trained system's epochs (TTDS optim.epochs, SASRec/GRU4Rec
 epochs); --budget-minutes caps each one's training loop (tokenizer warm-up and test evaluation
-run outside it and are included in wall_s). Inside the budget each stops early on validation.
+run outside it and are included in wall_s; a resumed run counts the loop time it spent before the
+stop). Inside the budget each stops early on validation.
 
 --perf adds, each as a ratio measured in one run: training examples/s with 1 and 2 Ray Train
 workers (TTDS, and SASRec when run); decoding users/s of trie-constrained vs unconstrained beam
