@@ -76,7 +76,8 @@ def test_document_over_two_seeds_with_readme_table(tmp_path):
 
     text = readme.read_text()
     assert text.startswith("# ttds\n\nintro\n\n" + README_BEGIN) and text.endswith(README_END + "\n\nrest of the README\n")
-    assert "stale table" not in text and "| Tiny | seen items excluded | `ttds-ihe` | 2 |" in text
+    assert "stale table" not in text and "| dataset | system | test NDCG@10, seen items excluded (runs) |" in text and "| Tiny | `ttds-ihe` | 0." in text
+    assert " (2) |" in text
     assert "[docs/results.md](docs/results.md)" in text
 
 
@@ -131,3 +132,14 @@ def test_a_cold_item_run_is_a_protocol_of_its_own_with_its_cold_table(tmp_path):
     assert "## Tiny, seen items excluded\n" in page and "## Tiny, seen items excluded, 10% of the items cold (held out of training)" in page
     assert page.count("| `sasrec` | 1 (") == 2  # one row per protocol, not one row over both runs
     assert "#### Cold items (5 of 50 items held out of training, seeded draw" in page and "| ttds-ihe | 0.0500 | 0.0200 | 20 |" in page
+
+
+def test_readme_table_has_one_row_per_system_and_a_column_per_protocol(tmp_path):
+    runs = [_fake_run(tmp_path / "excluded", "Tiny", 0, 0.02), _fake_run(tmp_path / "every", "Tiny", 0, 0.01, exclude_seen=False)]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+    write_document(runs, tmp_path / "results.md", "cmd", readme)
+    text = readme.read_text()
+    assert "| dataset | system | test NDCG@10, seen items excluded (runs) | test NDCG@10, every item ranked (the paper's protocol) (runs) |" in text
+    rows = [ln for ln in text.splitlines() if ln.startswith("| Tiny | `sasrec` |")]
+    assert len(rows) == 1 and rows[0].count(" (1)") == 2

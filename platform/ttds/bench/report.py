@@ -36,6 +36,7 @@ __all__ = ["COMPUTE_CHART", "METRICS", "PAPER_INSTRUMENTS", "README_BEGIN", "REA
 METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10")
 COMPUTE_CHART = "quality_per_compute.png"  # validation NDCG@10 against training time (ttds.bench.compute)
 SYSTEM_KEYS = (*METRICS, "wall_s", "peak_rss_mb", "config")
+CLAIM_SEEDS = 3  # training seeds per side before a comparison supports a claim (DESIGN.md, "Results discipline")
 
 # TTDS paper (arXiv 2409.09253), Instruments test rows. Reference only: never measured here.
 PAPER_INSTRUMENTS: dict[str, dict[str, float]] = {
@@ -583,9 +584,16 @@ def confirm_statement(group: dict) -> str:
             f"{c['a']:.4f} vs {c['b']:.4f}, difference {c['diff']:+.4f}, 95% over seeds and users [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]: "
             f"{_beyond(c, best, base)}.")
     runs = min(systems[best]["runs"], systems[base]["runs"])
-    if runs < 3:
-        text += f" Only {runs} seed(s) on a side: the protocol asks for at least 3 before a claim."
+    if runs < CLAIM_SEEDS:
+        text += f" Only {runs} seed(s) on a side: the protocol asks for at least {CLAIM_SEEDS} before a claim."
     return text
+
+
+def _too_few_seeds(g: dict) -> bool:
+    """The headline comparison of group `g` has fewer than CLAIM_SEEDS seeds on a side."""
+    paired = g.get("paired") or {}
+    best, base = paired.get("best_ttds"), paired.get("baseline")
+    return bool(best and base) and min(g["systems"][best]["runs"], g["systems"][base]["runs"]) < CLAIM_SEEDS
 
 
 def _beyond(c: dict, a: str, b: str) -> str:
@@ -773,12 +781,18 @@ def _missing_markdown(g: dict, conf: dict) -> list[str]:
 def readme_table(groups: list[dict], link: str) -> str:
     """The README's one small table: test NDCG@10 and HR@10 per system, dataset and protocol (full-catalogue
     protocols only: a --cold-items run's figures are over warm items; the page has them, with its cold table)."""
-    lines = ["| dataset | protocol | system | runs | test NDCG@10 | test HR@10 |", "|---|---|---|---|---|---|"]
     cold = [g for g in groups if "-cold" in g["slug"]]
     groups = [g for g in groups if g not in cold] or groups
+    # one row per dataset and system, one column per protocol: both protocols and both corpora fit the README's 10 KB
+    protocols = list(dict.fromkeys(g["protocol"] for g in groups))
+    lines = ["| dataset | system | " + " | ".join(f"test NDCG@10, {p} (runs)" for p in protocols) + " |", "|---|---|" + "---|" * len(protocols)]
+    cells: dict[tuple[str, str], dict[str, str]] = {}
     for g in groups:
         for name, s in g["systems"].items():
-            lines.append(f"| {g['dataset']} | {g['protocol']} | `{name}` | {s['runs']} | {_cell(s, 'NDCG@10')} | {_cell(s, 'HR@10')} |")
+            cells.setdefault((g["dataset"], name), {})[g["protocol"]] = f"{_fmt(s['mean']['NDCG@10'])} ({s['runs']})"
+    for (dataset, name), row in cells.items():
+        lines.append(f"| {dataset} | `{name}` | " + " | ".join(row.get(p, "–") for p in protocols) + " |")
+    lines += ["", "Mean over runs (training seeds); HR@10, the spread and the intervals are on the page."]
     commits = sorted({_short_commit(r.run) for g in groups for r in g["runs"]})
     lines += ["", f"Generated from the benchmark runs in [{link}]({link}) (commit {', '.join(commits)}), with their machines and commands."]
     if cold and groups is not cold:
@@ -787,6 +801,8 @@ def readme_table(groups: list[dict], link: str) -> str:
         lines.append("Placeholder: a synthetic corpus, until the confirmatory protocol's runs replace it.")
     if any(g["paired"] and g["paired"].get("best_ttds") is None for g in groups):
         lines.append("No TTDS-family system in these figures yet: they support no claim about TTDS (the page says what is missing).")
+    elif any(_too_few_seeds(g) for g in groups):
+        lines.append(f"Fewer than {CLAIM_SEEDS} seeds on a side of the TTDS comparison: no claim yet (the page says what is missing).")
     return "\n".join(lines)
 
 
