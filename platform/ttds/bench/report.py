@@ -784,7 +784,7 @@ def readme_table(groups: list[dict], link: str) -> str:
     cold = [g for g in groups if "-cold" in g["slug"]]
     groups = [g for g in groups if g not in cold] or groups
     # one row per dataset and system, one column per protocol: both protocols and both corpora fit the README's 10 KB
-    protocols = list(dict.fromkeys(g["protocol"] for g in groups))
+    protocols = sorted(dict.fromkeys(g["protocol"] for g in groups), key=lambda p: p != _PROTOCOLS[True][0])  # seen-excluded first
     lines = ["| dataset | system | " + " | ".join(f"test NDCG@10, {p} (runs)" for p in protocols) + " |", "|---|---|" + "---|" * len(protocols)]
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for g in groups:
