@@ -227,6 +227,12 @@ class Harness:
         write_key_file(sysdir, keyed)
         return sysdir, None
 
+    def _reuse(self, name: str, sysdir: Path, record: dict) -> None:
+        """A finished earlier run of `name` stands as this run's record: no training, no test read."""
+        self.records[name] = record
+        log.info("%s: reusing the result in %s", name, sysdir)
+        console.say(f"{name}: reusing the result in {sysdir}")
+
     def _finish(self, name: str, sysdir: Path, key: str, entry: dict, detail: dict) -> None:
         """Record a system scored on test just now: result.json, and one line in test_reads.jsonl
         (every read of the test split, so a report can say each unit was scored once)."""
@@ -288,9 +294,7 @@ class Harness:
         key = config_key(keyed)
         sysdir, done = self._prepare_dir(s.name, keyed, _BASELINE_BEFORE)
         if done:
-            self.records[s.name] = done
-            log.info("%s: reusing the result in %s", s.name, sysdir)
-            console.say(f"{s.name}: reusing the result in {sysdir}")
+            self._reuse(s.name, sysdir, done)
             return
         epochs = from_dict(SEQ_MODELS[s.model], ov).epochs if s.kind == "seq" else None
         with console.stage("train + test", total=epochs, unit="epoch" if epochs else ""):
@@ -321,10 +325,8 @@ class Harness:
         sysdir, done = self._prepare_dir(s.name, keyed)
         self.ttds_cfgs[s.name] = tcfg
         if done:
-            self.records[s.name] = done
             self.tokenizers.setdefault(tok_key, Path(done["detail"]["tokenizer_dir"]))
-            log.info("%s: reusing the result in %s", s.name, sysdir)
-            console.say(f"{s.name}: reusing the result in {sysdir}")
+            self._reuse(s.name, sysdir, done)
             return
         m = train_ttds(tcfg)
         t_end = time.time()
@@ -371,8 +373,7 @@ class Harness:
         if s.kind == "ttds":
             self.ttds_cfgs[s.name] = tcfg = self.ttds_config(s, sysdir)
         if done:
-            self.records[s.name] = done
-            console.say(f"{s.name}: reusing the result in {sysdir}")
+            self._reuse(s.name, sysdir, done)
             return
         trained = Path(src["detail"]["out_dir"])
         model_dir = trained / "model" if s.kind == "ttds" else trained

@@ -583,17 +583,17 @@ def confirm_statement(group: dict) -> str:
     text = (f"The best TTDS recipe on validation, `{best}`, against the strongest baseline on validation, `{base}`: test NDCG@10 "
             f"{c['a']:.4f} vs {c['b']:.4f}, difference {c['diff']:+.4f}, 95% over seeds and users [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]: "
             f"{_beyond(c, best, base)}.")
-    runs = min(systems[best]["runs"], systems[base]["runs"])
+    runs = _headline_runs(group)
     if runs < CLAIM_SEEDS:
         text += f" Only {runs} seed(s) on a side: the protocol asks for at least {CLAIM_SEEDS} before a claim."
     return text
 
 
-def _too_few_seeds(g: dict) -> bool:
-    """The headline comparison of group `g` has fewer than CLAIM_SEEDS seeds on a side."""
+def _headline_runs(g: dict) -> int | None:
+    """Seeds on the smaller side of group `g`'s headline comparison (best TTDS vs strongest baseline); None without one."""
     paired = g.get("paired") or {}
     best, base = paired.get("best_ttds"), paired.get("baseline")
-    return bool(best and base) and min(g["systems"][best]["runs"], g["systems"][base]["runs"]) < CLAIM_SEEDS
+    return min(g["systems"][best]["runs"], g["systems"][base]["runs"]) if best and base else None
 
 
 def _beyond(c: dict, a: str, b: str) -> str:
@@ -779,8 +779,8 @@ def _missing_markdown(g: dict, conf: dict) -> list[str]:
 
 
 def readme_table(groups: list[dict], link: str) -> str:
-    """The README's one small table: test NDCG@10 and HR@10 per system, dataset and protocol (full-catalogue
-    protocols only: a --cold-items run's figures are over warm items; the page has them, with its cold table)."""
+    """The README's one small table: test NDCG@10 (mean, runs) per dataset and system, a column per protocol
+    (full-catalogue protocols only: a --cold-items run's figures are over warm items; the page has them, with its cold table)."""
     cold = [g for g in groups if "-cold" in g["slug"]]
     groups = [g for g in groups if g not in cold] or groups
     # one row per dataset and system, one column per protocol: both protocols and both corpora fit the README's 10 KB
@@ -801,7 +801,7 @@ def readme_table(groups: list[dict], link: str) -> str:
         lines.append("Placeholder: a synthetic corpus, until the confirmatory protocol's runs replace it.")
     if any(g["paired"] and g["paired"].get("best_ttds") is None for g in groups):
         lines.append("No TTDS-family system in these figures yet: they support no claim about TTDS (the page says what is missing).")
-    elif any(_too_few_seeds(g) for g in groups):
+    elif any((_headline_runs(g) or CLAIM_SEEDS) < CLAIM_SEEDS for g in groups):
         lines.append(f"Fewer than {CLAIM_SEEDS} seeds on a side of the TTDS comparison: no claim yet (the page says what is missing).")
     return "\n".join(lines)
 
