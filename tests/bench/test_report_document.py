@@ -143,3 +143,13 @@ def test_readme_table_has_one_row_per_system_and_a_column_per_protocol(tmp_path)
     assert "| dataset | system | test NDCG@10, seen items excluded (runs) | test NDCG@10, every item ranked (the paper's protocol) (runs) |" in text
     rows = [ln for ln in text.splitlines() if ln.startswith("| Tiny | `sasrec` |")]
     assert len(rows) == 1 and rows[0].count(" (1)") == 2
+
+
+def test_readme_states_the_comparison_once_every_side_has_enough_seeds(tmp_path):
+    runs = [_fake_run(tmp_path / f"seed{s}", "Tiny", s, 0.08) for s in (0, 1, 2)]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+    write_document(runs, tmp_path / "results.md", "cmd", readme)
+    text = readme.read_text()
+    assert "no claim yet" not in text
+    assert "- Tiny, seen items excluded: `ttds-ihe` against `sasrec`, ahead beyond noise (+0.0" in text

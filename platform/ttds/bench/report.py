@@ -485,7 +485,8 @@ def combine_runs(runs: list[BenchRun]) -> list[dict]:
     for r in runs:
         groups.setdefault((r.dataset, bool(r.run.get("exclude_seen")), _cold_fraction(r)), []).append(r)
     out = []
-    for (dataset, exclude_seen, cold), rs in groups.items():
+    # per dataset: the main protocol (seen items excluded) first, every item ranked next, cold-item runs last
+    for (dataset, exclude_seen, cold), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2] > 0, not kv[0][1])):
         protocol, protocol_slug = _protocol(rs[0]), _PROTOCOLS[exclude_seen][1] + (f"-cold{round(100 * cold)}" if cold else "")
         entries: dict[str, list[tuple[BenchRun, dict]]] = {}
         for r in rs:
@@ -803,7 +804,18 @@ def readme_table(groups: list[dict], link: str) -> str:
         lines.append("No TTDS-family system in these figures yet: they support no claim about TTDS (the page says what is missing).")
     elif any((_headline_runs(g) or CLAIM_SEEDS) < CLAIM_SEEDS for g in groups):
         lines.append(f"Fewer than {CLAIM_SEEDS} seeds on a side of the TTDS comparison: no claim yet (the page says what is missing).")
+    statements = [_readme_statement(g) for g in groups if (_headline_runs(g) or 0) >= CLAIM_SEEDS]
+    if any(statements):
+        lines += ["", "The best TTDS recipe against the strongest baseline, both chosen on validation (test NDCG@10 difference, 95% over seeds and users):", ""]
+        lines += [f"- {s}" for s in statements if s]
     return "\n".join(lines)
+
+
+def _readme_statement(g: dict) -> str:
+    """One README line per (dataset, protocol) whose headline comparison has enough seeds for a claim."""
+    best, base = g["paired"]["best_ttds"], g["paired"]["baseline"]
+    c = g["paired"]["systems"].get(best, {})
+    return "" if "error" in c else f"{g['dataset']}, {g['protocol']}: `{best}` against `{base}`, {_beyond(c, best, base)}."
 
 
 def update_readme(readme: Path, table: str) -> None:
