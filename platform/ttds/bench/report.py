@@ -771,7 +771,8 @@ def _missing_markdown(g: dict, conf: dict) -> list[str]:
     if plan.get("rescored_from"):
         out += ["", f"Not retrained: each trained (system, seed) here is the model tuned, trained and selected (epoch, recipe) on "
                     f"validation with seen items excluded (`{plan['rescored_from']}`), scored on test once more with every item "
-                    "ranked (`--also-all-items`, ttds.bench.confirm)."]
+                    "ranked (`--also-all-items`, ttds.bench.confirm); its `valid NDCG@10` is that seen-excluded figure (popularity, "
+                    "which trains nothing, is computed afresh under this protocol)."]
     if missing:
         out += ["", "**Missing** (not in these figures): " + ", ".join(missing) + "."]
     if plan.get("ttds_missing"):
