@@ -32,6 +32,11 @@ def select_device(prefer: str = "auto") -> DeviceSpec:
     return DeviceSpec(torch.device("cpu"), torch.float32)
 
 
+# Serve's proxy imports the middleware list named here when it starts (ttds.serve.proxy_errors.CALLBACK)
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+PROXY_ERRORS_CALLBACK = "ttds.serve.proxy_errors:middlewares"
+
+
 def set_loopback_env() -> None:
     """Environment that keeps Ray, gloo and DeepSpeed on 127.0.0.1 and CPU-friendly.
 
@@ -76,6 +81,9 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int = 512, **kwargs) 
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, log_to_driver=True, **kwargs)
         return
+    # a Serve proxy started on this local Ray answers its own errors in the app's JSON contract
+    # (ttds.serve.proxy_errors; the proxy reads the variable from the environment it inherits)
+    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_ERRORS_CALLBACK)
     ray.init(
         address="local",  # never attach to a stray `ray start` cluster left on this machine
         num_cpus=num_cpus,

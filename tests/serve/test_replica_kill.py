@@ -1,14 +1,16 @@
-"""Fault tolerance of serving: SIGKILL one of two Ranker replicas under load.
+"""Fault tolerance of serving: SIGKILL one of two model replicas under load, in both topologies that hold a model apart.
 
-serve_apps/config.yaml turned into `topology: fused` is deployed (as in test_serve_app.py, whose
-helpers this reuses) on a tiny model with two Ranker replicas (the config's min_replicas): fused
-on purpose, since the retry below is the model-free Ingress's; in the shipped `single` topology
-the model runs in the Ingress, and Serve's proxy answers a plain 500 for the requests in flight
-on a replica that dies (docs/serving.md). Client threads send beam-search
-requests over HTTP on 127.0.0.1 while one replica's process is killed. A request in flight on
-the dead replica is retried once by the Ingress, else answered with a retryable JSON 503
-(counted and printed); Serve must route everything else to the survivor, start a replacement,
-and every request sent once it has noticed must succeed.
+serve_apps/config.yaml is deployed (as in test_serve_app.py, whose helpers this reuses) on a tiny
+model with two model replicas (the config's min_replicas), twice:
+- `fused`: two Ranker replicas behind a model-free Ingress. A request in flight on the dead Ranker
+  is retried once by the Ingress, else answered by it with a retryable JSON 503.
+- `single` (shipped): the model runs in the two Ingress replicas, so a request in flight on the
+  dead one has no app left to answer it: Serve's proxy gets the actor's death and, with
+  ttds.serve.proxy_errors in it (ttds.runtime.init_ray sets the variable Ray reads), answers a
+  retryable JSON 503 instead of a bare 500.
+Client threads send beam-search requests over HTTP on 127.0.0.1 while one replica's process is
+killed; every failure is counted and printed. Serve must route everything else to the survivor,
+start a replacement, and every request sent once it has noticed must succeed.
 
 The replica's process id comes from the GCS actor table (`ray._private.state.actors`): the
 public state API (`ray.util.state`) needs the dashboard, which ttds keeps off.
@@ -29,44 +31,45 @@ from test_serve_app import app_config, deploy, wait_deployed, wait_ready
 httpx = pytest.importorskip("httpx")
 
 APP = "ttds_ft"
-GENERATOR = "Ranker"
+MODEL_DEPLOYMENT = {"fused": "Ranker", "single": "Ingress"}  # the deployment whose replica is killed
 CLIENTS = 6
 MAX_FAILED_SHARE = 0.05
 SETTLE_S = 5.0  # after the kill, requests sent later than this must all succeed
 
 
-def generator_replicas() -> dict[str, int]:
-    """Alive generator replicas of this app: actor name -> process id."""
+def generator_replicas(deployment: str) -> dict[str, int]:
+    """Alive replicas of this app's `deployment`: actor name -> process id."""
     from ray._private import state
 
     out = {}
     for info in state.actors(actor_state_name="ALIVE").values():
-        if info["ActorClassName"] == f"ServeReplica:{APP}:{GENERATOR}" and info["Pid"]:
+        if info["ActorClassName"] == f"ServeReplica:{APP}:{deployment}" and info["Pid"]:
             out[info["Name"]] = int(info["Pid"])
     return out
 
 
-def running_generators() -> int:
+def running_generators(deployment: str) -> int:
     from ray import serve
 
     app = serve.status().applications.get(APP)
-    if app is None or GENERATOR not in app.deployments:
+    if app is None or deployment not in app.deployments:
         return 0
-    return app.deployments[GENERATOR].replica_states.get("RUNNING", 0)
+    return app.deployments[deployment].replica_states.get("RUNNING", 0)
 
 
-@pytest.fixture(scope="module")
-def server_two_generators(serve_url, tiny_model):
-    """The app with two Ranker replicas on the session's Serve (tests/serve/conftest.py)."""
-    app = app_config(APP, "/", tiny_model(0, False), topology="fused")
+@pytest.fixture(scope="module", params=sorted(MODEL_DEPLOYMENT))
+def server_two_generators(request, serve_url, tiny_model):
+    """The app with two model replicas on the session's Serve (tests/serve/conftest.py): (url, deployment)."""
+    topology = request.param
+    app = app_config(APP, "/", tiny_model(0, False), topology=topology)
     for dep in app["deployments"]:
-        if dep["name"] == GENERATOR:
+        if dep["name"] == MODEL_DEPLOYMENT[topology]:
             # the code's autoscaling_config applies when the config names none: pin it to 2
             dep.update(num_replicas=None, autoscaling_config={"min_replicas": 2, "max_replicas": 2, "initial_replicas": 2})
     deploy([app])
     wait_deployed(APP, timeout=240)
     wait_ready(serve_url)
-    return serve_url
+    return serve_url, MODEL_DEPLOYMENT[topology]
 
 
 class Clients:
@@ -106,9 +109,9 @@ class Clients:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_generator_replica_killed_under_load(server_two_generators):
-    url = server_two_generators
+    url, deployment = server_two_generators
     deadline = time.time() + 60
-    while len(before := generator_replicas()) < 2 and time.time() < deadline:
+    while len(before := generator_replicas(deployment)) < 2 and time.time() < deadline:
         time.sleep(1)
     assert len(before) == 2, before
 
@@ -122,8 +125,8 @@ def test_generator_replica_killed_under_load(server_two_generators):
         # load goes on while Serve notices and replaces the replica
         deadline = time.time() + 120
         while time.time() < deadline:
-            now = generator_replicas()
-            if len(now) == 2 and victim_name not in now and running_generators() == 2:
+            now = generator_replicas(deployment)
+            if len(now) == 2 and victim_name not in now and running_generators(deployment) == 2:
                 break
             time.sleep(1)
         t_replaced = time.time()
@@ -138,7 +141,7 @@ def test_generator_replica_killed_under_load(server_two_generators):
     print(f"\n{len(results)} requests ({len(before_kill)} answered before the kill), {len(failed)} failed = {share:.2%}; "
           f"replacement RUNNING {t_replaced - t_kill:.1f} s after the kill; first failures: {failed[:3]}")
 
-    now = generator_replicas()
+    now = generator_replicas(deployment)
     assert victim_name not in now and len(now) == 2 and victim not in now.values(), now  # replaced
     with pytest.raises(ProcessLookupError):
         os.kill(victim, 0)

@@ -19,8 +19,8 @@ benchmarks/serve_load.py). Fused, a request crosses one internal hop after the p
 none: the Ingress replica runs the batched model calls itself (in a thread, so /healthz,
 /readyz and admission keep answering), each replica admitting for itself. Single gives up
 scaling the HTTP front apart from the model, keeping model work out of the process that
-answers health, and the Ingress's retry of a model replica that dies mid-request (Serve's proxy
-answers those in flight with a plain 500): for a small CPU model it still won every measured
+answers health, and the Ingress's retry of a model replica that dies mid-request (those in flight
+fail: Serve's proxy answers them, a retryable JSON 503 with ttds.serve.proxy_errors): for a small CPU model it still won every measured
 figure (docs/serving.md), so config.yaml ships it. For a large backbone on GPUs the cheap CPU
 work of resolving users (histories, user tower) is worth keeping off the GPU replicas: composed.
 
