@@ -199,6 +199,9 @@ def _run(args: argparse.Namespace, cfg) -> int:
     except (DataError, ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C; a sweep that Ray Tune stopped on it says where it stood
+        print(f"interrupted{': ' + str(e) if str(e) else ''}; the same command resumes (finished units are reused)", file=sys.stderr)
+        return 130
     for name, why in res["failures"].items():
         print(f"error: system {name} failed: {why}", file=sys.stderr)
     return 1 if res["failures"] else 0

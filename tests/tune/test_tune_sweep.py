@@ -193,3 +193,47 @@ def test_a_ttds_recipe_is_tuned_and_frozen_the_same_way(ttds_tuned):
     n_trials = len(list(trials.iterdir()))
     again, _ = tune_and_freeze(h, ttds_tuned.system)  # frozen: reused, not tuned again
     assert again.recipe_path == frozen.recipe_path and len(list(trials.iterdir())) == n_trials >= 1
+
+
+def _quick_trial(driver_pid: int, marker: Path):
+    """A trial that trains nothing: one validation figure from its params. The first one to start
+    interrupts the sweep's driver as Ctrl-C would (SIGUSR1: Tune's own handler for both, which
+    pytest leaves alone), then waits for Tune to stop it."""
+
+    def trial(params: dict, spec_data: dict, out: str) -> None:
+        import os
+        import signal
+        import time
+
+        from ray import tune
+
+        if not marker.exists():
+            marker.write_text("interrupted")
+            os.kill(driver_pid, signal.SIGUSR1)
+            time.sleep(30)  # Tune ends the trial while it waits
+        score = 0.01 * params["index.levels"]
+        Path(out, "history.jsonl").write_text(json.dumps({"epoch": 0, "valid_NDCG@10": score}) + "\n")
+        Path(out, "metrics.json").write_text(json.dumps({"valid_NDCG@10": score}))
+        tune.report({"valid_NDCG@10": score})
+
+    return trial
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_says_so_and_resumes_to_the_end(ray_session, synthetic_corpus, tmp_path):
+    """Ray Tune answers Ctrl-C by saving the sweep and returning the trials so far without an
+    error; the outcome must say it is incomplete (the confirmatory protocol then freezes nothing,
+    ttds.bench.confirm.SweepInterrupted), and a resume must run the rest."""
+    import os
+
+    from ttds.tune.sweep import run_sweep
+
+    spec = load_sweep(None, pins=[f"--data.corpus={synthetic_corpus}"], grids=["index.levels=3,4"],
+                      tune_overrides={"num_samples": 1, "max_concurrent": 1, "scheduler": "fifo", "output_dir": str(tmp_path / "sweep")})
+    trial = _quick_trial(os.getpid(), tmp_path / "interrupted")
+    first = run_sweep(spec, trial_fn=trial)
+    assert (tmp_path / "interrupted").exists()
+    assert first.planned == 2 and first.finished < 2 and not first.complete
+    again = run_sweep(spec, resume=True, trial_fn=trial)
+    assert again.resumed and again.complete and again.finished == 2
+    assert sorted(r["best_valid_NDCG@10"] for r in again.rows) == pytest.approx([0.03, 0.04])

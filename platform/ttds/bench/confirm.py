@@ -70,6 +70,11 @@ def tune_settings(h, name: str, epochs: int) -> TuneSettings:
                         output_dir=str(h.out / TUNE / name))
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ray Tune swallowed a Ctrl-C (it saves the sweep and returns the trials so far): the protocol
+    stops here, as the user asked, instead of freezing a recipe from a partial sweep and going on."""
+
+
 def tune_and_freeze(h, s: System, space: dict | None = None) -> tuple[System, dict]:
     """`s` with its frozen recipe (tuning it first when it has none and --tune-trials asks), and
     what the tuning found (for the report); a system that is not trained, or not tuned, as it is.
@@ -103,6 +108,9 @@ def tune_and_freeze(h, s: System, space: dict | None = None) -> tuple[System, di
         for k, v in (outcome.best or {}).items():
             if k in spec.space:
                 _set_nested(config, k, _plain(v))
+    if not outcome.complete:  # a recipe frozen from the trials so far would have had less tuning than the others
+        raise SweepInterrupted(f"{s.name}: the tuning stopped after {outcome.finished} of {outcome.planned} trials; nothing was "
+                               "frozen; run the same command again to resume the sweep")
     if outcome.best is None:
         raise RuntimeError(f"{s.name}: no tuning trial produced a validation score (see {sweep_dir / 'trials.md'})")
     params = {k: _plain(outcome.best[k]) for k in spec.space}

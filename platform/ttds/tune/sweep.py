@@ -209,6 +209,14 @@ class SweepOutcome:
     wall_s: float
     resumed: bool = False
     files: dict[str, str] = field(default_factory=dict)
+    planned: int = 0  # trials the sweep asks for (count_trials)
+    finished: int = 0  # trials that ended (done, stopped by the scheduler, or failed)
+
+    @property
+    def complete(self) -> bool:
+        """Every planned trial ended. Not so after Ctrl-C / SIGINT: Ray Tune saves the experiment and
+        `fit()` returns the trials so far, without an error; a re-run with resume goes on from there."""
+        return self.finished >= self.planned
 
 
 def default_out() -> Path:
@@ -330,8 +338,10 @@ def run_sweep(spec: SweepSpec, resume: bool = False, trial_fn: Callable[[dict, d
         grid = tuner.fit()
     if reaper.reaped:
         log.info("removed %d placement group(s) left by stopped trials", reaper.reaped)
-    outcome = summarize(spec, out, grid, time.time() - t0)
+    outcome = summarize(spec, out, grid, time.time() - t0, planned=count_trials(spec), finished=grid.num_terminated + grid.num_errors)
     outcome.resumed = resuming
+    if not outcome.complete:
+        log.warning("the sweep stopped after %d of %d trials (interrupted): resume it to finish", outcome.finished, outcome.planned)
     return outcome
 
 
@@ -381,7 +391,7 @@ def pick_best(rows: list[dict]) -> dict | None:
     return max(ok, key=lambda r: r[key]) if ok else None
 
 
-def summarize(spec: SweepSpec, out: Path, grid, wall_s: float) -> SweepOutcome:
+def summarize(spec: SweepSpec, out: Path, grid, wall_s: float, planned: int = 0, finished: int = 0) -> SweepOutcome:
     rows = []
     for result in grid:
         trial_id = Path(result.path).name
@@ -400,12 +410,13 @@ def summarize(spec: SweepSpec, out: Path, grid, wall_s: float) -> SweepOutcome:
         "trials": len(rows),
         "by_status": {s: sum(r["status"] == s for r in rows) for s in (STATUS_DONE, STATUS_STOPPED, STATUS_ERROR, STATUS_NOT_RUN)},
         "wall_s": round(wall_s, 1),
+        "planned": planned, "finished": finished,
         "settings": spec.to_yaml_dict()["tune"],
         "space": {k: s.describe() for k, s in spec.space.items()},
         "files": files,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return SweepOutcome(out, rows, best, wall_s, files=files)
+    return SweepOutcome(out, rows, best, wall_s, files=files, planned=planned, finished=finished)
 
 
 def _cell(v: Any) -> str:
