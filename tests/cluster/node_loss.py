@@ -24,6 +24,7 @@ from ttds.runtime import set_loopback_env
 set_loopback_env()
 
 # node death is noticed within ~3 s instead of the default ~30 s
+RETRYABLE = -503  # a JSON 503 with Retry-After: the app's answer to a request it cannot start in time
 SYSTEM_CONFIG = {"health_check_period_ms": 500, "health_check_failure_threshold": 4, "health_check_initial_delay_ms": 0}
 LOOPBACK = {"node_ip_address": "127.0.0.1"}
 EPOCHS = 8
@@ -172,6 +173,7 @@ def scenario_serve(work: Path, corpus: Path) -> dict:
     wait_ready(url, timeout=200)
     replicas = actor_nodes(":Ranker")
     log: list[tuple[float, int]] = []  # (send time, status; 0 = connection error)
+    bodies: list[str] = []  # the first failures' bodies, for the assertion message
     stop = threading.Event()
 
     def client(seed: int) -> None:
@@ -181,7 +183,10 @@ def scenario_serve(work: Path, corpus: Path) -> dict:
                 t = time.time()
                 try:
                     r = c.post(f"{url}/recommend", json={"user_id": u % 50, "k": 5, "mode": "beam"})
-                    log.append((t, r.status_code))
+                    retryable = r.status_code == 503 and "retry-after" in r.headers and '"request_id"' in r.text
+                    log.append((t, r.status_code if not retryable else RETRYABLE))
+                    if r.status_code != 200 and len(bodies) < 5:
+                        bodies.append(f"{r.status_code} {r.text[:200]}")
                 except httpx.HTTPError:
                     log.append((t, 0))
                 u += 7
@@ -202,8 +207,8 @@ def scenario_serve(work: Path, corpus: Path) -> dict:
     after = [s for t, s in log if t >= t_remove]
     late = [s for t, s in log if t >= t_remove + 10]  # once Serve has noticed the dead replica
     return {"replica_nodes": sorted(set(replicas.values())), "removed": victim.node_id,
-            "failed_before": sorted({s for s in before if s != 200}),
-            "before": len(before), "before_ok": sum(s == 200 for s in before),
+            "failed_before": sorted({s for s in before if s != 200}), "failure_bodies": bodies,
+            "before": len(before), "before_ok": sum(s == 200 for s in before), "before_retryable": sum(s == RETRYABLE for s in before),
             "after": len(after), "after_ok": sum(s == 200 for s in after),
             "late": len(late), "late_ok": sum(s == 200 for s in late),
             "failed_statuses": sorted({s for s in after if s != 200})}

@@ -48,7 +48,10 @@ def test_training_resumes_after_losing_a_node(synthetic_corpus, tmp_path):
 def test_serving_keeps_answering_after_losing_a_node(synthetic_corpus, tmp_path):
     got = run_scenario("serve", tmp_path, synthetic_corpus)
     assert len(got["replica_nodes"]) == 2, got  # one Ranker replica per worker raylet
-    assert got["before"] > 0 and got["before_ok"] == got["before"], got
+    # before the loss every request is answered: a 200, or on a CPU-starved CI box a few retryable
+    # JSON 503s (admission's answer to a request that cannot start in time), never an error
+    assert got["before"] > 0 and got["before_ok"] + got["before_retryable"] == got["before"], got
+    assert got["before_retryable"] <= 0.05 * got["before"], got
     # requests in flight on the removed node may fail: counted, and bounded
     assert got["after"] > 0 and got["after"] - got["after_ok"] <= max(4, 0.2 * got["after"]), got
     # once Serve has noticed, the surviving replica answers everything
