@@ -108,7 +108,8 @@ class JsonProxyErrors:
                 # the proxy's own middleware (inside this one) put the request id into the scope's headers
                 rid = _header([tuple(h) for h in scope.get("headers", [])], b"x-request-id")
                 headers = [(b"x-request-id", rid)] if rid else []
-                log.warning("request %s: no response from the replica; answered with a JSON 503", rid.decode("latin-1") if rid else "?")
+                log.warning("request %s: the proxy had no response for it (the replica failed, or the client went away): "
+                            "answered with a JSON 503", rid.decode("latin-1") if rid else "?")
                 try:
                     for m in error_messages(503, REPLICA_FAILED, headers):
                         await send(m)
