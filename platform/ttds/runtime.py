@@ -32,7 +32,7 @@ def select_device(prefer: str = "auto") -> DeviceSpec:
     return DeviceSpec(torch.device("cpu"), torch.float32)
 
 
-# Serve's proxy imports the middleware list named here when it starts (ttds.serve.proxy_errors.CALLBACK)
+# Serve's proxy imports the middleware list named here when it starts (ttds.serve.proxy_errors.middlewares)
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 PROXY_ERRORS_CALLBACK = "ttds.serve.proxy_errors:middlewares"
 

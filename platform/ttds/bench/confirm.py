@@ -109,8 +109,7 @@ def tune_and_freeze(h, s: System, space: dict | None = None) -> tuple[System, di
             if k in spec.space:
                 _set_nested(config, k, _plain(v))
     if not outcome.complete:  # a recipe frozen from the trials so far would have had less tuning than the others
-        raise SweepInterrupted(f"{s.name}: the tuning stopped after {outcome.finished} of {outcome.planned} trials; nothing was "
-                               "frozen; run the same command again to resume the sweep")
+        raise SweepInterrupted(f"{s.name}: the tuning stopped after {outcome.finished} of {outcome.planned} trials; nothing was frozen")
     if outcome.best is None:
         raise RuntimeError(f"{s.name}: no tuning trial produced a validation score (see {sweep_dir / 'trials.md'})")
     params = {k: _plain(outcome.best[k]) for k in spec.space}

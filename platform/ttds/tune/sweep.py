@@ -338,7 +338,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, trial_fn: Callable[[dict, d
         grid = tuner.fit()
     if reaper.reaped:
         log.info("removed %d placement group(s) left by stopped trials", reaper.reaped)
-    outcome = summarize(spec, out, grid, time.time() - t0, planned=count_trials(spec), finished=grid.num_terminated + grid.num_errors)
+    outcome = summarize(spec, out, grid, time.time() - t0)
     outcome.resumed = resuming
     if not outcome.complete:
         log.warning("the sweep stopped after %d of %d trials (interrupted): resume it to finish", outcome.finished, outcome.planned)
@@ -391,7 +391,8 @@ def pick_best(rows: list[dict]) -> dict | None:
     return max(ok, key=lambda r: r[key]) if ok else None
 
 
-def summarize(spec: SweepSpec, out: Path, grid, wall_s: float, planned: int = 0, finished: int = 0) -> SweepOutcome:
+def summarize(spec: SweepSpec, out: Path, grid, wall_s: float) -> SweepOutcome:
+    planned, finished = count_trials(spec), grid.num_terminated + grid.num_errors  # Ray Tune's own count of ended trials
     rows = []
     for result in grid:
         trial_id = Path(result.path).name
