@@ -56,6 +56,8 @@ results.md and quality_per_compute.png say the same. Example (then add TTDS late
       --exclude-seen --budget-epochs 40 --out runs/confirm/Scientific
 --also-all-items then adds the paper's protocol (every item ranked) from the same models: each finished (system, seed)
 is scored on test once more, in runs/confirm/Scientific/all-items/ (nothing retrains).
+--ledger DIR copies the small files that hold every decision and test read (recipes, records, per-user figures) to DIR
+as the run goes, and restores them into a fresh --out first: a campaign survives losing its machine (ttds.bench.ledger).
 
 Re-running with the same --out reuses finished systems whose config is unchanged and resumes an
 interrupted one (--fresh starts over). A system that fails is reported and the others still run.
@@ -121,6 +123,11 @@ def parser() -> argparse.ArgumentParser:
                    help="with --seeds and --exclude-seen: also score every finished (system, seed) on test with every item ranked "
                         "(the paper's protocol) from the same trained model, no retraining; --out/all-items/ holds that protocol's "
                         "results (recipes and epochs chosen on the seen-excluded validation)")
+    p.add_argument("--ledger", default="", metavar="DIR",
+                   help="with --seeds: keep the run's ledger in DIR (a git checkout, a mounted bucket): recipes, sweep tables, "
+                        "each finished unit's test record and per-user figures, the test reads; copied as the run goes and "
+                        "restored into a fresh --out first, so the same command resumes on another machine without training or "
+                        "reading test again what has finished (same --out and --data paths); jobs/report.py renders from it")
     p.add_argument("--perf-users", type=int, default=256, help="--perf: test users timed per decoding mode")
     p.add_argument("--perf-rows", type=int, default=2048, help="--perf: task rows of each short throughput run")
     p.add_argument("--perf-repeats", type=int, default=3, help="--perf: timed repeats per decoding mode (best kept)")
@@ -169,7 +176,7 @@ def _bench_config(args: argparse.Namespace, systems: list[str], use_gpu: bool):
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, fresh=args.fresh, seed=args.seed, train_seed=args.train_seed, exclude_seen=args.exclude_seen,
         perf_users=args.perf_users, perf_rows=args.perf_rows, perf_repeats=args.perf_repeats, perf_train_repeats=args.perf_train_repeats,
         perf_reference_items=args.perf_reference_items, use_gpu=use_gpu, cold_items=args.cold_items, cold_reference=args.cold_reference,
-        seeds=args.seeds, tune_trials=args.tune_trials, also_all_items=args.also_all_items,
+        seeds=args.seeds, tune_trials=args.tune_trials, also_all_items=args.also_all_items, ledger=args.ledger,
     )
 
 

@@ -7,12 +7,13 @@ items excluded, and the paper's protocol (every item ranked) scored again from t
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ttds.bench import run_benchmark
+from ttds.bench import ledger, run_benchmark
 from ttds.bench.report import METRICS, write_document
 from ttds.config import BenchConfig, ConfigError
 from ttds.data.corpus import Corpus
@@ -27,7 +28,7 @@ def _cfg(corpus, out: Path, **kw) -> BenchConfig:
 @pytest.fixture(scope="module")
 def confirm(ray_session, synthetic_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("confirm") / "out"
-    cfg = _cfg(synthetic_corpus, out, exclude_seen=True, also_all_items=True)
+    cfg = _cfg(synthetic_corpus, out, exclude_seen=True, also_all_items=True, ledger=str(out.parent / "ledger"))
     return cfg, out, run_benchmark(cfg)
 
 
@@ -119,6 +120,31 @@ def test_also_all_items_scores_the_same_models_with_every_item_ranked(confirm, s
                 assert [int(i) for i in excluded.at[u, "top10"][: len(kept)]] == kept, (name, k, u)
                 seen_recommended += len(kept) < 10
     assert seen_recommended  # and the protocol did change something: seen items were ranked
+
+
+@pytest.mark.slow
+def test_a_lost_machine_resumes_from_the_ledger_without_training_or_reading_test_again(confirm, tmp_path):
+    cfg, out, res = confirm
+    kept = Path(cfg.ledger)
+    names = ledger.files(kept)
+    assert names == ledger.files(out)  # everything it keeps, and nothing else: no model, no checkpoint
+    assert {Path("recipes/sasrec.yaml"), Path("seeds/seed1/systems/sasrec/test_per_user.parquet"),
+            Path("all-items/seeds/seed1/test_reads.jsonl")} <= set(names)
+    assert sum((kept / n).stat().st_size for n in names) < 5_000_000
+    reads = {n: (out / n).read_text() for n in names if n.name == "test_reads.jsonl"}
+    lost = out.with_name("out.lost")
+    out.rename(lost)  # the machine and its disk are gone; the ledger was kept elsewhere
+    try:
+        again = run_benchmark(cfg)
+        assert not again["failures"] and again["results"]["systems"] == res["results"]["systems"]
+        assert {n: (out / n).read_text() for n in reads} == reads  # no unit scored on test again
+        assert not any(out.rglob("ray_train*")) and not (out / "tune" / "sasrec" / "trials").exists()  # nothing trained or tuned
+        page = tmp_path / "results.md"  # the report needs the ledger alone
+        write_document([kept, kept / "all-items"], page, "python jobs/report.py --runs X")
+        assert "| `sasrec` | 2 (0,1) |" in page.read_text()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        lost.rename(out)
 
 
 def test_also_all_items_needs_seeds_and_exclude_seen(synthetic_corpus, tmp_path):

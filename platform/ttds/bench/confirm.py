@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from ttds import console
+from ttds.bench import ledger
 from ttds.baselines.runner import tune_trial
 from ttds.bench.report import COMPUTE_CHART, METRICS, combine_runs, group_charts, group_summary, load_run, provenance, results_document
 from ttds.bench.systems import System
@@ -142,6 +143,10 @@ def run_confirm(h) -> dict:
     out, cfg = h.out, h.cfg
     n_seeds = cfg.seeds or 1
     systems, tuning, failures = [], {}, dict(h.failures)
+    if cfg.ledger:
+        restored = ledger.restore(cfg.ledger, out)
+        if restored:
+            console.say(f"restored {len(restored)} ledger file(s) from {cfg.ledger} into {out}")
     for s in h.systems:
         try:
             with console.scope(s.name):
@@ -154,44 +159,59 @@ def run_confirm(h) -> dict:
         systems.append(frozen)
         if info:
             tuning[s.name] = info
+        _keep(h)
     plan = {"systems": [s.name for s in h.systems], "seeds": n_seeds, "tune_trials": cfg.tune_trials,
             "budget": h.budget_text(), "exclude_seen": cfg.exclude_seen}
     (out / "run.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "corpus": str(h.corpus.root), "plan": plan,
                                               "systems": [dataclasses.asdict(s) for s in systems]}, indent=2, default=str))
     seed_dirs = [f"{SEEDS}/seed{k}" for k in range(n_seeds)]
+    all_items_failures: dict[str, str] = {}
     for k, rel in enumerate(seed_dirs):
-        child_cfg = dataclasses.replace(cfg, out=str(out / rel), train_seed=k, seeds=0, tune_trials=0, perf=False, also_all_items=False)
+        child_cfg = dataclasses.replace(cfg, out=str(out / rel), train_seed=k, seeds=0, tune_trials=0, perf=False, also_all_items=False, ledger="")
         console.say(f"seed {k} of {n_seeds}: {out / rel}")
         res = type(h)(child_cfg, systems=systems).run()
         failures.update({f"{n} (seed {k})": why for n, why in res["failures"].items()})
         write_confirm(out, seed_dirs, plan, tuning, failures)  # a stop later keeps what is done
+        _keep(h)
+        if cfg.also_all_items:
+            rescore_all_items(h, systems, seed_dirs, k, plan, tuning, all_items_failures)
+            _keep(h)
     results, paths = write_confirm(out, seed_dirs, plan, tuning, failures)
     if cfg.also_all_items:
-        failures.update(rescore_all_items(h, systems, seed_dirs, plan, tuning))
+        failures.update(all_items_failures)
         paths["all_items_md"] = out / ALL_ITEMS / "results.md"
     return {"results": results, "details": {}, "failures": failures, "paths": {k: str(v) for k, v in paths.items()}}
 
 
-def rescore_all_items(h, systems: list[System], seed_dirs: list[str], plan: dict, tuning: dict) -> dict[str, str]:
-    """--also-all-items: the paper's protocol (every item ranked) from the seeds just trained with seen
-    items excluded, in `<out>/all-items/` (a confirmatory folder of its own, the same layout).
+def _keep(h) -> None:
+    """Copy what the run has decided and read so far to its --ledger (none: nothing to do)."""
+    if h.cfg.ledger:
+        copied = ledger.save(h.out, h.cfg.ledger)
+        log.info("ledger: %d file(s) copied to %s", len(copied), h.cfg.ledger)
+
+
+def rescore_all_items(h, systems: list[System], seed_dirs: list[str], k: int, plan: dict, tuning: dict, failures: dict[str, str]) -> None:
+    """--also-all-items: the paper's protocol (every item ranked) for seed `k`, just trained with seen
+    items excluded, in `<out>/all-items/` (a confirmatory folder of its own, the same layout);
+    what failed is added to `failures`.
 
     Why not a second campaign: training does not depend on the ranking protocol, only the
     validation figure that picks the recipe and the epoch does, so the models chosen on
     seen-excluded validation are scored on test once more with every item ranked (the harness's
     `source`, `Harness._rescore`): hours of training saved per corpus, each unit's test read once
-    per protocol. Popularity (nothing trained) simply runs under this protocol. Returns the failures."""
+    per protocol. Popularity (nothing trained) simply runs under this protocol.
+    Why right after the seed, not after the last one: a seed then ends with both of its readings, so
+    a campaign whose machine is lost between seeds (the trained models with it) keeps every
+    finished seed whole; its ledger (`ttds.bench.ledger`) is all a fresh machine needs."""
     out = h.out / ALL_ITEMS
     plan = {**plan, "exclude_seen": False, "rescored_from": str(h.out)}
-    failures: dict[str, str] = {}
-    for k, rel in enumerate(seed_dirs):
-        child = dataclasses.replace(h.cfg, out=str(out / rel), train_seed=k, seeds=0, tune_trials=0, perf=False, exclude_seen=False,
-                                    also_all_items=False)
-        console.say(f"seed {k} of {len(seed_dirs)}, every item ranked: re-scoring {h.out / rel}")
-        res = type(h)(child, systems=systems, source=h.out / rel).run()
-        failures.update({f"{n} (seed {k}, all items)": why for n, why in res["failures"].items()})
-        write_confirm(out, seed_dirs, plan, tuning, failures)
-    return failures
+    rel = seed_dirs[k]
+    child = dataclasses.replace(h.cfg, out=str(out / rel), train_seed=k, seeds=0, tune_trials=0, perf=False, exclude_seen=False, ledger="",
+                                also_all_items=False)
+    console.say(f"seed {k} of {len(seed_dirs)}, every item ranked: re-scoring {h.out / rel}")
+    res = type(h)(child, systems=systems, source=h.out / rel).run()
+    failures.update({f"{n} (seed {k}, all items)": why for n, why in res["failures"].items()})
+    write_confirm(out, seed_dirs, plan, tuning, failures)
 
 
 def write_confirm(out: Path, seed_dirs: list[str], plan: dict, tuning: dict, failures: dict) -> tuple[dict, dict[str, Path]]:

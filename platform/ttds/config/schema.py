@@ -530,6 +530,9 @@ class BenchConfig(Section):
     # with seeds and exclude_seen: also score every finished (system, seed) on test with every item ranked (the
     # paper's protocol), from the same trained model (no retraining); <out>/all-items/ (ttds.bench.harness, Harness._rescore)
     also_all_items: bool = False
+    # with seeds: a folder that is kept (a git checkout, a mounted bucket) where the run's ledger (recipes, test
+    # records, per-user figures, test reads) is copied as it grows and restored from on a fresh machine (ttds.bench.ledger)
+    ledger: str = ""
 
     def problems(self) -> list[str]:
         out = _at_least(self, ("budget_epochs", "budget_minutes", "workers", "perf_reference_items", "seeds", "tune_trials"), 0)
@@ -538,6 +541,8 @@ class BenchConfig(Section):
         if self.also_all_items and not (self.seeds and self.exclude_seen and not self.cold_items):
             out.append("also_all_items re-scores the seeds of an --exclude-seen run with every item ranked: it needs seeds > 0 and "
                        "exclude_seen, without cold_items")
+        if self.ledger and not self.seeds:
+            out.append("ledger keeps a confirmatory run's decisions and test reads: it needs seeds > 0")
         if not 0.0 <= self.cold_items < 1.0:
             out.append(f"cold_items={self.cold_items}: expected a fraction in [0, 1)")
         if self.cold_reference and not self.cold_items:
