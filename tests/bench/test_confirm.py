@@ -6,6 +6,7 @@ items excluded, and the paper's protocol (every item ranked) scored again from t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -142,6 +143,15 @@ def test_a_lost_machine_resumes_from_the_ledger_without_training_or_reading_test
         page = tmp_path / "results.md"  # the report needs the ledger alone
         write_document([kept, kept / "all-items"], page, "python jobs/report.py --runs X")
         assert "| `sasrec` | 2 (0,1) |" in page.read_text()
+        # lost between a seed's training and its all-items reading: that reading fails clearly, nothing else
+        partial = tmp_path / "partial"
+        shutil.copytree(kept, partial)
+        shutil.rmtree(partial / "all-items" / "seeds" / "seed1" / "systems" / "sasrec")
+        shutil.rmtree(out)
+        again = run_benchmark(dataclasses.replace(cfg, ledger=str(partial)))
+        assert list(again["failures"]) == ["sasrec (seed 1, all items)"], again["failures"]
+        assert "the model this unit trained is gone" in again["failures"]["sasrec (seed 1, all items)"]
+        assert {n: (out / n).read_text() for n in reads} == reads
     finally:
         shutil.rmtree(out, ignore_errors=True)
         lost.rename(out)

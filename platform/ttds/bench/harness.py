@@ -325,7 +325,8 @@ class Harness:
         sysdir, done = self._prepare_dir(s.name, keyed)
         self.ttds_cfgs[s.name] = tcfg
         if done:
-            self.tokenizers.setdefault(tok_key, Path(done["detail"]["tokenizer_dir"]))
+            if Path(done["detail"]["tokenizer_dir"]).is_dir():  # a record restored from a ledger has no tokenizer beside it
+                self.tokenizers.setdefault(tok_key, Path(done["detail"]["tokenizer_dir"]))
             self._reuse(s.name, sysdir, done)
             return
         m = train_ttds(tcfg)
@@ -377,6 +378,9 @@ class Harness:
             return
         trained = Path(src["detail"]["out_dir"])
         model_dir = trained / "model" if s.kind == "ttds" else trained
+        if not (model_dir.is_dir() if s.kind == "ttds" else (model_dir / "model.safetensors").is_file()):
+            raise FileNotFoundError(f"{model_dir}: the model this unit trained is gone (a ledger restored on a fresh machine keeps "
+                                    "records, not models), so it cannot be scored again without training it again")
         if s.kind == "ttds":
             test = score_ttds_test(tcfg, model_dir, self.corpus, sysdir / PER_USER_FILE)
             test.pop("popularity")
