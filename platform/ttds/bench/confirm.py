@@ -167,7 +167,7 @@ def run_confirm(h) -> dict:
     seed_dirs = [f"{SEEDS}/seed{k}" for k in range(n_seeds)]
     all_items_failures: dict[str, str] = {}
     for k, rel in enumerate(seed_dirs):
-        child_cfg = dataclasses.replace(cfg, out=str(out / rel), train_seed=k, seeds=0, tune_trials=0, perf=False, also_all_items=False, ledger="")
+        child_cfg = _seed_config(cfg, out / rel, k)
         console.say(f"seed {k} of {n_seeds}: {out / rel}")
         res = type(h)(child_cfg, systems=systems).run()
         failures.update({f"{n} (seed {k})": why for n, why in res["failures"].items()})
@@ -181,6 +181,11 @@ def run_confirm(h) -> dict:
         failures.update(all_items_failures)
         paths["all_items_md"] = out / ALL_ITEMS / "results.md"
     return {"results": results, "details": {}, "failures": failures, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _seed_config(cfg, out: Path, k: int, **changes):
+    """Seed k's own benchmark run: an ordinary one (no seeds, tuning, perf, re-score or ledger of its own)."""
+    return dataclasses.replace(cfg, out=str(out), train_seed=k, seeds=0, tune_trials=0, perf=False, also_all_items=False, ledger="", **changes)
 
 
 def _keep(h) -> None:
@@ -206,8 +211,7 @@ def rescore_all_items(h, systems: list[System], seed_dirs: list[str], k: int, pl
     out = h.out / ALL_ITEMS
     plan = {**plan, "exclude_seen": False, "rescored_from": str(h.out)}
     rel = seed_dirs[k]
-    child = dataclasses.replace(h.cfg, out=str(out / rel), train_seed=k, seeds=0, tune_trials=0, perf=False, exclude_seen=False, ledger="",
-                                also_all_items=False)
+    child = _seed_config(h.cfg, out / rel, k, exclude_seen=False)
     console.say(f"seed {k} of {len(seed_dirs)}, every item ranked: re-scoring {h.out / rel}")
     res = type(h)(child, systems=systems, source=h.out / rel).run()
     failures.update({f"{n} (seed {k}, all items)": why for n, why in res["failures"].items()})

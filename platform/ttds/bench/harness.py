@@ -325,8 +325,9 @@ class Harness:
         sysdir, done = self._prepare_dir(s.name, keyed)
         self.ttds_cfgs[s.name] = tcfg
         if done:
-            if Path(done["detail"]["tokenizer_dir"]).is_dir():  # a record restored from a ledger has no tokenizer beside it
-                self.tokenizers.setdefault(tok_key, Path(done["detail"]["tokenizer_dir"]))
+            tok_dir = Path(done["detail"]["tokenizer_dir"])
+            if tok_dir.is_dir():  # a record restored from a ledger has no tokenizer beside it
+                self.tokenizers.setdefault(tok_key, tok_dir)
             self._reuse(s.name, sysdir, done)
             return
         m = train_ttds(tcfg)
