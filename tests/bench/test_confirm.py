@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ttds.bench import confirm as confirm_mod
 from ttds.bench import ledger, run_benchmark
 from ttds.bench.report import METRICS, write_document
 from ttds.config import BenchConfig, ConfigError
@@ -30,7 +31,17 @@ def _cfg(corpus, out: Path, **kw) -> BenchConfig:
 def confirm(ray_session, synthetic_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("confirm") / "out"
     cfg = _cfg(synthetic_corpus, out, exclude_seen=True, also_all_items=True, ledger=str(out.parent / "ledger"))
-    return cfg, out, run_benchmark(cfg)
+    kept, keep = [], confirm_mod._keep
+
+    def keep_and_look(h):  # what the ledger holds each time the run keeps it
+        keep(h)
+        kept.append(set(ledger.files(cfg.ledger)))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(confirm_mod, "_keep", keep_and_look)
+        res = run_benchmark(cfg)
+    res["kept"] = kept
+    return cfg, out, res
 
 
 @pytest.mark.slow
@@ -132,6 +143,10 @@ def test_a_lost_machine_resumes_from_the_ledger_without_training_or_reading_test
     assert {Path("recipes/sasrec.yaml"), Path("seeds/seed1/systems/sasrec/test_per_user.parquet"),
             Path("all-items/seeds/seed1/test_reads.jsonl")} <= set(names)
     assert sum((kept / n).stat().st_size for n in names) < 5_000_000
+    # kept unit by unit: popularity's seed-0 record and its all-items reading are in the ledger before sasrec's seed 0 trains
+    unit = Path("seeds/seed0/systems/popularity/result.json")
+    first = next(k for k in res["kept"] if unit in k)
+    assert Path("all-items") / unit in first and Path("seeds/seed0/systems/sasrec/result.json") not in first
     reads = {n: (out / n).read_text() for n in names if n.name == "test_reads.jsonl"}
     lost = out.with_name("out.lost")
     out.rename(lost)  # the machine and its disk are gone; the ledger was kept elsewhere

@@ -21,7 +21,8 @@ split is read once per (system, seed):
    `results.md` and the charts (test figures; quality per compute) rendered by the same code as
    docs/results.md (jobs/report.py);
 4. the paper's protocol too (`--also-all-items`, with --exclude-seen): every finished (system, seed)
-   scored on test once more with every item ranked, from the same model (`rescore_all_items`).
+   scored on test once more with every item ranked, from the same model, as soon as it
+   has trained (`AllItemsRescore`).
 
 Adding systems later (e.g. TTDS seeds) is a re-run of the same command on the same --out with the
 longer --systems list: the finished units and the frozen recipes are reused.
@@ -48,7 +49,7 @@ from ttds.tune.sweep import run_sweep
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ALL_ITEMS", "RECIPES", "SEEDS", "TEST_READS", "TUNE", "rescore_all_items", "run_confirm"]
+__all__ = ["ALL_ITEMS", "RECIPES", "SEEDS", "TEST_READS", "TUNE", "AllItemsRescore", "run_confirm"]
 
 RECIPES, TUNE, SEEDS, ALL_ITEMS = "recipes", "tune", "seeds", "all-items"
 TEST_READS = "test_reads.jsonl"  # one line per test-split read (ttds.bench.harness.Harness._finish)
@@ -169,13 +170,19 @@ def run_confirm(h) -> dict:
     for k, rel in enumerate(seed_dirs):
         child_cfg = _seed_config(cfg, out / rel, k)
         console.say(f"seed {k} of {n_seeds}: {out / rel}")
-        res = type(h)(child_cfg, systems=systems).run()
+        rescore = AllItemsRescore(h, systems, rel, k, all_items_failures) if cfg.also_all_items else None
+
+        def unit_done(s: System, rescore=rescore) -> None:
+            if rescore is not None:
+                rescore.upto(s)
+            _keep(h)  # each finished unit, with its all-items reading, outlives the machine
+
+        res = type(h)(child_cfg, systems=systems).run(after=unit_done)
         failures.update({f"{n} (seed {k})": why for n, why in res["failures"].items()})
         write_confirm(out, seed_dirs, plan, tuning, failures)  # a stop later keeps what is done
+        if rescore is not None:
+            write_confirm(out / ALL_ITEMS, seed_dirs, {**plan, "exclude_seen": False, "rescored_from": str(out)}, tuning, all_items_failures)
         _keep(h)
-        if cfg.also_all_items:
-            rescore_all_items(h, systems, seed_dirs, k, plan, tuning, all_items_failures)
-            _keep(h)
     results, paths = write_confirm(out, seed_dirs, plan, tuning, failures)
     if cfg.also_all_items:
         failures.update(all_items_failures)
@@ -195,27 +202,38 @@ def _keep(h) -> None:
         log.info("ledger: %d file(s) copied to %s", len(copied), h.cfg.ledger)
 
 
-def rescore_all_items(h, systems: list[System], seed_dirs: list[str], k: int, plan: dict, tuning: dict, failures: dict[str, str]) -> None:
-    """--also-all-items: the paper's protocol (every item ranked) for seed `k`, just trained with seen
-    items excluded, in `<out>/all-items/` (a confirmatory folder of its own, the same layout);
-    what failed is added to `failures`.
+class AllItemsRescore:
+    """--also-all-items: the paper's protocol (every item ranked) for seed `k`, trained with seen items
+    excluded, in `<out>/all-items/<rel>` (`<out>/all-items` is a confirmatory folder of its own, the
+    same layout); what failed is added to `failures`.
 
     Why not a second campaign: training does not depend on the ranking protocol, only the
     validation figure that picks the recipe and the epoch does, so the models chosen on
     seen-excluded validation are scored on test once more with every item ranked (the harness's
     `source`, `Harness._rescore`): hours of training saved per corpus, each unit's test read once
     per protocol. Popularity (nothing trained) simply runs under this protocol.
-    Why right after the seed, not after the last one: a seed then ends with both of its readings, so
-    a campaign whose machine is lost between seeds (the trained models with it) keeps every
-    finished seed whole; its ledger (`ttds.bench.ledger`) is all a fresh machine needs."""
-    out = h.out / ALL_ITEMS
-    plan = {**plan, "exclude_seen": False, "rescored_from": str(h.out)}
-    rel = seed_dirs[k]
-    child = _seed_config(h.cfg, out / rel, k, exclude_seen=False)
-    console.say(f"seed {k} of {len(seed_dirs)}, every item ranked: re-scoring {h.out / rel}")
-    res = type(h)(child, systems=systems, source=h.out / rel).run()
-    failures.update({f"{n} (seed {k}, all items)": why for n, why in res["failures"].items()})
-    write_confirm(out, seed_dirs, plan, tuning, failures)
+    Why unit by unit, right after each one trains: a unit then ends with both of its readings, so a
+    campaign whose machine is lost (its trained models with it) keeps every finished unit whole; its
+    ledger (`ttds.bench.ledger`) is all a fresh machine needs."""
+
+    def __init__(self, h, systems: list[System], rel: str, k: int, failures: dict[str, str]):
+        self.h, self.systems, self.rel, self.k, self.failures = h, systems, rel, k, failures
+        self.run = None  # the re-scoring harness, made at the first finished unit
+        self.done: set[str] = set()
+
+    def upto(self, s: System) -> None:
+        """Re-score every system up to `s` in the seed's order that has not been (one call per finished unit)."""
+        h = self.h
+        if self.run is None:
+            console.say(f"seed {self.k}, every item ranked: re-scoring {h.out / self.rel} unit by unit")
+            self.run = type(h)(_seed_config(h.cfg, h.out / ALL_ITEMS / self.rel, self.k, exclude_seen=False), systems=self.systems,
+                               source=h.out / self.rel)
+            self.run.write_run_json()
+        for t in self.systems[:self.systems.index(s) + 1]:
+            if t.name not in self.done:
+                self.done.add(t.name)
+                self.run.run_one(t)
+        self.failures.update({f"{n} (seed {self.k}, all items)": why for n, why in self.run.failures.items()})
 
 
 def write_confirm(out: Path, seed_dirs: list[str], plan: dict, tuning: dict, failures: dict) -> tuple[dict, dict[str, Path]]:

@@ -31,7 +31,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -513,25 +513,37 @@ class Harness:
                 "exclude_seen": self.cfg.exclude_seen, "train_seed": self.cfg.train_seed, "machine": machine(),
                 "failures": dict(self.failures)}
 
-    def run(self) -> dict:
-        if self.cfg.seeds or self.cfg.tune_trials:
-            return run_confirm(self)
+    def write_run_json(self) -> None:
         (self.out / "run.json").write_text(json.dumps({"config": dataclasses.asdict(self.cfg), "corpus": str(self.corpus.root),
                                                        "systems": [dataclasses.asdict(s) for s in self.systems], "machine": machine()}, indent=2))
+
+    def run_one(self, s: System) -> None:
+        """Reuse, train or re-score `s`, then rewrite results.json with every system done so far. A
+        failure is recorded in `failures` and logged, not raised: one failed system must not cost the others (hours)."""
+        log.info("=== %s (%s) ===", s.name, s.label)
+        if s.kind == "retrieval" and s.base in self.failures:
+            self.failures[s.name] = f"not run: its base {s.base} failed"
+            return
+        try:
+            with console.scope(s.name):
+                self.run_system(s)
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            log.exception("%s failed", s.name)
+            console.say(f"{s.name}: failed ({type(e).__name__}: {str(e)[:200]}); traceback in the log")
+            self.failures[s.name] = f"{type(e).__name__}: {e}"[:500]
+        write_results(self.out, *self.results({}), self.meta())  # a crash later keeps what is done
+
+    def run(self, after: Callable[[System], None] | None = None) -> dict:
+        """Every system in turn, then perf (--perf) and the results files. `after(s)` is called once
+        each system is done (the confirmatory protocol re-scores and keeps its ledger unit by unit)."""
+        if self.cfg.seeds or self.cfg.tune_trials:
+            return run_confirm(self)
+        self.write_run_json()
         with self.rss:
             for s in self.systems:
-                log.info("=== %s (%s) ===", s.name, s.label)
-                if s.kind == "retrieval" and s.base in self.failures:
-                    self.failures[s.name] = f"not run: its base {s.base} failed"
-                    continue
-                try:
-                    with console.scope(s.name):
-                        self.run_system(s)
-                except Exception as e:  # noqa: BLE001 - one failed system must not cost the others (hours)
-                    log.exception("%s failed", s.name)
-                    console.say(f"{s.name}: failed ({type(e).__name__}: {str(e)[:200]}); traceback in the log")
-                    self.failures[s.name] = f"{type(e).__name__}: {e}"[:500]
-                write_results(self.out, *self.results({}), self.meta())  # a crash later keeps what is done
+                self.run_one(s)
+                if after is not None:
+                    after(s)
             if self.cfg.perf:
                 with console.stage("perf"):
                     perf = self.run_perf()
