@@ -218,22 +218,21 @@ class AllItemsRescore:
 
     def __init__(self, h, systems: list[System], rel: str, k: int, failures: dict[str, str]):
         self.h, self.systems, self.rel, self.k, self.failures = h, systems, rel, k, failures
-        self.run = None  # the re-scoring harness, made at the first finished unit
-        self.done: set[str] = set()
+        self.harness = None  # the re-scoring harness, made at the first finished unit
 
     def upto(self, s: System) -> None:
         """Re-score every system up to `s` in the seed's order that has not been (one call per finished unit)."""
         h = self.h
-        if self.run is None:
+        if self.harness is None:
             console.say(f"seed {self.k}, every item ranked: re-scoring {h.out / self.rel} unit by unit")
-            self.run = type(h)(_seed_config(h.cfg, h.out / ALL_ITEMS / self.rel, self.k, exclude_seen=False), systems=self.systems,
-                               source=h.out / self.rel)
-            self.run.write_run_json()
+            self.harness = type(h)(_seed_config(h.cfg, h.out / ALL_ITEMS / self.rel, self.k, exclude_seen=False), systems=self.systems,
+                                   source=h.out / self.rel)
+            self.harness.write_run_json()
+        r = self.harness
         for t in self.systems[:self.systems.index(s) + 1]:
-            if t.name not in self.done:
-                self.done.add(t.name)
-                self.run.run_one(t)
-        self.failures.update({f"{n} (seed {self.k}, all items)": why for n, why in self.run.failures.items()})
+            if t.name not in r.records and t.name not in r.failures:  # each unit once: recorded or failed
+                r.run_one(t)
+        self.failures.update({f"{n} (seed {self.k}, all items)": why for n, why in r.failures.items()})
 
 
 def write_confirm(out: Path, seed_dirs: list[str], plan: dict, tuning: dict, failures: dict) -> tuple[dict, dict[str, Path]]:
